@@ -1,0 +1,100 @@
+"""Config merging at the CLI edge: dataclass defaults <- YAML file(s) <- ``key=value`` overrides (style spec §3.2).
+
+OmegaConf structured configs give type checks (``train.epochs=abc`` fails) and typo detection
+(``train.epoch=3`` fails). Library code only ever sees the resulting dataclasses.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Type, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ..config import to_dict
+from ..registry import get_model_config
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema; the message says which key."""
+
+
+def _load_yaml(path: str | Path):
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return OmegaConf.load(path)
+    except Exception as exc:  # yaml.YAMLError and friends
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+
+
+def _dotlist(overrides: Sequence[str]):
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"overrides must look like key=value, got {bad}")
+    # `model=NAME` is shorthand for `model.name=NAME` (and must not clobber other model.* overrides)
+    overrides = [f"model.name={o[len('model='):]}" if o.startswith("model=") else o for o in overrides]
+    return OmegaConf.from_dotlist(list(overrides))
+
+
+def _model_name(layers: List[Any]) -> Optional[str]:
+    """The `model.name` chosen by the files/overrides (or `model=NAME` shorthand), if any."""
+    name = None
+    for layer in layers:
+        node = OmegaConf.select(layer, "model", default=None)
+        if isinstance(node, str):
+            name = node
+        elif node is not None:
+            sel = OmegaConf.select(layer, "model.name", default=None)
+            name = sel if sel is not None else name
+    return name
+
+
+def _expand_model_shorthand(layer) -> Any:
+    """Allow ``model=rn18-minilm`` as a shorthand for ``model.name=rn18-minilm``."""
+    node = OmegaConf.select(layer, "model", default=None)
+    if isinstance(node, str):
+        container = OmegaConf.to_container(layer)
+        container["model"] = {"name": node}
+        return OmegaConf.create(container)
+    return layer
+
+
+def build_config(schema: Type[T], config_files: Sequence[str | Path] = (), overrides: Sequence[str] = (),
+                 has_model: bool = False, defaults: Optional[dict] = None) -> T:
+    """Merge and validate; returns a real dataclass instance of `schema`.
+
+    With ``has_model``, the architecture chosen by ``model.name`` (or ``model=NAME``) is taken from the
+    registry first, so files and overrides only state what differs from it.
+    """
+    try:
+        layers = [OmegaConf.create(defaults or {})] + [_load_yaml(f) for f in config_files] + [_dotlist(overrides)]
+        layers = [_expand_model_shorthand(layer) for layer in layers]
+        base = OmegaConf.structured(schema)
+        if has_model:
+            name = _model_name(layers)
+            if name:
+                base = OmegaConf.merge(base, {"model": to_dict(get_model_config(name))})
+        merged = OmegaConf.merge(base, *layers)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(str(exc).strip().splitlines()[0] + _key_hint(exc)) from exc
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(str(exc.args[0]) if exc.args else str(exc)) from exc
+
+
+def _key_hint(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None)
+    return f" (key: {key})" if key else ""
+
+
+def save_resolved(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config into the run directory (every run records exactly what it ran)."""
+    Path(path).write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+def load_resolved(schema: Type[T], path: str | Path) -> T:
+    return build_config(schema, [path], has_model=True)

@@ -1,0 +1,98 @@
+"""Fundus preprocessing (flair.md §5.1, keepfit.md §1.6) and seeded training augmentation.
+
+Every random draw comes from a generator passed in by the caller (seeded per sample and epoch), so
+a run that is killed and resumed sees exactly the same augmented images.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+from ..config import AugmentCfg, PreprocessCfg
+
+
+def fov_crop(image: torch.Tensor) -> torch.Tensor:
+    """Crop to the bounding box of the fundus field of view.
+
+    flair.md §5.1: Li threshold on the red channel, largest connected component. Returns the input
+    unchanged when no clear foreground is found (e.g. an already-cropped image).
+    """
+    from skimage.filters import threshold_li
+    from skimage.measure import label, regionprops
+
+    red = image[0].numpy()
+    if float(red.max()) - float(red.min()) < 1e-6:
+        return image
+    mask = red > threshold_li(red)
+    labels = label(mask)
+    if labels.max() == 0:
+        return image
+    largest = max(regionprops(labels), key=lambda r: r.area)
+    top, left, bottom, right = largest.bbox
+    if (bottom - top) < 8 or (right - left) < 8:
+        return image
+    return image[:, top:bottom, left:right]
+
+
+def resize_pad_to_square(image: torch.Tensor, size: int, antialias: bool = True,
+                         interpolation: str = "bilinear") -> torch.Tensor:
+    """Longer side to `size` keeping the aspect ratio, zero-pad right and bottom (content top-left)."""
+    _, h, w = image.shape
+    scale = size / max(h, w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = F.interpolate(image[None], size=(new_h, new_w), mode=interpolation, antialias=antialias,
+                            align_corners=False if interpolation in ("bilinear", "bicubic") else None)[0]
+    return F.pad(resized, (0, size - new_w, 0, size - new_h))
+
+
+def resize_squash(image: torch.Tensor, size: int, antialias: bool = True, interpolation: str = "bilinear") -> torch.Tensor:
+    return F.interpolate(image[None], size=(size, size), mode=interpolation, antialias=antialias,
+                         align_corners=False if interpolation in ("bilinear", "bicubic") else None)[0]
+
+
+def augment(image: torch.Tensor, cfg: AugmentCfg, rng: np.random.Generator) -> torch.Tensor:
+    """Flip / small affine / brightness-contrast jitter with the probabilities of keepfit.md §2.8."""
+    if rng.random() < cfg.hflip_p:
+        image = TF.horizontal_flip(image)
+    if rng.random() < cfg.affine_p:
+        angle = float(rng.uniform(-cfg.degrees, cfg.degrees))
+        scale = float(rng.uniform(cfg.scale_min, cfg.scale_max))
+        image = TF.affine(image, angle=angle, translate=[0, 0], scale=scale, shear=[0.0, 0.0])
+    if rng.random() < cfg.jitter_p:
+        image = TF.adjust_brightness(image, float(rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)))
+        image = TF.adjust_contrast(image, float(rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)))
+    return image.clamp_(0.0, 1.0)
+
+
+class FundusTransform:
+    """Callable ``(image 3×H×W in [0,1], rng=None) -> model input``, rebuilt from the model's PreprocessCfg."""
+
+    def __init__(self, cfg: PreprocessCfg, train: bool = False, aug: Optional[AugmentCfg] = None):
+        self.cfg = cfg
+        self.train = train
+        self.aug = aug or AugmentCfg()
+        self.mean = torch.tensor(cfg.mean).view(3, 1, 1) if cfg.mean else None
+        self.std = torch.tensor(cfg.std).view(3, 1, 1) if cfg.std else None
+
+    def __call__(self, image: torch.Tensor, rng: Optional[np.random.Generator] = None) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.fov_crop:
+            image = fov_crop(image)
+        resize = resize_pad_to_square if cfg.resize_mode == "pad" else resize_squash
+        image = resize(image, cfg.size, cfg.antialias, cfg.interpolation)
+        if self.train:
+            image = augment(image, self.aug, rng if rng is not None else np.random.default_rng())
+        if self.mean is not None:
+            image = (image - self.mean) / self.std
+        return image.contiguous()
+
+    def __repr__(self) -> str:
+        return f"FundusTransform(train={self.train}, {self.cfg})"
+
+
+def build_transform(cfg: PreprocessCfg, train: bool = False, aug: Optional[AugmentCfg] = None) -> FundusTransform:
+    return FundusTransform(cfg, train=train, aug=aug)

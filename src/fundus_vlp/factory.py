@@ -1,0 +1,93 @@
+"""Model factory: ``create_model``, ``create_model_and_transforms``, ``get_tokenizer`` (open_clip surface)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Tuple, Union
+
+from .config import ModelCfg, from_dict, to_dict
+from .constants import CONFIG_NAME
+from .models.clip import FundusCLIP
+from .registry import get_model_config
+from .tokenizer import Tokenizer
+
+ModelSpec = Union[str, Path, ModelCfg]
+
+
+def _nest(overrides: Dict[str, Any]) -> Dict[str, Any]:
+    """Turn ``{"text.context_length": 16}`` into ``{"text": {"context_length": 16}}``."""
+    out: Dict[str, Any] = {}
+    for key, value in overrides.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]].update(value)
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def _is_pretrained_dir(spec: ModelSpec) -> bool:
+    return not isinstance(spec, ModelCfg) and (Path(spec) / CONFIG_NAME).is_file()
+
+
+def resolve_model_config(spec: ModelSpec, **overrides: Any) -> ModelCfg:
+    if isinstance(spec, ModelCfg):
+        if not overrides:
+            return spec
+        from .config import merge_dict
+
+        return from_dict(ModelCfg, merge_dict(to_dict(spec), _nest(overrides)))
+    return get_model_config(str(spec), _nest(overrides))
+
+
+def get_tokenizer(spec: ModelSpec, **overrides: Any) -> Tokenizer:
+    """The tokenizer that belongs to a registered model, a config, or a saved model folder."""
+    if _is_pretrained_dir(spec):
+        from .hub import load_config
+
+        cfg = load_config(spec)
+        return Tokenizer.from_pretrained(str(spec), cfg.text.context_length, cfg.text.padding)
+    cfg = resolve_model_config(spec, **overrides)
+    name = cfg.text.hf_tokenizer_name or cfg.text.hf_model_name
+    if name is None:
+        raise ValueError(f"model {cfg.name!r} names no tokenizer (text.hf_tokenizer_name)")
+    return Tokenizer.from_pretrained(name, cfg.text.context_length, cfg.text.padding)
+
+
+def create_model(spec: ModelSpec, tokenizer: Tokenizer | None = None, **overrides: Any) -> FundusCLIP:
+    """Build a model from a registered name (``list_models()``), a ``ModelCfg`` or a saved folder.
+
+    Overrides use nested dicts or dotted keys: ``create_model("tiny", **{"text.pooling": "cls"})``.
+    The returned model carries its tokenizer as ``model.tokenizer``.
+    """
+    if _is_pretrained_dir(spec):
+        if overrides:
+            raise ValueError("overrides are not applied to a saved model; edit its config.json or fine-tune instead")
+        from .hub import from_pretrained
+
+        return from_pretrained(spec)
+    cfg = resolve_model_config(spec, **overrides)
+    tokenizer = tokenizer or get_tokenizer(cfg)
+    model = FundusCLIP(cfg, pad_token_id=tokenizer.pad_token_id, vocab_size=len(tokenizer),
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model.tokenizer = tokenizer
+    return model
+
+
+def create_model_and_transforms(spec: ModelSpec, **overrides: Any) -> Tuple[FundusCLIP, Any, Any]:
+    """``model, preprocess_train, preprocess_val`` as in open_clip; transforms come from ``model.cfg.preprocess``."""
+    from .data.transforms import build_transform
+
+    model = create_model(spec, **overrides)
+    return model, build_transform(model.cfg.preprocess, train=True), build_transform(model.cfg.preprocess, train=False)
+
+
+def create_model_from_pretrained(path: str | Path) -> Tuple[FundusCLIP, Any]:
+    """``model, preprocess`` for a saved folder (open_clip's create_model_from_pretrained)."""
+    from .data.transforms import build_transform
+    from .hub import from_pretrained
+
+    model = from_pretrained(path)
+    return model, build_transform(model.cfg.preprocess, train=False)

@@ -1,0 +1,147 @@
+"""Release format: ``config.json`` + ``model.safetensors`` + tokenizer files + a generated model card.
+
+Loading never unpickles anything and never needs the network: the text tower's full Hugging Face
+config is stored inside ``config.json`` (``text.hf_config``) and the tokenizer files sit beside it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from .config import ModelCfg, from_dict, to_dict
+from .constants import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
+from .version import __version__
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A model folder or training checkpoint that cannot be read; the message names the file."""
+
+
+def _release_config(model) -> Dict[str, Any]:
+    cfg = to_dict(model.cfg)
+    # Store the text tower's complete architecture so loading needs neither the hub nor the original name.
+    cfg["text"]["hf_config"] = model.text.transformer.config.to_dict()
+    cfg["text"]["pretrained"] = False
+    cfg["vision"]["pretrained"] = False
+    cfg["decoder"]["init_from_text"] = False  # weights are in the file; do not re-copy on load
+    return {"format_version": FORMAT_VERSION, "fundus_vlp_version": __version__, "model_cfg": cfg}
+
+
+def save_pretrained(model, directory: str | Path, tokenizer=None, card: Optional[Dict[str, Any]] = None) -> Path:
+    """Write the release folder atomically (temp dir + rename), so a crash never leaves half a model."""
+    from safetensors.torch import save_model
+
+    directory = Path(directory)
+    tokenizer = tokenizer or getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError("save_pretrained needs the model's tokenizer (model.tokenizer or tokenizer=...)")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        config = _release_config(model)
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+        save_model(model, str(tmp / WEIGHTS_NAME))  # handles the decoder's tied embeddings
+        tokenizer.save_pretrained(tmp)
+        (tmp / MODEL_CARD_NAME).write_text(model_card(model.cfg, card or {}))
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def load_config(directory: str | Path) -> ModelCfg:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; a model folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        data = json.loads(path.read_text())
+        cfg = from_dict(ModelCfg, data["model_cfg"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a fundus-vlp model config ({exc})") from exc
+    if data.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {data['format_version']} is newer than this fundus-vlp")
+    return cfg
+
+
+def from_pretrained(directory: str | Path):
+    """Rebuild the architecture from config.json and load the safetensors weights with strict key checks."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    from .models.clip import FundusCLIP
+    from .tokenizer import Tokenizer
+
+    directory = Path(directory)
+    cfg = load_config(directory)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing")
+    try:
+        tokenizer = Tokenizer.from_pretrained(str(directory), cfg.text.context_length, cfg.text.padding)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{directory}: tokenizer files unreadable ({exc})") from exc
+    model = FundusCLIP(cfg, pad_token_id=tokenizer.pad_token_id, vocab_size=len(tokenizer),
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    try:
+        missing, unexpected = load_model(model, str(weights), strict=False)
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise CheckpointError(f"{weights}: unreadable or truncated safetensors file ({exc})") from exc
+    if missing or unexpected:
+        raise CheckpointError(f"{weights}: keys do not match the config: missing {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]}")
+    model.tokenizer = tokenizer
+    model.eval()
+    return model
+
+
+def model_card(cfg: ModelCfg, info: Dict[str, Any]) -> str:
+    """A generated model card (style spec §2): front matter, architecture, preprocessing, use and limits."""
+    pre = cfg.preprocess
+    norm = f"mean {pre.mean}, std {pre.std}" if pre.mean else "none (inputs in [0, 1])"
+    results = info.get("results")
+    lines = [
+        "---",
+        "library_name: fundus-vlp",
+        "license: apache-2.0",
+        "pipeline_tag: zero-shot-image-classification",
+        "tags: [fundus, retina, ophthalmology, vision-language, clip]",
+        "---",
+        f"# {info.get('title', cfg.name)}",
+        "",
+        info.get("description", "A fundus vision-language model trained with fundus-vlp."),
+        "",
+        "## Architecture",
+        f"- image tower: timm `{cfg.vision.timm_model_name}`; text tower: `{cfg.text.hf_model_name or 'BERT from config'}`"
+        f" ({cfg.text.pooling} pooling, {cfg.text.context_length} tokens)",
+        f"- joint embedding: {cfg.embed_dim}-d, L2-normalised; caption decoder: {'yes' if cfg.decoder.enabled else 'no'}",
+        "",
+        "## Preprocessing",
+        f"- {pre.resize_mode} to {pre.size}×{pre.size} (pad = keep aspect, zero-pad bottom/right), "
+        f"field-of-view crop: {pre.fov_crop}, normalisation: {norm}",
+        "",
+        "## Training",
+        f"- method: {info.get('method', 'unknown')}; data: {info.get('data', 'not recorded')}",
+    ]
+    if results:
+        lines += ["", "## Evaluation", results]
+    lines += [
+        "",
+        "## Usage",
+        "```python",
+        "import fundus_vlp",
+        "model, preprocess = fundus_vlp.create_model_from_pretrained('PATH')",
+        "```",
+        "",
+        "## Intended use and limitations",
+        "Research on retinal image-text representation learning. Not a medical device; not for clinical decisions.",
+    ]
+    return "\n".join(lines) + "\n"

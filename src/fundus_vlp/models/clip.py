@@ -1,0 +1,106 @@
+"""FundusCLIP: the dual encoder shared by every method, with an optional caption decoder (CoCa-like)."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from ..config import ModelCfg
+from .decoder import CaptionDecoder
+from .text import TextTower
+from .vision import ImageTower
+
+
+class FundusCLIP(nn.Module):
+    """Image tower + text tower + learnable temperature (+ caption decoder when ``cfg.decoder.enabled``).
+
+    Embeddings are unit vectors of size ``cfg.embed_dim``; ``logit_scale`` stores log(1/τ) and is
+    clamped to [0, ln 100] (flair.md §3.4).
+    """
+
+    def __init__(self, cfg: ModelCfg, pad_token_id: int, vocab_size: int, bos_token_id: int = 101,
+                 eos_token_id: int = 102):
+        super().__init__()
+        self.cfg = cfg
+        self.visual = ImageTower(cfg.vision, cfg.embed_dim, cfg.projection_bias)
+        self.text = TextTower(cfg.text, cfg.embed_dim, pad_token_id, vocab_size, cfg.projection_bias)
+        self.logit_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale_init)))
+        self.decoder: Optional[CaptionDecoder] = None
+        if cfg.decoder.enabled:
+            self.decoder = CaptionDecoder(cfg.decoder, self.visual.width, vocab_size, pad_token_id, bos_token_id,
+                                          eos_token_id)
+            if cfg.decoder.init_from_text:
+                self.decoder.init_from_text_encoder(self.text.transformer)
+
+    # -- encoders (open_clip surface) -------------------------------------------------------------
+    def encode_image(self, images: torch.Tensor, normalize: bool = True, project: bool = True) -> torch.Tensor:
+        """Projected unit embeddings; ``project=False`` gives the raw pooled trunk features (linear probes)."""
+        return self.visual(images, project=project, normalize=normalize)
+
+    def encode_text(self, input_ids: torch.Tensor, normalize: bool = True, project: bool = True) -> torch.Tensor:
+        return self.text(input_ids, project=project, normalize=normalize)
+
+    def encode_image_with_tokens(self, images: torch.Tensor):
+        """(embedding, grid tokens) from a single trunk pass — the generative branch needs both."""
+        return self.visual.forward_with_tokens(images)
+
+    def scale(self) -> torch.Tensor:
+        """The logit multiplier exp(clamp(logit_scale)) used by every contrastive loss and by zero-shot."""
+        return self.logit_scale.clamp(0.0, self.cfg.logit_scale_max).exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        """Called after each optimiser step (style spec §2)."""
+        self.logit_scale.clamp_(0.0, self.cfg.logit_scale_max)
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {
+            "image_features": self.encode_image(images),
+            "text_features": self.encode_text(input_ids),
+            "logit_scale": self.scale(),
+        }
+
+    @torch.no_grad()
+    def zero_shot_probs(self, images: torch.Tensor, class_input_ids: torch.Tensor) -> torch.Tensor:
+        """Softmax over classes of s·v·tᵀ (flair.md §2.3), one prompt per class."""
+        v = self.encode_image(images)
+        t = self.encode_text(class_input_ids)
+        return (self.scale() * v @ t.T).softmax(dim=-1)
+
+    # -- captioning --------------------------------------------------------------------------------
+    def caption_logits(self, images: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.decoder is None:
+            raise RuntimeError("this model has no caption decoder (model.decoder.enabled=false)")
+        _, tokens = self.visual.forward_with_tokens(images)
+        return self.decoder(tokens, input_ids)
+
+    @torch.no_grad()
+    def generate(self, images: torch.Tensor, max_length: Optional[int] = None, num_beams: int = 1) -> torch.Tensor:
+        if self.decoder is None:
+            raise RuntimeError("this model has no caption decoder; train it with method=keepfit_v2")
+        _, tokens = self.visual.forward_with_tokens(images)
+        return self.decoder.generate(tokens, max_length=max_length, num_beams=num_beams)
+
+    # -- training utilities --------------------------------------------------------------------------
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.visual.set_grad_checkpointing(enable)
+        self.text.set_grad_checkpointing(enable)
+
+    def lock_text_tower(self, unlocked_layers: int = 0) -> None:
+        self.text.lock(unlocked_layers)
+
+    def no_weight_decay(self) -> set:
+        return {"logit_scale"}
+
+    # -- release format (hub.py) -------------------------------------------------------------------
+    def save_pretrained(self, directory, card: Optional[dict] = None):
+        from ..hub import save_pretrained
+
+        return save_pretrained(self, directory, card=card)
+
+    @classmethod
+    def from_pretrained(cls, directory) -> "FundusCLIP":
+        from ..hub import from_pretrained
+
+        return from_pretrained(directory)

@@ -1,0 +1,110 @@
+"""Text tower: a Hugging Face encoder (``AutoModel``), a pooler and a projection head."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+
+from ..config import TextCfg
+from ..hf_sources import resolve_hf_source
+from .heads import ProjectionHead
+
+
+def _without_pooler(factory, *args, **kwargs):
+    """BERT's pooler is never used by our poolers; leaving it out keeps DDP free of unused parameters."""
+    try:
+        return factory(*args, add_pooling_layer=False, **kwargs)
+    except TypeError:  # architectures without a pooler argument
+        return factory(*args, **kwargs)
+
+
+def build_hf_text_model(cfg: TextCfg, vocab_size: Optional[int] = None) -> nn.Module:
+    """Build the encoder from (in order): a saved full config, a pretrained name, a name's config, or overrides."""
+    from transformers.utils import logging as hf_logging
+
+    # The pooler we leave out shows up as "unexpected keys" in transformers' load report; keep the console clean.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        return _build_hf_text_model(cfg, vocab_size)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _build_hf_text_model(cfg: TextCfg, vocab_size: Optional[int]) -> nn.Module:
+    from transformers import AutoConfig, AutoModel, BertConfig
+
+    overrides: Dict[str, Any] = dict(cfg.config_overrides)
+    if cfg.hf_config is not None:  # a saved model: architecture known, weights come from model.safetensors
+        config = AutoConfig.for_model(**cfg.hf_config)
+        return _without_pooler(AutoModel.from_config, config)
+    if cfg.hf_model_name is not None:
+        source = resolve_hf_source(cfg.hf_model_name)
+        if cfg.pretrained:
+            if overrides:
+                raise ValueError("text.config_overrides cannot change a pretrained encoder; set text.pretrained=false")
+            return _without_pooler(AutoModel.from_pretrained, source)
+        config = AutoConfig.from_pretrained(source)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+    else:
+        config = BertConfig(**overrides)
+    if vocab_size is not None:
+        config.vocab_size = vocab_size
+    return _without_pooler(AutoModel.from_config, config)
+
+
+class TextTower(nn.Module):
+    def __init__(self, cfg: TextCfg, embed_dim: int, pad_token_id: int, vocab_size: Optional[int] = None,
+                 projection_bias: bool = False):
+        super().__init__()
+        self.pooling = cfg.pooling
+        self.pad_token_id = pad_token_id
+        self.transformer = build_hf_text_model(cfg, vocab_size)
+        self.width = self.transformer.config.hidden_size
+        self.head = ProjectionHead(self.width, embed_dim, bias=projection_bias)
+
+    def attention_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return (input_ids != self.pad_token_id).long()
+
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Last hidden states B×L×W (used by MLM heads and poolers)."""
+        return self.transformer(input_ids=input_ids, attention_mask=self.attention_mask(input_ids)).last_hidden_state
+
+    def pool(self, input_ids: torch.Tensor) -> torch.Tensor:
+        mask = self.attention_mask(input_ids)
+        if self.pooling == "flair_compat":
+            # flair.md §3.2: mean over ALL positions (padding included) of hidden states 1, 2 and last,
+            # then mean over the three layers. Kept for loading/reproducing FLAIR checkpoints.
+            out = self.transformer(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+            hs = out.hidden_states
+            return torch.stack([hs[1], hs[2], hs[-1]]).mean(dim=2).mean(dim=0)
+        last = self.transformer(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        if self.pooling == "cls":
+            return last[:, 0]
+        m = mask.unsqueeze(-1).to(last.dtype)  # masked mean (keepfit.md §7 fix 12)
+        return (last * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    def forward(self, input_ids: torch.Tensor, project: bool = True, normalize: bool = True) -> torch.Tensor:
+        pooled = self.pool(input_ids)
+        return self.head(pooled, normalize=normalize) if project else pooled
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if enable:
+            self.transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.transformer.gradient_checkpointing_disable()
+
+    def lock(self, unlocked_layers: int = 0) -> None:
+        """Freeze embeddings and all but the last `unlocked_layers` encoder layers (open_clip lock_text_tower)."""
+        layers = getattr(getattr(self.transformer, "encoder", None), "layer", None)
+        if layers is None:
+            raise ValueError(f"cannot lock {type(self.transformer).__name__}: no encoder.layer list")
+        for p in self.transformer.parameters():
+            p.requires_grad_(False)
+        if unlocked_layers > 0:
+            for layer in layers[-unlocked_layers:]:
+                for p in layer.parameters():
+                    p.requires_grad_(True)

@@ -1,0 +1,79 @@
+"""Tokenizer wrapper: ``list[str] -> LongTensor[B, L]`` (open_clip convention, style spec §2).
+
+The text tower derives its attention mask from ``pad_token_id``, so batches stay plain tensors that
+collate, gather and shard easily.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Sequence, Union
+
+import torch
+
+from .hf_sources import resolve_hf_source
+
+
+class Tokenizer:
+    """Pads to a fixed ``context_length`` by default, so a text's ids never depend on its batch-mates."""
+
+    def __init__(self, hf_tokenizer, context_length: int = 77, padding: str = "max_length"):
+        if hf_tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; the text tower needs one to build attention masks")
+        self.hf = hf_tokenizer
+        self.context_length = context_length
+        self.padding = padding
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, context_length: int = 77, padding: str = "max_length") -> "Tokenizer":
+        from transformers import AutoTokenizer
+
+        return cls(AutoTokenizer.from_pretrained(resolve_hf_source(name_or_path)), context_length, padding)
+
+    @property
+    def pad_token_id(self) -> int:
+        return int(self.hf.pad_token_id)
+
+    @property
+    def bos_token_id(self) -> int:
+        """Start token for captions: [CLS] for BERT-style vocabularies."""
+        tok = self.hf.cls_token_id if self.hf.cls_token_id is not None else self.hf.bos_token_id
+        if tok is None:
+            raise ValueError("tokenizer has neither a CLS nor a BOS token")
+        return int(tok)
+
+    @property
+    def eos_token_id(self) -> int:
+        """End token for captions: [SEP] for BERT-style vocabularies."""
+        tok = self.hf.sep_token_id if self.hf.sep_token_id is not None else self.hf.eos_token_id
+        if tok is None:
+            raise ValueError("tokenizer has neither a SEP nor an EOS token")
+        return int(tok)
+
+    @property
+    def mask_token_id(self) -> int | None:
+        return self.hf.mask_token_id
+
+    def __len__(self) -> int:
+        return len(self.hf)
+
+    def __call__(self, texts: Union[str, Sequence[str]], context_length: int | None = None) -> torch.Tensor:
+        if isinstance(texts, str):
+            texts = [texts]
+        length = context_length or self.context_length
+        enc = self.hf(
+            list(texts),
+            padding=self.padding,
+            truncation=True,
+            max_length=length,
+            return_tensors="pt",
+        )
+        return enc["input_ids"]
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        return self.hf.decode(ids, skip_special_tokens=True).strip()
+
+    def batch_decode(self, ids: torch.Tensor) -> List[str]:
+        return [self.decode(row) for row in ids]
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        self.hf.save_pretrained(str(directory))
