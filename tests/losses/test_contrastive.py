@@ -107,3 +107,13 @@ def test_clip_loss_gradients_flow_to_features_and_scale():
     ClipLoss()(img, txt, log_scale.exp(), labels=torch.tensor([0, 0, 1, -1])).backward()
     for t in (img, txt, log_scale):
         assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
+
+
+def test_logits_stay_fp32_under_autocast():
+    img, txt = _unit(4, 8, seed=8), _unit(4, 8, seed=9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits_per_image, _, _ = clip_logits(img, txt, 10.0)
+        loss = ClipLoss()(img, txt, torch.tensor(10.0))
+    assert logits_per_image.dtype == torch.float32 and loss.dtype == torch.float32
+    torch.testing.assert_close(logits_per_image, 10.0 * img @ txt.T)
+    torch.testing.assert_close(loss, ClipLoss()(img, txt, torch.tensor(10.0)))

@@ -5,7 +5,6 @@ process compares the ranks' DDP-averaged gradients with single-process reference
 """
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
@@ -172,8 +171,9 @@ def test_two_rank_gloo_gather_and_loss_gradients(tmp_path, monkeypatch):
         else:
             # a no-grad gather loses the gradient that other ranks send back: the check can fail
             assert not _grads_close(grads, reference), name
-            if not local_loss:
-                _assert_grads_close(grads, {k: v / WORLD for k, v in reference.items()})
+            if not local_loss:  # each rank sees only its own slot: tower gradients are 1/world of the reference
+                towers = {k: v / WORLD for k, v in reference.items() if k != "log_scale"}
+                _assert_grads_close(grads, towers)
 
     # caption loss with a global token count equals the global token mean
     captioner = _Captioner()
