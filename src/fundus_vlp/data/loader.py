@@ -1,0 +1,215 @@
+"""Assemble the training data of a run: sources -> ban filter -> datasets -> paired sampler -> DataLoader."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import ModelCfg
+from .dataframes import read_captions, read_categorical_many
+from .datasets import CaptionDataset, CategoricalDataset, LabelVocab, TrainingDataset
+from .samplers import PairedBatchSampler
+from .transforms import build_transform
+
+_logger = logging.getLogger(__name__)
+
+
+class Collator:
+    """Stacks images and tokenises texts in the loader workers; splits main and elite streams."""
+
+    def __init__(self, tokenizer, num_labels: int = 0, caption_length: int = 0):
+        self.tokenizer = tokenizer
+        self.num_labels = num_labels
+        self.caption_length = caption_length
+
+    def _collate(self, items: List[Dict[str, Any]], captions: bool) -> Dict[str, torch.Tensor]:
+        texts = [it["text"] for it in items]
+        out = {
+            "images": torch.stack([it["image"] for it in items]),
+            "text": self.tokenizer(texts),
+            "labels": torch.tensor([it["label"] for it in items], dtype=torch.long),
+            "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        }
+        if self.num_labels:
+            multi_hot = torch.zeros(len(items), self.num_labels)
+            for row, it in enumerate(items):
+                multi_hot[row, it["label_ids"]] = 1.0
+            out["multi_hot"] = multi_hot
+        if captions and self.caption_length:
+            out["caption_ids"] = self.tokenizer(texts, context_length=self.caption_length)
+        return out
+
+    def __call__(self, items: List[Dict[str, Any]]) -> Dict[str, Any]:
+        main = [it for it in items if it["stream"] == "p"]
+        elite = [it for it in items if it["stream"] == "e"]
+        batch: Dict[str, Any] = {"main": self._collate(main, captions=False)}
+        if elite:
+            batch["elite"] = self._collate(elite, captions=True)
+        batch["skipped"] = [s for it in items for s in it["skipped"]]
+        return batch
+
+
+@dataclass
+class TrainData:
+    dataset: TrainingDataset
+    sampler: PairedBatchSampler
+    loader: DataLoader
+    vocab: LabelVocab
+    summary: Dict[str, Any] = field(default_factory=dict)
+
+
+def _load_demo_sources(cfg) -> Dict[str, Any]:
+    from .demo_world import build_demo_world
+    from .demo_presets import demo_world_cfg
+
+    world = build_demo_world(demo_world_cfg(cfg.data.demo_size, cfg.data.demo_seed))
+    return {
+        "public": [(world.public_csv, world.root)],
+        "elite": [(world.elite_csvs[m], world.root) for m in cfg.data.elite_modalities if m in world.elite_csvs],
+        "world": world,
+    }
+
+
+def _load_file_sources(cfg) -> Dict[str, Any]:
+    public = [(df, src.root) for src in cfg.data.public for df in src.dataframes]
+    elite = [(df, src.root) for src in cfg.data.elite if src.modality in cfg.data.elite_modalities
+             for df in src.dataframes]
+    return {"public": public, "elite": elite}
+
+
+def _read_public(pairs) -> pd.DataFrame:
+    frames = []
+    for csv, root in pairs:
+        frame = read_categorical_many([csv])
+        frame["root"] = str(root)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _read_elite(pairs) -> pd.DataFrame:
+    frames = []
+    for csv, root in pairs:
+        frame = read_captions(csv)
+        frame["root"] = str(root)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _apply_ban(cfg, public: pd.DataFrame, elite: Optional[pd.DataFrame], out_dir: Optional[Path]):
+    ban_cfg = cfg.data.ban
+    if not ban_cfg.terms:
+        return public, elite, {}
+    from .ban import BanList
+    from .knowledge import KnowledgeBase
+
+    kb = KnowledgeBase.load(cfg.data.prompt.knowledge) if ban_cfg.use_synonyms else None
+    ban = BanList(ban_cfg.terms, knowledge=kb, use_synonyms=ban_cfg.use_synonyms, exact=cfg.bug_compat.exact_match_ban)
+    reports = {}
+    if "categories" in ban_cfg.apply_to:
+        public, reports["categories"] = ban.filter_categorical(public)
+    if elite is not None and "elite" in ban_cfg.apply_to:
+        elite, reports["elite"] = ban.filter_captions(elite)
+    for name, report in reports.items():
+        _logger.info("ban list removed %s", report.summary() if hasattr(report, "summary") else report)
+        if out_dir is not None:
+            report.write_json(Path(out_dir) / f"ban_report_{name}.json")
+    return public, elite, {k: getattr(r, "counts", None) for k, r in reports.items()}
+
+
+def _split_by_root(frame: pd.DataFrame):
+    for root, part in frame.groupby("root", sort=False):
+        yield root, part.drop(columns=["root"]).reset_index(drop=True)
+
+
+def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs_elite: bool, pool_elite: bool = False,
+                     augment_description: bool = True, num_labels_needed: bool = False, rank: int = 0,
+                     world_size: int = 1, out_dir: Optional[Path] = None, pin_memory: bool = False) -> TrainData:
+    """Everything the trainer iterates over. ``needs_elite``: draw an elite batch with every main batch;
+    ``pool_elite``: append elite pairs to the main stream instead (CLIP "naive pooling" baseline)."""
+    sources = _load_demo_sources(cfg) if cfg.data.source == "demo" else _load_file_sources(cfg)
+    if not sources["public"]:
+        raise ValueError("no public dataframes configured (data.public[...].dataframes or data.source=demo)")
+    use_elite = needs_elite or pool_elite
+    if use_elite and not sources["elite"]:
+        raise ValueError(f"method {cfg.method!r} needs elite image-caption pairs: configure data.elite "
+                         f"(modalities {cfg.data.elite_modalities}) or data.source=demo")
+    public = _read_public(sources["public"])
+    elite = _read_elite(sources["elite"]) if use_elite else None
+    public, elite, ban_counts = _apply_ban(cfg, public, elite, out_dir)
+
+    from .knowledge import KnowledgeBase
+
+    knowledge = KnowledgeBase.load(cfg.data.prompt.knowledge)
+    vocab = LabelVocab.from_frame(public)
+    train_tf = build_transform(model_cfg.preprocess, train=True, aug=cfg.data.augment)
+    elite_tf = train_tf if cfg.data.augment_elite else build_transform(model_cfg.preprocess, train=False)
+    prompt = cfg.data.prompt
+    main = [CategoricalDataset(part, root, train_tf, vocab, prompt.template, knowledge,
+                               augment_description and prompt.augment_description, prompt.description_mode,
+                               prompt.skip_datasets, cfg.data.on_bad_image)
+            for root, part in _split_by_root(public)]
+    elite_parts = [CaptionDataset(part, root, elite_tf, cfg.data.on_bad_image)
+                   for root, part in _split_by_root(elite)] if elite is not None else []
+    elite_ds = _concat_captions(elite_parts) if elite_parts else None
+    if pool_elite:
+        main = main + elite_parts
+    dataset = TrainingDataset(main, elite_ds if needs_elite else None)
+
+    groups = None
+    if cfg.data.balance:
+        groups, offset = [], 0
+        for part in main:
+            if isinstance(part, CategoricalDataset):
+                groups += [[offset + i for i in g] for g in part.groups().values()]
+            else:
+                groups.append(list(range(offset, offset + len(part))))
+            offset += len(part)
+    per_step = cfg.train.batch_size
+    if per_step % cfg.train.accum_freq:
+        raise ValueError(f"train.batch_size {per_step} is not divisible by train.accum_freq {cfg.train.accum_freq}")
+    micro = per_step // cfg.train.accum_freq
+    elite_bs = (cfg.train.elite_batch_size or per_step) // cfg.train.accum_freq if needs_elite else 0
+    sampler = PairedBatchSampler(dataset.main_size, micro, len(elite_ds) if (needs_elite and elite_ds) else 0,
+                                 elite_bs, rank, world_size, cfg.train.seed, groups)
+    caption_len = model_cfg.decoder.max_length if model_cfg.decoder.enabled else 0
+    collator = Collator(tokenizer, len(vocab) if num_labels_needed else 0, caption_len)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=cfg.data.num_workers,
+                        pin_memory=pin_memory, persistent_workers=False)
+    summary = {
+        "public_rows": len(public), "elite_rows": 0 if elite is None else len(elite), "classes": len(vocab),
+        "main_stream": dataset.main_size, "batches_per_epoch": len(sampler), "micro_batch": micro,
+        "elite_micro_batch": elite_bs, "ban": ban_counts,
+    }
+    if "world" in sources:
+        summary["demo_world"] = str(sources["world"].root)
+    return TrainData(dataset, sampler, loader, vocab, summary)
+
+
+class _ConcatCaptions:
+    """Several caption datasets (e.g. several elite CSVs with different roots) as one index space."""
+
+    def __init__(self, parts: List[CaptionDataset]):
+        self.parts = parts
+        self.offsets = [0]
+        for p in parts:
+            self.offsets.append(self.offsets[-1] + len(p))
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def get(self, index: int, seed: int):
+        for k, part in enumerate(self.parts):
+            if index < self.offsets[k + 1]:
+                item = part.get(index - self.offsets[k], seed)
+                item["index"] += self.offsets[k]
+                return item
+        raise IndexError(index)
+
+
+def _concat_captions(parts: List[CaptionDataset]):
+    return parts[0] if len(parts) == 1 else _ConcatCaptions(parts)

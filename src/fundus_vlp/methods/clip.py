@@ -1,0 +1,29 @@
+"""CLIP: symmetric InfoNCE on image–text pairs (identity targets)."""
+from __future__ import annotations
+
+from ..losses import ClipLoss
+from .base import Method
+
+
+class CLIPMethod(Method):
+    """Plain CLIP on the main stream: categorical samples as "A fundus photograph of <label>" prompts
+    (no expert-knowledge augmentation), plus elite captions when ``clip.use_elite`` pools them in.
+    Same-class samples in a batch are negatives here — the limitation FLAIR's label-aware targets fix."""
+
+    name = "clip"
+    augment_description = False
+
+    @classmethod
+    def data_needs(cls, cfg):
+        return {**super().data_needs(cfg), "pool_elite": cfg.clip.use_elite}
+
+    def __init__(self, model, cfg):
+        super().__init__(model, cfg)
+        self.loss_fn = ClipLoss()
+
+    def encode(self, batch):
+        return self.encode_pair(batch["main"], "main")
+
+    def compute_losses(self, feats, batch):
+        loss = self.loss_fn(feats["main_image"], feats["main_text"], self.model.scale())
+        return {"loss": loss, "contrastive": loss.detach()}

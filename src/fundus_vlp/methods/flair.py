@@ -1,0 +1,26 @@
+"""FLAIR: label-aware soft-target contrastive learning on categorical data with expert-knowledge prompts
+(flair.md §6, keepfit.md §2.2–2.3)."""
+from __future__ import annotations
+
+from ..losses import ClipLoss
+from .base import Method
+
+
+class FLAIRMethod(Method):
+    name = "flair"
+
+    def __init__(self, model, cfg):
+        super().__init__(model, cfg)
+        # empty category masked out of the co-occurrence unless bug_compat (keepfit.md §2.3)
+        self.public_loss = ClipLoss(empty_as_class=cfg.bug_compat.empty_category_as_class)
+
+    def encode(self, batch):
+        return self.encode_pair(batch["main"], "main")
+
+    def public_contrastive(self, feats, batch):
+        return self.public_loss(feats["main_image"], feats["main_text"], self.model.scale(),
+                                labels=batch["main"]["labels"])
+
+    def compute_losses(self, feats, batch):
+        loss = self.public_contrastive(feats, batch)
+        return {"loss": loss, "public": loss.detach()}

@@ -1,0 +1,65 @@
+"""ViLReF: weighted similarity coupling loss with false-negative elimination, momentum encoders and
+memory queues of features + labels (vilref_and_peers.md §1.4, a reconstruction).
+
+Labels are the multi-hot category vectors of the categorical data (all categories of an image, not
+only the sampled prompt's). Queues and momentum towers are module buffers/parameters, so they are
+saved in and restored from checkpoints with the rest of the task.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..losses import wsc_loss
+from ..models.momentum import FeatureQueue, create_momentum_copy, ema_update
+from ..train.distributed import all_gather_no_grad, get_rank
+from .base import Method
+
+
+class ViLReFMethod(Method):
+    name = "vilref"
+    needs_multi_hot = True
+
+    def __init__(self, model, cfg, num_labels: int, normal_index: int | None = None):
+        super().__init__(model, cfg)
+        v = cfg.vilref
+        self.momentum_visual = create_momentum_copy(model.visual)
+        self.momentum_text = create_momentum_copy(model.text)
+        self.queue = FeatureQueue(v.queue_size, model.cfg.embed_dim, num_labels)
+        self.normal_index = normal_index
+        self._pending = None
+
+    def encode(self, batch):
+        main = batch["main"]
+        feats = self.encode_pair(main, "main")
+        with torch.no_grad():
+            # vilref §1.4: momentum features of this step; the EMA update of the previous step's
+            # after_step() is ALBEF's "update, then encode" order.
+            feats["main_image_m"] = self.momentum_visual(main["images"])
+            feats["main_text_m"] = self.momentum_text(main["text"])
+        return feats
+
+    def compute_losses(self, feats, batch):
+        v = self.cfg.vilref
+        labels = batch["main"]["multi_hot"]
+        image_m = all_gather_no_grad(feats["main_image_m"])
+        text_m = all_gather_no_grad(feats["main_text_m"])
+        labels_g = all_gather_no_grad(labels)
+        bank_img, bank_txt, bank_labels, bank_valid = self.queue.candidates(image_m, text_m, labels_g)
+        n = labels.shape[0]
+        positives = torch.arange(n, device=labels.device) + get_rank() * n
+        loss = wsc_loss(feats["main_image"], feats["main_text"], bank_img, bank_txt, labels, bank_labels, bank_valid,
+                        self.model.scale(), positives, delta=v.delta, gamma=v.gamma, w_min=v.w_min,
+                        variant=v.variant, normal_index=self.normal_index)
+        if self.training:
+            self._pending = (image_m, text_m, labels_g)
+        return {"loss": loss, "wsc": loss.detach(), "queue_fill": self.queue.valid.float().mean()}
+
+    @torch.no_grad()
+    def after_step(self):
+        super().after_step()
+        m = self.cfg.vilref.momentum
+        ema_update(self.model.visual, self.momentum_visual, m)
+        ema_update(self.model.text, self.momentum_text, m)
+        if self._pending is not None:
+            self.queue.enqueue(*self._pending)  # the gathered global batch (vilref §1.4 step 5)
+            self._pending = None

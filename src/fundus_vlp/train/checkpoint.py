@@ -1,0 +1,108 @@
+"""Training checkpoints: atomic writes, ``weights_only`` loads, and a clear error for corrupt files.
+
+A checkpoint holds everything needed to continue as if never stopped: the training task (model +
+method modules + ViLReF queues and momentum weights), optimizer, scaler, scheduler, the sampler
+position (epoch, batch), RNG states and counters. Files are written to ``<name>.tmp`` and renamed, so a
+kill during a save leaves the previous good checkpoint in place (style spec §2 "Checkpoint resume").
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from ..hub import CheckpointError
+
+_logger = logging.getLogger(__name__)
+_STEP_RE = re.compile(r"^step_(\d+)\.pt$")
+LATEST = "latest.pt"
+
+
+def atomic_torch_save(obj: Dict[str, Any], path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _strip_prefixes(state: Dict[str, Any]) -> Dict[str, Any]:
+    """Accept state dicts saved from DDP- or compile-wrapped modules (open_clip ``load_state_dict``)."""
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def load_checkpoint(path: str | Path) -> Dict[str, Any]:
+    """Load with ``weights_only=True`` (never unpickle arbitrary objects); raise CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, bad pickle opcode, disallowed global...
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or "task" not in ckpt or "step" not in ckpt:
+        raise CheckpointError(f"{path}: not a fundus-vlp training checkpoint (missing 'task'/'step')")
+    ckpt["task"] = _strip_prefixes(ckpt["task"])
+    return ckpt
+
+
+class CheckpointManager:
+    """``checkpoints/step_<N>.pt`` plus ``latest.pt`` (a copy of the newest), keeping the last `keep` step files."""
+
+    def __init__(self, directory: Path, keep: int = 2, enabled: bool = True):
+        self.dir = Path(directory)
+        self.keep = max(1, keep)
+        self.enabled = enabled
+        if enabled:
+            self.dir.mkdir(parents=True, exist_ok=True)
+
+    def step_files(self) -> List[Path]:
+        files = [p for p in self.dir.glob("step_*.pt") if _STEP_RE.match(p.name)]
+        return sorted(files, key=lambda p: int(_STEP_RE.match(p.name).group(1)))
+
+    def save(self, state: Dict[str, Any], step: int) -> Optional[Path]:
+        if not self.enabled:
+            return None
+        path = self.dir / f"step_{step}.pt"
+        atomic_torch_save(state, path)
+        # latest.pt is written the same atomic way; if the process dies between the two writes,
+        # resolve_resume still finds the newer step file.
+        atomic_torch_save(state, self.dir / LATEST)
+        for old in self.step_files()[:-self.keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def resolve_resume(self, spec: str) -> Optional[Path]:
+        """`latest` -> the newest loadable checkpoint (falling back past corrupt ones with a warning)."""
+        if not spec:
+            return None
+        if spec != "latest":
+            return Path(spec)
+        candidates = sorted(self.step_files(), key=lambda p: int(_STEP_RE.match(p.name).group(1)), reverse=True)
+        latest = self.dir / LATEST
+        ordered = ([latest] if latest.exists() else []) + candidates
+        best: Optional[Path] = None
+        best_step = -1
+        for path in ordered:
+            try:
+                step = int(load_checkpoint(path)["step"])
+            except CheckpointError as exc:
+                _logger.warning("skipping unusable checkpoint: %s", exc)
+                continue
+            if step > best_step:
+                best, best_step = path, step
+        if best is None and ordered:
+            raise CheckpointError(f"{self.dir}: no loadable checkpoint among {[p.name for p in ordered]}")
+        return best

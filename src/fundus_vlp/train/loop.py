@@ -1,0 +1,331 @@
+"""The pretraining loop shared by every method (plain torch.distributed + torchrun, style spec §3.1).
+
+One optimiser step = ``accum_freq`` micro-batches; with ``accum_freq > 1`` the negatives of the full
+batch are kept through a feature cache (see ``methods/base.py``). Checkpoints are atomic and carry
+everything needed for ``--resume latest`` to continue exactly where a killed run stopped.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from ..data.loader import TrainData, build_train_data
+from ..factory import create_model
+from ..methods import build_method, method_class
+from . import distributed as dist
+from .checkpoint import CheckpointManager, load_checkpoint
+from .config import PretrainCfg
+from .logger import MetricsWriter
+from .optim import build_optimizer, build_scheduler
+from .precision import autocast, grad_scaler
+from .rundir import prepare_run_dir
+from .seed import capture_rng_state, restore_rng_state, seed_everything
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_dir: Optional[Path]
+    steps: int
+    final_loss: float
+    seconds: float
+    samples_per_second: float
+
+
+def _to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device, channels_last) for k, v in batch.items()}
+    if isinstance(batch, torch.Tensor):
+        non_blocking = device.type == "cuda"
+        if channels_last and batch.ndim == 4:
+            return batch.to(device, non_blocking=non_blocking, memory_format=torch.channels_last)
+        return batch.to(device, non_blocking=non_blocking)
+    return batch
+
+
+def _build_model(cfg: PretrainCfg):
+    if cfg.init_from:
+        model = create_model(cfg.init_from)  # a saved release folder (e.g. a FLAIR-style model to continue)
+        model.train()
+        return model
+    return create_model(cfg.model)
+
+
+class Trainer:
+    def __init__(self, cfg: PretrainCfg, env: Optional[dist.DistEnv] = None):
+        self.cfg = cfg
+        self.env = env or dist.init_distributed(cfg.train.device)
+        self.device = self.env.device
+        seed_everything(cfg.train.seed, self.env.rank, cfg.train.deterministic)
+        self.run_dir = prepare_run_dir(cfg, self.env)
+        self.ckpt = CheckpointManager(self.run_dir / "checkpoints", cfg.train.keep_checkpoints, self.env.is_main)
+
+        self.model = _build_model(cfg)
+        if cfg.train.lock_text_layers >= 0:
+            self.model.lock_text_tower(cfg.train.lock_text_layers)
+        if cfg.train.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
+        needs = method_class(cfg.method).data_needs(cfg)
+        self.data: TrainData = build_train_data(
+            cfg, self.model.cfg, self.model.tokenizer, needs["needs_elite"], needs["pool_elite"],
+            needs["augment_description"], needs["needs_multi_hot"], self.env.rank, self.env.world_size,
+            self.run_dir if self.env.is_main else None, pin_memory=self.device.type == "cuda")
+        self.task = build_method(cfg, self.model, self.data.vocab).to(self.device)
+        if cfg.train.channels_last:
+            self.task = self.task.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.task, cfg.optim)
+        self.steps_per_epoch = len(self.data.sampler) // cfg.train.accum_freq
+        if self.steps_per_epoch == 0:
+            raise ValueError("fewer micro-batches per epoch than train.accum_freq")
+        planned = self.steps_per_epoch * cfg.train.epochs
+        self.total_steps = min(planned, cfg.train.max_steps) if cfg.train.max_steps > 0 else planned
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch, self.total_steps)
+        self.scaler = grad_scaler(cfg.train.precision, self.device)
+        self.wrapped = self._wrap(self.task)
+        self.step = 0
+        self.epoch = 0
+        self.start_batch = 0
+        resume_path = self.ckpt.resolve_resume(cfg.resume) if self.env.is_main else None
+        resume_path = dist.broadcast_object(str(resume_path) if resume_path else "")
+        if resume_path:
+            self._restore(Path(resume_path))
+        self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", self.env.is_main,
+                                     self.run_dir / "tensorboard" if cfg.train.tensorboard else None,
+                                     resume_step=self.step if resume_path else None)
+        self._log_setup()
+
+    # -- setup ----------------------------------------------------------------------------------------
+    def _wrap(self, task: nn.Module) -> nn.Module:
+        wrapped = task
+        if self.env.is_distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = nn.parallel.DistributedDataParallel(task, device_ids=ids)
+        if self.cfg.train.compile:
+            wrapped = torch.compile(wrapped, backend=self.cfg.train.compile_backend)
+        return wrapped
+
+    def _log_setup(self) -> None:
+        n_params = sum(p.numel() for p in self.task.parameters())
+        n_train = sum(p.numel() for p in self.task.parameters() if p.requires_grad)
+        _logger.info("run dir: %s", self.run_dir)
+        _logger.info("method=%s model=%s params=%.2fM (trainable %.2fM) device=%s world=%d",
+                     self.cfg.method, self.model.cfg.name, n_params / 1e6, n_train / 1e6, self.device,
+                     self.env.world_size)
+        _logger.info("data: %s", self.data.summary)
+        _logger.info("steps: %d per epoch x %d epochs -> %d optimiser steps (global batch %d)",
+                     self.steps_per_epoch, self.cfg.train.epochs, self.total_steps,
+                     self.cfg.train.batch_size * self.env.world_size)
+
+    # -- checkpoints --------------------------------------------------------------------------------------
+    def _state(self) -> Dict[str, Any]:
+        rng = capture_rng_state()
+        all_rng = [None] * self.env.world_size
+        if self.env.is_distributed:
+            torch.distributed.all_gather_object(all_rng, rng)
+        else:
+            all_rng = [rng]
+        return {
+            "task": self.task.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "start_batch": self.start_batch,
+            "rng": all_rng,
+            "world_size": self.env.world_size,
+            "method": self.cfg.method,
+        }
+
+    def save_checkpoint(self) -> None:
+        state = self._state()  # collective (RNG gather): every rank takes part
+        if self.env.is_main:
+            path = self.ckpt.save(state, self.step)
+            _logger.info("checkpoint: %s (step %d, epoch %d, batch %d)", path, self.step, self.epoch,
+                         self.start_batch)
+        dist.barrier()
+
+    def _restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        if ckpt.get("method") != self.cfg.method:
+            raise ValueError(f"{path}: checkpoint of method {ckpt.get('method')!r}, but this run is {self.cfg.method!r}")
+        self.task.load_state_dict(ckpt["task"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.step, self.epoch, self.start_batch = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["start_batch"])
+        rngs = ckpt["rng"]
+        if int(ckpt.get("world_size", 1)) == self.env.world_size:
+            restore_rng_state(rngs[self.env.rank])
+        else:
+            _logger.warning("resuming on %d ranks a run saved on %d: RNG streams restart", self.env.world_size,
+                            ckpt.get("world_size"))
+        _logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.start_batch)
+
+    # -- one optimiser step -------------------------------------------------------------------------------
+    def _sync_context(self, last: bool):
+        if last or not self.env.is_distributed:
+            return contextlib.nullcontext()
+        return self.wrapped.no_sync()
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def train_step(self, micro_batches: List[Dict[str, Any]]) -> Dict[str, float]:
+        cfg = self.cfg.train
+        amp = autocast(cfg.precision, self.device)
+        if len(micro_batches) == 1:
+            with amp:
+                losses = self.wrapped(micro_batches[0])
+            self._backward(losses["loss"])
+        else:
+            full = self._concat(micro_batches)
+            with torch.no_grad(), amp:
+                cache = [self.wrapped(mb, encode_only=True) for mb in micro_batches]
+            for j, mb in enumerate(micro_batches):
+                with self._sync_context(last=j == len(micro_batches) - 1):
+                    with amp:
+                        losses = self.wrapped(mb, cache=cache, slot=j, full_batch=full)
+                    self._backward(losses["loss"])
+            for p in self.task.loss_side_parameters():  # each micro-step gave them the full-batch gradient
+                if p.grad is not None:
+                    p.grad.div_(len(micro_batches))
+        if cfg.grad_clip_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.task.parameters(), cfg.grad_clip_norm)
+        else:
+            grad_norm = torch.tensor(float("nan"))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.task.after_step()
+        out = {k: float(v.detach().float()) for k, v in losses.items()}
+        out["grad_norm"] = float(grad_norm)
+        return out
+
+    @staticmethod
+    def _concat(micro_batches):
+        from ..methods.base import concat_batches
+
+        return concat_batches(micro_batches)
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def _reduce_for_logging(self, values: Dict[str, float]) -> Dict[str, float]:
+        if not self.env.is_distributed:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], device=self.device, dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        return {k: float(v) / self.env.world_size for k, v in zip(keys, t.tolist())}
+
+    def _epoch_batches(self):
+        """Micro-batches of this epoch from the sampler position, grouped per optimiser step."""
+        accum = self.cfg.train.accum_freq
+        self.data.sampler.set_epoch(self.epoch, self.start_batch)
+        # the loader's own seed comes from a dedicated generator, not the global RNG, so creating the
+        # iterator mid-epoch on resume does not shift the dropout RNG stream
+        self.data.loader.generator = torch.Generator().manual_seed(self.cfg.train.seed + self.epoch)
+        group: List[Dict[str, Any]] = []
+        t_data = time.perf_counter()
+        for batch in self.data.loader:
+            group.append(batch)
+            if len(group) == accum:
+                yield group, time.perf_counter() - t_data
+                group = []
+                t_data = time.perf_counter()
+
+    def fit(self) -> TrainResult:
+        cfg = self.cfg.train
+        self.wrapped.train()
+        t_start = time.perf_counter()
+        samples_done = 0
+        last_loss = math.nan
+        skipped_total = 0
+        while self.epoch < cfg.epochs and self.step < self.total_steps:
+            skipped: Dict[str, Any] = {}
+            for group, data_time in self._epoch_batches():
+                t0 = time.perf_counter()
+                for mb in group:
+                    for s in mb["skipped"]:
+                        skipped[s.path] = s
+                batches = [_to_device({k: v for k, v in mb.items() if k != "skipped"}, self.device,
+                                      cfg.channels_last) for mb in group]
+                values = self.train_step(batches)
+                self.step += 1
+                self.start_batch += len(group)
+                step_time = time.perf_counter() - t0
+                n = sum(b["main"]["images"].shape[0] + (b["elite"]["images"].shape[0] if "elite" in b else 0)
+                        for b in batches) * self.env.world_size
+                samples_done += n
+                last_loss = values["loss"]
+                if not math.isfinite(last_loss):
+                    raise FloatingPointError(f"loss is {last_loss} at step {self.step}; lower optim.lr or check the data")
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    self._log_step(values, step_time, data_time, n)
+                if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
+                    self.save_checkpoint()
+                if self.step >= self.total_steps:
+                    break
+            if self.start_batch >= len(self.data.sampler) - (len(self.data.sampler) % cfg.accum_freq):
+                self.epoch += 1
+                self.start_batch = 0
+            skipped_total += self._report_skipped(skipped)
+            self.save_checkpoint()
+        seconds = time.perf_counter() - t_start
+        model_dir = self._export() if self.env.is_main else None
+        dist.barrier()
+        self.metrics.write({"kind": "summary", "step": self.step, "seconds": seconds,
+                            "samples_per_second": samples_done / max(seconds, 1e-9), "skipped_images": skipped_total})
+        self.metrics.close()
+        return TrainResult(self.run_dir, model_dir, self.step, last_loss, seconds, samples_done / max(seconds, 1e-9))
+
+    def _log_step(self, values: Dict[str, float], step_time: float, data_time: float, n: int) -> None:
+        values = self._reduce_for_logging(values)
+        record = {"kind": "train", "step": self.step, "epoch": self.epoch, **values,
+                  "lr": self.optimizer.param_groups[0]["lr"], "logit_scale": float(self.model.scale()),
+                  "samples_per_s": n / max(step_time + data_time, 1e-9), "data_time": data_time,
+                  "step_time": step_time}
+        self.metrics.write(record)
+        parts = " ".join(f"{k}={v:.4f}" for k, v in values.items() if k not in ("loss", "grad_norm"))
+        _logger.info("step %d/%d ep %d loss %.4f [%s] lr %.2e scale %.2f %.1f samples/s data %.2fs",
+                     self.step, self.total_steps, self.epoch, values["loss"], parts, record["lr"],
+                     record["logit_scale"], record["samples_per_s"], data_time)
+
+    def _report_skipped(self, skipped: Dict[str, Any]) -> int:
+        if not skipped:
+            return 0
+        lines = [f"  {s.path} ({s.where}): {s.reason}" for s in list(skipped.values())[:20]]
+        _logger.warning("epoch %d: skipped %d unreadable image(s) (data.on_bad_image=skip):\n%s%s", self.epoch,
+                        len(skipped), "\n".join(lines), "\n  ..." if len(skipped) > 20 else "")
+        self.metrics.write({"kind": "skipped", "step": self.step, "epoch": self.epoch, "count": len(skipped),
+                            "images": [f"{s.path} ({s.where}): {s.reason}" for s in skipped.values()]})
+        return len(skipped)
+
+    def _export(self) -> Path:
+        out = self.run_dir / "model"
+        self.model.save_pretrained(out, card={
+            "method": self.cfg.method,
+            "data": self.data.summary.get("demo_world") and "the fundus-vlp demo world" or "user dataframes",
+            "description": f"Pretrained with fundus-vlp method `{self.cfg.method}` for {self.step} steps.",
+        })
+        _logger.info("model exported to %s", out)
+        return out
+
+
+def pretrain(cfg: PretrainCfg) -> TrainResult:
+    env = dist.init_distributed(cfg.train.device)
+    try:
+        return Trainer(cfg, env).fit()
+    finally:
+        dist.cleanup()

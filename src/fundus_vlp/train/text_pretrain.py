@@ -1,0 +1,176 @@
+"""KeepFIT V2 stage 0: whole-word masked language modelling of the text tower on ophthalmic text.
+
+keepfit.md §4.2 (RetCoP "Step 0", [INFER] for V2): a transformers MLM head and the whole-word-mask
+collator on paragraphs of a text corpus. The output folder is a standard Hugging Face model folder
+(MLM model + tokenizer); ``AutoModel.from_pretrained(folder)`` returns its encoder, so any model
+config can use it as the text tower: ``model.text.hf_model_name=<folder>``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from ..data.dataframes import read_captions, read_corpus
+from ..hf_sources import resolve_hf_source
+from . import distributed as dist
+from .config import OptimCfg, TextPretrainCfg
+from .logger import MetricsWriter
+from .optim import build_optimizer, build_scheduler
+from .rundir import prepare_run_dir
+from .seed import rng_for, seed_everything
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TextPretrainResult:
+    run_dir: Path
+    model_dir: Path
+    steps: int
+    train_loss: float
+    val_loss: float
+    val_masked_accuracy: float
+    seconds: float
+
+
+class _Paragraphs(Dataset):
+    def __init__(self, texts: List[str], tokenizer, max_length: int):
+        self.items = [tokenizer(t, truncation=True, max_length=max_length, return_offsets_mapping=True)
+                      for t in texts]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Dict[str, list]:
+        return dict(self.items[i])
+
+
+def collect_texts(cfg: TextPretrainCfg) -> List[str]:
+    """Corpus paragraphs (+ elite captions), after the ban list when one is configured."""
+    sources = list(cfg.corpus)
+    captions: List[str] = []
+    if cfg.demo:
+        from ..data.demo_presets import demo_world_cfg
+        from ..data.demo_world import build_demo_world
+
+        world = build_demo_world(demo_world_cfg(cfg.demo_size))
+        sources.append(str(world.corpus_dir))
+        captions += [c for csv in world.elite_csvs.values() for c in read_captions(csv)["caption"]]
+    for csv in cfg.include_elite_captions:
+        captions += list(read_captions(csv)["caption"])
+    if not sources and not captions:
+        raise ValueError("text-pretrain needs a corpus: corpus=[dir_or_txt,...] and/or include_elite_captions, or demo=true")
+    texts = (read_corpus(sources) if sources else []) + captions
+    if cfg.ban.terms:
+        from ..data.ban import BanList
+        from ..data.knowledge import KnowledgeBase
+
+        kb = KnowledgeBase.load() if cfg.ban.use_synonyms else None
+        texts, report = BanList(cfg.ban.terms, knowledge=kb, use_synonyms=cfg.ban.use_synonyms).filter_corpus(texts)
+        _logger.info("ban list on the corpus: %s", report.summary() if hasattr(report, "summary") else report)
+    return texts
+
+
+def masked_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    mask = labels != -100
+    return int((logits.argmax(-1)[mask] == labels[mask]).sum()), int(mask.sum())
+
+
+@torch.no_grad()
+def evaluate_mlm(model, loader, device) -> tuple[float, float]:
+    model.eval()
+    total_loss, total_tokens, correct = 0.0, 0, 0
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model(**batch)
+        c, n = masked_accuracy(out.logits, batch["labels"])
+        total_loss += float(out.loss) * n
+        total_tokens += n
+        correct += c
+    model.train()
+    return total_loss / max(total_tokens, 1), correct / max(total_tokens, 1)
+
+
+def text_pretrain(cfg: TextPretrainCfg) -> TextPretrainResult:
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
+    from transformers.utils import logging as hf_logging
+
+    env = dist.init_distributed(cfg.device)
+    seed_everything(cfg.seed, env.rank)
+    run_dir = prepare_run_dir(cfg, env, prefix="text-pretrain")
+    source = resolve_hf_source(cfg.text_model)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    hf_logging.set_verbosity_error()
+    model = AutoModelForMaskedLM.from_pretrained(source).to(env.device)  # a missing MLM head is initialised
+    texts = collect_texts(cfg)
+    order = rng_for(cfg.seed, "mlm-split").permutation(len(texts))
+    n_val = int(round(len(texts) * cfg.val_fraction)) if len(texts) > 10 else 0
+    val_texts = [texts[i] for i in order[:n_val]]
+    train_texts = [texts[i] for i in order[n_val:]]
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability,
+                                               whole_word_mask=cfg.whole_word_mask, seed=cfg.seed + env.rank)
+    train_ds = _Paragraphs(train_texts, tokenizer, cfg.context_length)
+    sampler = DistributedSampler(train_ds, env.world_size, env.rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=True) if env.is_distributed else None
+    loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                        collate_fn=collator, drop_last=True, generator=torch.Generator().manual_seed(cfg.seed))
+    val_loader = DataLoader(_Paragraphs(val_texts, tokenizer, cfg.context_length), batch_size=cfg.batch_size,
+                            collate_fn=DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability,
+                                                                       whole_word_mask=cfg.whole_word_mask,
+                                                                       seed=cfg.seed + 1))
+    if len(loader) == 0:
+        raise ValueError(f"{len(train_texts)} training paragraphs are fewer than one batch of {cfg.batch_size}")
+    optim_cfg = OptimCfg(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_epochs)
+    optimizer = build_optimizer(model, optim_cfg)
+    total = len(loader) * cfg.epochs
+    total = min(total, cfg.max_steps) if cfg.max_steps > 0 else total
+    scheduler = build_scheduler(optimizer, optim_cfg, len(loader), total)
+    wrapped = torch.nn.parallel.DistributedDataParallel(model) if env.is_distributed else model
+    metrics = MetricsWriter(run_dir / "metrics.jsonl", env.is_main)
+    _logger.info("text-pretrain: %d train / %d val paragraphs, %d steps, model %s", len(train_texts), len(val_texts),
+                 total, cfg.text_model)
+    step, loss_value, t0 = 0, math.nan, time.perf_counter()
+    model.train()
+    for epoch in range(cfg.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        for batch in loader:
+            batch = {k: v.to(env.device) for k, v in batch.items()}
+            loss = wrapped(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            loss_value = float(loss)
+            if step % cfg.log_every == 0 or step == total:
+                metrics.write({"kind": "train", "step": step, "epoch": epoch, "loss": loss_value,
+                               "lr": optimizer.param_groups[0]["lr"]})
+                _logger.info("mlm step %d/%d epoch %d loss %.4f", step, total, epoch, loss_value)
+            if step >= total:
+                break
+        if step >= total:
+            break
+    val_loss, val_acc = evaluate_mlm(model, val_loader, env.device) if val_texts else (math.nan, math.nan)
+    seconds = time.perf_counter() - t0
+    metrics.write({"kind": "val", "step": step, "val_loss": val_loss, "val_masked_accuracy": val_acc})
+    model_dir = run_dir / "text_model"
+    if env.is_main:
+        model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        _logger.info("text tower saved to %s (val MLM loss %.3f, masked-token accuracy %.3f); use it with "
+                     "model.text.hf_model_name=%s", model_dir, val_loss, val_acc, model_dir)
+    dist.barrier()
+    metrics.close()
+    dist.cleanup()
+    return TextPretrainResult(run_dir, model_dir, step, loss_value, val_loss, val_acc, seconds)

@@ -1,0 +1,118 @@
+"""Shared fixtures: offline, CPU-only, tiny models and tiny datasets built in temp folders."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+torch.set_num_threads(2)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+WORDS = """a an the of with and in at near no normal fundus photograph photo noisy clean glaucoma
+cataract retinopathy diabetic mild moderate severe proliferative macular degeneration age related hole
+myopia pathologic retinitis pigmentosa drusen haemorrhages hemorrhages microaneurysms exudates hard soft
+optic disc cup enlarged round dark red yellow bright spots dots lesion defect fovea macula periphery
+vessels small large many few image eye left right consistent findings shows shown""".split()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    """A WordPiece vocabulary made here (no download): special tokens, our words, letters and '##' pieces."""
+    from transformers import BertTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny_tokenizer")
+    letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,;:-()'")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(WORDS)) + letters + [f"##{c}" for c in letters]
+    (d / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(d / "vocab.txt"), do_lower_case=True)
+    tok.save_pretrained(str(d))
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides(tiny_tokenizer_dir) -> dict:
+    return {"text.hf_tokenizer_name": str(tiny_tokenizer_dir)}
+
+
+@pytest.fixture
+def tiny_model(tiny_overrides):
+    from fundus_vlp.factory import create_model
+
+    torch.manual_seed(0)
+    return create_model("tiny", **tiny_overrides)
+
+
+CLASSES = ["normal", "glaucoma", "mild diabetic retinopathy"]
+CAPTIONS = {
+    "normal": "a normal fundus photograph with a clean optic disc",
+    "glaucoma": "an enlarged optic cup near the disc consistent with glaucoma",
+    "mild diabetic retinopathy": "few small red dots near the macula consistent with mild diabetic retinopathy",
+}
+
+
+def _draw(label: str, rng: np.random.Generator, size: int = 48) -> np.ndarray:
+    img = np.zeros((size, size, 3), np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    fov = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 2 - 1) ** 2
+    img[fov] = (170 + rng.integers(-10, 10), 70, 40)
+    cup = 3 if label != "glaucoma" else 8
+    cy, cx = size // 2, size // 3
+    img[(yy - cy) ** 2 + (xx - cx) ** 2 < cup ** 2] = (250, 230, 180)
+    if label == "mild diabetic retinopathy":
+        for _ in range(6):
+            y, x = rng.integers(size // 3, 2 * size // 3, 2)
+            img[y:y + 2, x:x + 2] = (90, 0, 0)
+    return img
+
+
+def make_image_dataset(root: Path, n_per_class: int = 8, n_elite: int = 6, seed: int = 0) -> dict:
+    """A small real-format dataset: PNGs under root/setA, a categorical CSV and an elite caption CSV."""
+    rng = np.random.default_rng(seed)
+    rows, elite = [], []
+    (root / "setA").mkdir(parents=True, exist_ok=True)
+    (root / "elite").mkdir(parents=True, exist_ok=True)
+    for label in CLASSES:
+        for i in range(n_per_class):
+            rel = f"setA/{label.replace(' ', '_')}_{i}.png"
+            Image.fromarray(_draw(label, rng)).save(root / rel)
+            rows.append({"image": rel, "atributes": "[]", "categories": repr([label])})
+    for i in range(n_elite):
+        label = CLASSES[i % len(CLASSES)]
+        rel = f"elite/e{i}.png"
+        Image.fromarray(_draw(label, rng)).save(root / rel)
+        elite.append({"image": rel, "caption": CAPTIONS[label]})
+    pub_csv, elite_csv = root / "public.csv", root / "elite.csv"
+    pd.DataFrame(rows).to_csv(pub_csv)
+    pd.DataFrame(elite).to_csv(elite_csv)
+    return {"root": root, "public_csv": pub_csv, "elite_csv": elite_csv}
+
+
+@pytest.fixture(scope="session")
+def image_dataset(tmp_path_factory) -> dict:
+    return make_image_dataset(tmp_path_factory.mktemp("imgdata"))
+
+
+def pretrain_overrides(ds: dict, tiny_overrides: dict, out: Path, method: str, **extra) -> list:
+    """Config overrides of a tiny pretraining run on `image_dataset`."""
+    ov = [
+        f"method={method}", "model=tiny", f"output_dir={out}", "data.num_workers=0",
+        f"data.public=[{{dataframes: ['{ds['public_csv']}'], root: '{ds['root']}'}}]",
+        f"data.elite=[{{dataframes: ['{ds['elite_csv']}'], root: '{ds['root']}', modality: CFP}}]",
+        "train.batch_size=4", "train.epochs=1", "train.log_every=1", "train.tensorboard=false",
+        "model.preprocess.size=64", "optim.warmup_steps=0",
+    ]
+    ov += [f"model.{k}={v}" for k, v in tiny_overrides.items()]
+    ov += [f"{k}={v}" for k, v in extra.items()]
+    return ov
