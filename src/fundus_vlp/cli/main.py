@@ -6,16 +6,15 @@ Every subcommand that trains or evaluates takes ``--config FILE.yaml`` (repeatab
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from typing import List, Optional
 
-from . import (caption_cmd, check_data_cmd, demo_cmd, eval_cmd, export_cmd, list_models_cmd, predict_cmd,
-               prepare_cmd, pretrain_cmd, text_pretrain_cmd)
 from .overrides import ConfigError
 
-SUBCOMMANDS = (demo_cmd, pretrain_cmd, text_pretrain_cmd, eval_cmd, predict_cmd, caption_cmd, export_cmd,
-               prepare_cmd, check_data_cmd, list_models_cmd)
+SUBCOMMANDS = ("demo", "pretrain", "text_pretrain", "eval", "predict", "caption", "export", "prepare", "check_data",
+               "list_models")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,9 +25,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in SUBCOMMANDS:
+    for name in SUBCOMMANDS:
+        module_name = f"{__package__}.{name}_cmd"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            _register_unavailable(sub, name.replace("_", "-"))
+            continue
         module.register(sub)
     return parser
+
+
+def _register_unavailable(sub, command: str) -> None:
+    def run(args: argparse.Namespace) -> int:
+        print(f"fundus-vlp {command}: not available in this installation", file=sys.stderr)
+        return 2
+
+    p = sub.add_parser(command, help="(not available in this installation)")
+    p.add_argument("args", nargs="*")
+    p.set_defaults(func=run)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -17,8 +17,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from .dataframes import dataset_key, resolve_image_path, where
+from .dataframes import dataset_key, where
 from .images import BadImageError, load_image
+from .prepare import CacheIndex
 from .prompts import PRETRAIN_TEMPLATE, sample_prompt
 
 _logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class _ImageSource:
             raise ValueError("dataset is empty (no rows left after filtering?)")
         self.frame = frame.reset_index(drop=True)
         self.root = Path(root)
+        self.index = CacheIndex(root)  # a `fundus-vlp prepare` cache, or a plain image root
         self.transform = transform
         self.on_bad_image = on_bad_image
         self.images = list(self.frame["image"])
@@ -88,7 +90,7 @@ class _ImageSource:
 
     def _load(self, index: int, rng: np.random.Generator) -> torch.Tensor:
         loc = where(self.sources[index], self.rows[index])
-        path = resolve_image_path(self.root, self.images[index], self.sources[index], self.rows[index])
+        path = self.index.resolve(self.images[index], self.sources[index], self.rows[index])
         return self.transform(load_image(path, loc), rng)
 
     def load_with_policy(self, index: int, rng: np.random.Generator) -> Tuple[int, torch.Tensor, List[SkippedImage]]:

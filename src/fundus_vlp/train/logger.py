@@ -14,17 +14,20 @@ _logger = logging.getLogger(__name__)
 def setup_logging(level: str = "INFO", rank: int = 0, log_file: Optional[Path] = None) -> None:
     """Rank 0 logs at `level`; other ranks only warnings (their lines would repeat rank 0's)."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for handler in list(root.handlers):  # only ours: leave handlers of the host application/pytest alone
+        if getattr(handler, "_fundus_vlp", False):
+            root.removeHandler(handler)
     lvl = getattr(logging, str(level).upper(), logging.INFO) if rank == 0 else logging.WARNING
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s" if rank == 0
                             else f"%(asctime)s [rank {rank}] %(levelname)s %(message)s", "%H:%M:%S")
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(fmt)
+    console._fundus_vlp = True
     root.addHandler(console)
     if log_file is not None:
         fh = logging.FileHandler(log_file)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        fh._fundus_vlp = True
         root.addHandler(fh)
     root.setLevel(lvl)
     for noisy in ("PIL", "matplotlib", "urllib3", "httpx", "filelock"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,6 +253,8 @@ class Trainer:
         samples_done = 0
         last_loss = math.nan
         skipped_total = 0
+        # test aid: slow steps down so a test can kill the process at a chosen point (tests/train/test_resume.py)
+        step_delay = float(os.environ.get("FUNDUS_VLP_STEP_DELAY", "0"))
         while self.epoch < cfg.epochs and self.step < self.total_steps:
             skipped: Dict[str, Any] = {}
             for group, data_time in self._epoch_batches():
@@ -275,6 +278,8 @@ class Trainer:
                     self._log_step(values, step_time, data_time, n)
                 if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
                     self.save_checkpoint()
+                if step_delay:
+                    time.sleep(step_delay)
                 if self.step >= self.total_steps:
                     break
             if self.start_batch >= len(self.data.sampler) - (len(self.data.sampler) % cfg.accum_freq):
@@ -293,7 +298,7 @@ class Trainer:
     def _log_step(self, values: Dict[str, float], step_time: float, data_time: float, n: int) -> None:
         values = self._reduce_for_logging(values)
         record = {"kind": "train", "step": self.step, "epoch": self.epoch, **values,
-                  "lr": self.optimizer.param_groups[0]["lr"], "logit_scale": float(self.model.scale()),
+                  "lr": self.optimizer.param_groups[0]["lr"], "logit_scale": float(self.model.scale().detach()),
                   "samples_per_s": n / max(step_time + data_time, 1e-9), "data_time": data_time,
                   "step_time": step_time}
         self.metrics.write(record)

@@ -1,0 +1,89 @@
+"""``fundus-vlp eval MODE --model DIR --experiment NAME [--config F] [key=value ...]``."""
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+from .common import add_config_args
+
+MODE_HELP = textwrap.dedent("""\
+    modes (comma-separated to run several; "all" = zero-shot,few-shot,linear-probe):
+      zero-shot     class prototypes from prompt ensembles (class name + knowledge-base descriptions);
+                    no training, no folds: reported on the whole set and on the folds' test splits
+      few-shot      CLIP-Adapter, Tip-Adapter, Tip-Adapter-F and a linear probe on k shots per class
+                    (few_shot.shots=[1,5,10]); alpha/beta/ratio/C chosen on validation shots
+      linear-probe  scikit-learn logistic regression on frozen features, C chosen on validation
+                    (linear_probe.project_features=false probes the raw trunk features)
+      fine-tune     image tower + linear head; finetune.mode=ft|lp_ft|last_block|frozen_bn,
+                    early stopping and model selection on validation macro-F1
+      retrieval     image<->text recall@1/5/10 on a caption set; BLEU/ROUGE-L/CIDEr (+METEOR with
+                    Java) for models with a caption decoder
+
+    experiments: a built-in name (see --list-experiments), a YAML file, or demo:<name>.
+    Folds are repeated seeded stratified splits (folds=5, seed=0), not disjoint k-fold; every
+    hyper-parameter and threshold is chosen on validation data, never on the test split.
+
+    examples:
+      fundus-vlp eval all --model runs/keepfit/model --experiment demo:cfp_seen
+      fundus-vlp eval few-shot --model M --experiment 08_ODIR200x3 \\
+          dataframe_dir=~/keepfit/dataframes/transferability image_root=~/FUNDUS few_shot.shots=[1,5,10]
+      fundus-vlp eval linear-probe --model M --experiment my_task.yaml linear_probe.c=0.316
+    """)
+
+ALL = ("zero-shot", "few-shot", "linear-probe")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a model: zero-shot, few-shot, linear probe, fine-tune, retrieval",
+                       description="Leak-free transfer evaluation of a saved fundus-vlp model.",
+                       epilog=MODE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", nargs="?", metavar="MODE",
+                   help="zero-shot | few-shot | linear-probe | fine-tune | retrieval | all (or a comma list)")
+    p.add_argument("--model", help="saved model folder (config.json + model.safetensors + tokenizer)")
+    p.add_argument("--experiment", help="experiment: built-in name, YAML file, or demo:<name>")
+    p.add_argument("--output-dir", help="run folder (default runs/eval/<experiment>-<mode>-<timestamp>)")
+    p.add_argument("--dataframe-dir", help="folder of the experiment dataframes ($FUNDUS_VLP_DATAFRAMES)")
+    p.add_argument("--image-root", help="folder the dataframe image paths are relative to ($FUNDUS_VLP_DATA)")
+    p.add_argument("--list-experiments", action="store_true", help="print the built-in experiments and exit")
+    add_config_args(p)
+    p.set_defaults(func=run)
+
+
+def parse_modes(text: str) -> list:
+    from ..eval.config import MODES
+
+    modes = []
+    for part in (m.strip() for m in text.split(",") if m.strip()):
+        modes += list(ALL) if part == "all" else [part]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise ValueError(f"unknown mode {', '.join(bad) or text!r}; choose from {', '.join(MODES)} or all")
+    return list(dict.fromkeys(modes))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..eval.config import EvalCfg
+    from ..eval.experiments import builtin_experiments
+    from ..eval.runner import evaluate
+    from .overrides import build_config
+
+    if args.list_experiments:
+        for name in builtin_experiments():
+            print(name)
+        print("demo:<name>  (experiments of the generated demo world)")
+        return 0
+    if not args.mode:
+        raise ValueError("give a MODE (zero-shot, few-shot, linear-probe, fine-tune, retrieval, all); see --help")
+    modes = parse_modes(args.mode)
+    cfg = build_config(EvalCfg, args.config, args.overrides)
+    cfg.modes = modes
+    for attr, value in (("model", args.model), ("experiment", args.experiment), ("output_dir", args.output_dir),
+                        ("dataframe_dir", args.dataframe_dir), ("image_root", args.image_root)):
+        if value:
+            setattr(cfg, attr, value)
+    if not cfg.model:
+        raise ValueError("--model DIR is required (a folder written by save_pretrained / fundus-vlp export)")
+    if not cfg.experiment:
+        raise ValueError("--experiment NAME is required (see --list-experiments)")
+    evaluate(cfg.model, cfg.experiment, modes, cfg)
+    return 0

@@ -1,0 +1,119 @@
+"""Every method trains end to end from the CLI on a real-format dataset; the step mechanics are exact."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import pretrain_overrides
+from fundus_vlp.cli.main import main
+from fundus_vlp.cli.overrides import build_config
+from fundus_vlp.train.checkpoint import load_checkpoint
+from fundus_vlp.train.config import PretrainCfg
+
+METHODS = ["clip", "flair", "keepfit", "vilref", "keepfit_v2"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_trains_from_cli_and_exports(method, image_dataset, tiny_overrides, tmp_path):
+    extra = {"vilref.queue_size": 16} if method == "vilref" else {}
+    args = ["pretrain"] + pretrain_overrides(image_dataset, tiny_overrides, tmp_path, method, run_name="r", **extra)
+    assert main(args) == 0
+    run = tmp_path / "r"
+    assert (run / "config.yaml").is_file() and (run / "env.json").is_file()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert len(train) == 6  # 24 images / batch 4, one epoch
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in train)
+    assert (run / "model" / "model.safetensors").is_file()
+    ckpt = load_checkpoint(run / "checkpoints" / "latest.pt")
+    assert ckpt["step"] == 6 and ckpt["epoch"] == 1
+    if method == "vilref":
+        assert "queue.image" in ckpt["task"] and any(k.startswith("momentum_visual.") for k in ckpt["task"])
+        assert bool(ckpt["task"]["queue.valid"].any())
+    if method == "keepfit_v2":
+        assert any(k.startswith("model.decoder.") for k in ckpt["task"])
+        assert any("caption" in r for r in train)
+    if method == "keepfit":
+        assert all("revision" in r and "elite" in r for r in train)
+
+
+def _task_and_batch(method, image_dataset, tiny_overrides, tmp_path, model="tiny-vit", batch=4, **extra):
+    """Build the trainer's task and one batch without running the loop."""
+    from fundus_vlp.train.loop import Trainer
+
+    ov = pretrain_overrides(image_dataset, tiny_overrides, tmp_path, method, run_name="t", **extra)
+    ov = [o for o in ov if not o.startswith("model=")] + [f"model={model}", f"train.batch_size={batch}"]
+    cfg = build_config(PretrainCfg, [], ov, has_model=True)
+    trainer = Trainer(cfg)
+    return trainer
+
+
+def test_keepfit_v2_every_parameter_gets_gradient(image_dataset, tiny_overrides, tmp_path):
+    trainer = _task_and_batch("keepfit_v2", image_dataset, tiny_overrides, tmp_path, model="tiny",
+                              **{"keepfit_v2.revision": "true"})
+    batch = next(iter(trainer.data.loader))
+    batch.pop("skipped")
+    losses = trainer.task(batch)
+    losses["loss"].backward()
+    missing = [n for n, p in trainer.task.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    assert {"public", "elite", "caption", "revision"} <= set(losses)
+
+
+@pytest.mark.parametrize("method", ["flair", "keepfit", "keepfit_v2"])
+def test_gradient_accumulation_equals_full_batch(method, image_dataset, tiny_overrides, tmp_path):
+    """accum_freq=2 with the feature cache gives the gradient of one full batch (BN-free, dropout-free model)."""
+    extra = {"keepfit.attn_dropout": 0.0, "keepfit_v2.attn_dropout": 0.0, "keepfit_v2.revision": "true",
+             "model.decoder.dropout": 0.0}
+    trainer = _task_and_batch(method, image_dataset, tiny_overrides, tmp_path, **extra)
+    full = next(iter(trainer.data.loader))
+    full.pop("skipped")
+
+    def grads():
+        return {n: p.grad.clone() for n, p in trainer.task.named_parameters() if p.grad is not None}
+
+    trainer.task.zero_grad()
+    trainer.task(full)["loss"].backward()
+    reference = grads()
+
+    from fundus_vlp.methods.base import concat_batches
+
+    def half(b, sl):
+        return {k: (half(v, sl) if isinstance(v, dict) else v[sl]) for k, v in b.items()}
+
+    micro = [half(full, slice(0, 2)), half(full, slice(2, 4))]
+    assert torch.equal(concat_batches(micro)["main"]["images"], full["main"]["images"])
+    trainer.task.zero_grad()
+    with torch.no_grad():
+        cache = [trainer.task(mb, encode_only=True) for mb in micro]
+    for j, mb in enumerate(micro):
+        trainer.task(mb, cache=cache, slot=j, full_batch=full)["loss"].backward()
+    for p in trainer.task.loss_side_parameters():
+        if p.grad is not None:
+            p.grad.div_(2)
+    accumulated = grads()
+    assert reference.keys() == accumulated.keys()
+    for name in reference:
+        assert torch.allclose(reference[name], accumulated[name], atol=1e-5, rtol=1e-4), name
+
+
+def test_train_loop_with_accumulation_and_max_steps(image_dataset, tiny_overrides, tmp_path):
+    args = ["pretrain"] + pretrain_overrides(image_dataset, tiny_overrides, tmp_path, "keepfit", run_name="acc",
+                                             **{"train.accum_freq": 2, "train.max_steps": 2})
+    assert main(args) == 0
+    ckpt = load_checkpoint(tmp_path / "acc" / "checkpoints" / "latest.pt")
+    assert ckpt["step"] == 2 and ckpt["start_batch"] == 4 and ckpt["epoch"] == 0
+
+
+def test_missing_elite_data_is_a_clear_error(image_dataset, tiny_overrides, tmp_path, capsys):
+    args = ["pretrain"] + pretrain_overrides(image_dataset, tiny_overrides, tmp_path, "keepfit", run_name="x")
+    args = [a for a in args if not a.startswith("data.elite=")]
+    assert main(args) == 1
+    assert "needs elite image-caption pairs" in capsys.readouterr().err
+
+
+def test_config_typo_is_an_error(capsys):
+    assert main(["pretrain", "train.epoch=3"]) == 2
+    assert "epochs" in capsys.readouterr().err
