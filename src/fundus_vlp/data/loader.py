@@ -19,6 +19,12 @@ from .transforms import build_transform
 _logger = logging.getLogger(__name__)
 
 
+def _single_threaded_worker(_: int) -> None:
+    """Loader workers decode and resize small images; intra-op threads there would fight the training
+    process for the same cores (on a 2-core machine that oversubscription costs several times the step time)."""
+    torch.set_num_threads(1)
+
+
 class Collator:
     """Stacks images and tokenises texts in the loader workers; splits main and elite streams."""
 
@@ -179,7 +185,7 @@ def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs_elite: bool, poo
     caption_len = model_cfg.decoder.max_length if model_cfg.decoder.enabled else 0
     collator = Collator(tokenizer, len(vocab) if num_labels_needed else 0, caption_len)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=cfg.data.num_workers,
-                        pin_memory=pin_memory, persistent_workers=False)
+                        pin_memory=pin_memory, persistent_workers=False, worker_init_fn=_single_threaded_worker)
     summary = {
         "public_rows": len(public), "elite_rows": 0 if elite is None else len(elite), "classes": len(vocab),
         "main_stream": dataset.main_size, "batches_per_epoch": len(sampler), "micro_batch": micro,

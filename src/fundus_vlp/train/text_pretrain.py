@@ -44,8 +44,10 @@ class TextPretrainResult:
 
 class _Paragraphs(Dataset):
     def __init__(self, texts: List[str], tokenizer, max_length: int):
-        self.items = [tokenizer(t, truncation=True, max_length=max_length, return_offsets_mapping=True)
-                      for t in texts]
+        # fixed-length padding: the whole-word-mask collator needs offset mappings of equal length;
+        # pads are flagged in special_tokens_mask so they are never masked
+        self.items = [tokenizer(t, truncation=True, max_length=max_length, padding="max_length",
+                                return_offsets_mapping=True, return_special_tokens_mask=True) for t in texts]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -80,6 +82,15 @@ def collect_texts(cfg: TextPretrainCfg) -> List[str]:
     return texts
 
 
+def _collator(tokenizer, cfg: TextPretrainCfg, seed: int):
+    from transformers import DataCollatorForLanguageModeling
+
+    # transformers' whole-word masking always uses [MASK] (no random/kept tokens); say so explicitly
+    replace = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if cfg.whole_word_mask else {}
+    return DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability,
+                                           whole_word_mask=cfg.whole_word_mask, seed=seed, **replace)
+
+
 def masked_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     mask = labels != -100
     return int((logits.argmax(-1)[mask] == labels[mask]).sum()), int(mask.sum())
@@ -101,7 +112,7 @@ def evaluate_mlm(model, loader, device) -> tuple[float, float]:
 
 
 def text_pretrain(cfg: TextPretrainCfg) -> TextPretrainResult:
-    from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     env = dist.init_distributed(cfg.device)
@@ -116,17 +127,14 @@ def text_pretrain(cfg: TextPretrainCfg) -> TextPretrainResult:
     n_val = int(round(len(texts) * cfg.val_fraction)) if len(texts) > 10 else 0
     val_texts = [texts[i] for i in order[:n_val]]
     train_texts = [texts[i] for i in order[n_val:]]
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability,
-                                               whole_word_mask=cfg.whole_word_mask, seed=cfg.seed + env.rank)
+    collator = _collator(tokenizer, cfg, cfg.seed + env.rank)
     train_ds = _Paragraphs(train_texts, tokenizer, cfg.context_length)
     sampler = DistributedSampler(train_ds, env.world_size, env.rank, shuffle=True, seed=cfg.seed,
                                  drop_last=True) if env.is_distributed else None
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                         collate_fn=collator, drop_last=True, generator=torch.Generator().manual_seed(cfg.seed))
     val_loader = DataLoader(_Paragraphs(val_texts, tokenizer, cfg.context_length), batch_size=cfg.batch_size,
-                            collate_fn=DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability,
-                                                                       whole_word_mask=cfg.whole_word_mask,
-                                                                       seed=cfg.seed + 1))
+                            collate_fn=_collator(tokenizer, cfg, cfg.seed + 10_000))
     if len(loader) == 0:
         raise ValueError(f"{len(train_texts)} training paragraphs are fewer than one batch of {cfg.batch_size}")
     optim_cfg = OptimCfg(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_epochs)
