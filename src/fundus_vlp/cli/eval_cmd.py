@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from .common import add_config_args
-
 MODE_HELP = textwrap.dedent("""\
     modes (comma-separated to run several; "all" = zero-shot,few-shot,linear-probe):
       zero-shot     class prototypes from prompt ensembles (class name + knowledge-base descriptions);
@@ -24,7 +22,7 @@ MODE_HELP = textwrap.dedent("""\
     hyper-parameter and threshold is chosen on validation data, never on the test split.
 
     examples:
-      fundus-vlp eval all --model runs/keepfit/model --experiment demo:cfp_seen
+      fundus-vlp eval all --model runs/keepfit/model --experiment demo:demo_unseen
       fundus-vlp eval few-shot --model M --experiment 08_ODIR200x3 \\
           dataframe_dir=~/keepfit/dataframes/transferability image_root=~/FUNDUS few_shot.shots=[1,5,10]
       fundus-vlp eval linear-probe --model M --experiment my_task.yaml linear_probe.c=0.316
@@ -33,10 +31,31 @@ MODE_HELP = textwrap.dedent("""\
 ALL = ("zero-shot", "few-shot", "linear-probe")
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Lets ``key=value`` overrides follow options after MODE (``eval MODE --model M a=b``): plain argparse
+    only fills positionals from the first contiguous run of them."""
+
+    _inner = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inner:
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a model: zero-shot, few-shot, linear probe, fine-tune, retrieval",
-                       description="Leak-free transfer evaluation of a saved fundus-vlp model.",
-                       epilog=MODE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser_class = sub._parser_class
+    sub._parser_class = _IntermixedParser
+    try:
+        p = sub.add_parser("eval", help="evaluate a model: zero-shot, few-shot, linear probe, fine-tune, retrieval",
+                           description="Leak-free transfer evaluation of a saved fundus-vlp model.",
+                           epilog=MODE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    finally:
+        sub._parser_class = parser_class
     p.add_argument("mode", nargs="?", metavar="MODE",
                    help="zero-shot | few-shot | linear-probe | fine-tune | retrieval | all (or a comma list)")
     p.add_argument("--model", help="saved model folder (config.json + model.safetensors + tokenizer)")
@@ -45,7 +64,10 @@ def register(sub) -> None:
     p.add_argument("--dataframe-dir", help="folder of the experiment dataframes ($FUNDUS_VLP_DATAFRAMES)")
     p.add_argument("--image-root", help="folder the dataframe image paths are relative to ($FUNDUS_VLP_DATA)")
     p.add_argument("--list-experiments", action="store_true", help="print the built-in experiments and exit")
-    add_config_args(p)
+    p.add_argument("--config", action="append", default=[], metavar="FILE.yaml",
+                   help="YAML file of EvalCfg fields (repeatable; later files win)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. folds=3 few_shot.shots=[1,5] linear_probe.c=0.316 (typos are errors)")
     p.set_defaults(func=run)
 
 
@@ -63,19 +85,27 @@ def parse_modes(text: str) -> list:
 
 def run(args: argparse.Namespace) -> int:
     from ..eval.config import EvalCfg
-    from ..eval.experiments import builtin_experiments
+    from ..eval.experiments import builtin_experiments, demo_experiment_names
     from ..eval.runner import evaluate
     from .overrides import build_config
 
     if args.list_experiments:
         for name in builtin_experiments():
             print(name)
-        print("demo:<name>  (experiments of the generated demo world)")
+        for name in demo_experiment_names():
+            print(f"{name}  (generated demo world)")
         return 0
     if not args.mode:
         raise ValueError("give a MODE (zero-shot, few-shot, linear-probe, fine-tune, retrieval, all); see --help")
     modes = parse_modes(args.mode)
-    cfg = build_config(EvalCfg, args.config, args.overrides)
+    overrides = []
+    for item in args.overrides:  # `model=DIR` / `experiment=NAME` as overrides mean the same as the flags
+        key, _, value = item.partition("=")
+        if key in ("model", "experiment") and not getattr(args, key):
+            setattr(args, key, value)
+        else:
+            overrides.append(item)
+    cfg = build_config(EvalCfg, args.config, overrides)
     cfg.modes = modes
     for attr, value in (("model", args.model), ("experiment", args.experiment), ("output_dir", args.output_dir),
                         ("dataframe_dir", args.dataframe_dir), ("image_root", args.image_root)):

@@ -1,0 +1,132 @@
+"""``EvalCfg``: every option of ``fundus-vlp eval`` (merged from YAML + ``key=value`` at the CLI edge).
+
+Defaults follow keepfit.md §5 / flair.md §9 where they are sound and the leak-free fixes elsewhere;
+``bug_compat`` switches reproduce official behaviour for parity checks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from ..data.prompts import ZERO_SHOT_TEMPLATE
+from .adapters import DEFAULT_ALPHAS, DEFAULT_BETAS, DEFAULT_RATIOS
+from .linear_probe import DEFAULT_C_GRID
+
+MODES = ("zero-shot", "few-shot", "linear-probe", "fine-tune", "retrieval")
+FEW_SHOT_METHODS = ("clip_adapter", "tip_adapter", "tip_adapter_f", "linear_probe")
+
+
+@dataclass
+class ZeroShotCfg:
+    templates: List[str] = field(default_factory=lambda: [ZERO_SHOT_TEMPLATE])  # "[CLS]" or "{}" slot
+    domain_knowledge: bool = True  # add the knowledge base's descriptions to each class's ensemble
+    knowledge: str = "fundus_en"
+    negative_templates: List[str] = field(default_factory=lambda: ["A fundus photograph with no [CLS]"])
+    on_fold_splits: bool = True  # also report zero-shot on the folds' test splits (comparable to few-shot)
+
+
+@dataclass
+class FewShotCfg:
+    shots: List[int] = field(default_factory=lambda: [1, 5, 10])  # per class
+    val_shots: Optional[int] = None  # validation images per class; None = same as shots
+    methods: List[str] = field(default_factory=lambda: list(FEW_SHOT_METHODS))
+    epochs: int = 40  # keepfit.md §5.3
+    lr: float = 1e-3
+    eps: float = 1e-4
+    weight_decay: float = 0.01
+    batch_size: int = 32  # the official code uses 1
+    min_steps: int = 200  # at least this many optimiser steps per trainable adapter
+    clip_adapter_reduction: int = 4
+    clip_adapter_ratios: List[float] = field(default_factory=lambda: list(DEFAULT_RATIOS))
+    alphas: List[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
+    betas: List[float] = field(default_factory=lambda: list(DEFAULT_BETAS))
+    tip_f_init_alpha: float = 1.0
+    tip_f_init_beta: float = 5.0
+
+
+@dataclass
+class LinearProbeCfg:
+    train_fraction: Optional[float] = None  # of each class; None = every non-test, non-val image
+    val_fraction: float = 0.2
+    c: Optional[float] = None  # fixed C (0.316 = official); None = chosen on validation
+    c_grid: List[float] = field(default_factory=lambda: list(DEFAULT_C_GRID))
+    refit_on_train_val: bool = False
+    max_iter: int = 1000
+    project_features: bool = True  # False: raw pooled trunk features (the paper's setting, keepfit.md §5.1)
+
+
+@dataclass
+class FinetuneCfg:
+    mode: str = "ft"  # ft | lp_ft | last_block | frozen_bn
+    folds: Optional[int] = None  # None = EvalCfg.folds
+    train_fraction: Optional[float] = None
+    val_fraction: float = 0.2
+    epochs: int = 50
+    lr: float = 1e-4
+    eps: float = 1e-4
+    weight_decay: float = 0.01
+    batch_size: int = 8
+    patience: int = 10
+    grad_clip: float = 1.0
+    augment: bool = True
+    class_weighted: bool = True
+    project_features: bool = True
+
+
+@dataclass
+class RetrievalCfg:
+    captions: Optional[str] = None  # image, caption CSV (default: the experiment's caption set)
+    image_root: Optional[str] = None
+    ks: List[int] = field(default_factory=lambda: [1, 5, 10])
+    captioning: bool = True  # also BLEU/ROUGE-L/CIDEr/METEOR for models with a caption decoder
+    max_length: Optional[int] = None
+    num_beams: int = 1
+
+
+@dataclass
+class BugCompatCfg:
+    unnormalised_prototypes: bool = False  # keepfit.md §7 bug 13 / flair.md §11.3
+
+
+@dataclass
+class EvalCfg:
+    model: Optional[str] = None  # a saved model folder
+    experiment: Optional[str] = None  # built-in name, YAML path, or demo:<name>
+    modes: List[str] = field(default_factory=lambda: ["zero-shot", "few-shot", "linear-probe"])
+    dataframe_dir: Optional[str] = None  # where the KeepFIT/FLAIR dataframes are ($FUNDUS_VLP_DATAFRAMES)
+    image_root: Optional[str] = None  # where the images are ($FUNDUS_VLP_DATA)
+    folds: int = 5  # repeated seeded splits (Monte-Carlo), not disjoint k-fold
+    seed: int = 0  # fold f uses seed + f
+    seeds: List[int] = field(default_factory=list)  # explicit fold seeds (overrides folds/seed)
+    test_fraction: float = 0.2  # per class, drawn first; ignored when the experiment has an official test set
+    binary_threshold: str = "val"  # "val": threshold chosen on validation; "argmax"
+    bootstrap: int = 1000  # bootstrap replicates for 95 % intervals (0: none)
+    ci_metrics: List[str] = field(default_factory=lambda: ["acc", "aca"])
+    batch_size: int = 32
+    num_workers: int = 0
+    device: str = "auto"
+    output_dir: Optional[str] = None  # default runs/eval/<experiment>-<modes>-<timestamp>
+    cache_dir: Optional[str] = None  # default $FUNDUS_VLP_CACHE/features, else next to the run folder(s)
+    plots: bool = True
+    progress: bool = True
+    print_table: bool = True
+    demo: Dict[str, Any] = field(default_factory=dict)  # DemoWorldCfg fields for demo:<name> experiments
+    demo_cache_dir: Optional[str] = None
+    zero_shot: ZeroShotCfg = field(default_factory=ZeroShotCfg)
+    few_shot: FewShotCfg = field(default_factory=FewShotCfg)
+    linear_probe: LinearProbeCfg = field(default_factory=LinearProbeCfg)
+    finetune: FinetuneCfg = field(default_factory=FinetuneCfg)
+    retrieval: RetrievalCfg = field(default_factory=RetrievalCfg)
+    bug_compat: BugCompatCfg = field(default_factory=BugCompatCfg)
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.modes if m not in MODES]
+        if bad:
+            raise ValueError(f"unknown eval mode(s) {bad}; choose from {MODES}")
+        bad = [m for m in self.few_shot.methods if m not in FEW_SHOT_METHODS]
+        if bad:
+            raise ValueError(f"unknown few-shot method(s) {bad}; choose from {FEW_SHOT_METHODS}")
+        if self.binary_threshold not in ("val", "argmax"):
+            raise ValueError(f"binary_threshold must be 'val' or 'argmax', got {self.binary_threshold!r}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")

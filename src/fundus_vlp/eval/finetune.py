@@ -1,0 +1,195 @@
+"""Fine-tuning the image tower with a linear head (flair.md §9.2 item 6, keepfit.md §5.3), modes that work.
+
+Modes (the official ``freeze_weights`` never matches the architecture name, so every official variant
+trains the whole network, flair.md §11.6-9):
+
+* ``ft``: all image-tower parameters and the head are trained;
+* ``lp_ft``: as ``ft``, the head initialised from a linear probe fitted on the train split (C on val);
+* ``last_block``: only the last stage/block of the trunk (timm ``feature_info[-1]``), whatever follows
+  it, the projection and the head are trained; frozen parts run in eval mode (BN statistics fixed);
+* ``frozen_bn``: everything is trained except BatchNorm layers, which stay in eval mode with frozen
+  affine parameters.
+
+Model selection and early stopping use validation macro-F1 (patience); the test split is predicted once,
+with the selected weights, at the very end.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..data.images import load_image
+from ..data.transforms import build_transform
+from .features import ImageFiles, resolve_device
+
+_logger = logging.getLogger(__name__)
+
+FINETUNE_MODES = ("ft", "lp_ft", "last_block", "frozen_bn")
+
+
+@dataclass
+class FinetuneSettings:
+    mode: str = "ft"
+    epochs: int = 50
+    lr: float = 1e-4
+    eps: float = 1e-4
+    weight_decay: float = 0.01
+    batch_size: int = 8
+    patience: int = 10
+    grad_clip: float = 1.0
+    augment: bool = True
+    class_weighted: bool = True
+    project: bool = True
+    seed: int = 0
+    num_workers: int = 0
+
+
+class ImageClassifier(nn.Module):
+    """Image tower + ``Linear`` head on its (projected, unit-norm or raw pooled) features."""
+
+    def __init__(self, visual: nn.Module, n_classes: int, project: bool = True, embed_dim: Optional[int] = None,
+                 head: Optional[nn.Linear] = None):
+        super().__init__()
+        self.visual, self.project = visual, project
+        dim = embed_dim if project else visual.width
+        self.head = head if head is not None else nn.Linear(dim, n_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.visual(images, project=self.project, normalize=True))
+
+
+class AugmentedImages(Dataset):
+    """Training images with seeded per-(seed, epoch, index) augmentation (reproducible across runs)."""
+
+    def __init__(self, paths: Sequence, labels: np.ndarray, transform, seed: int, where=None):
+        self.paths, self.labels, self.transform, self.seed = list(paths), labels, transform, seed
+        self.where = list(where) if where is not None else [None] * len(self.paths)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        return self.transform(load_image(self.paths[i], self.where[i]), rng=rng), int(self.labels[i])
+
+
+def _last_block_prefix(trunk: nn.Module) -> str:
+    info = getattr(trunk, "feature_info", None)
+    if info:
+        last = info[-1]["module"] if isinstance(info, list) else info.module_name()[-1]
+        return last
+    return list(dict(trunk.named_children()))[-1]
+
+
+def configure_trainable(clf: ImageClassifier, mode: str) -> None:
+    """Set ``requires_grad`` for a fine-tuning mode."""
+    if mode not in FINETUNE_MODES:
+        raise ValueError(f"fine-tune mode must be one of {FINETUNE_MODES}, got {mode!r}")
+    for p in clf.parameters():
+        p.requires_grad_(True)
+    if mode == "last_block":
+        trunk = clf.visual.trunk
+        prefix = _last_block_prefix(trunk)
+        names = [n for n, _ in trunk.named_parameters()]
+        first = next((i for i, n in enumerate(names) if n == prefix or n.startswith(prefix + ".")), None)
+        if first is None:
+            raise ValueError(f"cannot find the last block {prefix!r} in {type(trunk).__name__}")
+        for i, (n, p) in enumerate(trunk.named_parameters()):
+            p.requires_grad_(i >= first)
+    elif mode == "frozen_bn":
+        for m in clf.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                for p in m.parameters():
+                    p.requires_grad_(False)
+
+
+def set_train_mode(clf: ImageClassifier, mode: str) -> None:
+    """train(), then eval() for every fully frozen sub-module (fixed BN statistics, no dropout there) and, in
+    ``frozen_bn`` mode, for every BatchNorm layer."""
+    clf.train()
+    for m in clf.modules():
+        params = list(m.parameters())
+        frozen = bool(params) and not any(p.requires_grad for p in params)
+        if frozen or (mode == "frozen_bn" and isinstance(m, nn.modules.batchnorm._BatchNorm)):
+            m.eval()
+
+
+@torch.no_grad()
+def predict(clf: nn.Module, paths, where, preprocess, batch_size: int, device, num_workers: int = 0) -> np.ndarray:
+    clf.eval()
+    loader = DataLoader(ImageFiles(paths, build_transform(preprocess, train=False), where),
+                        batch_size=batch_size, num_workers=num_workers)
+    return torch.cat([clf(x.to(device)).float().softmax(-1).cpu() for x in loader]).numpy()
+
+
+def finetune(model, paths: Sequence, where: Sequence[str], labels: np.ndarray, train_idx: np.ndarray,
+             val_idx: np.ndarray, n_classes: int, settings: FinetuneSettings, device: str = "cpu",
+             init_head: Optional[nn.Linear] = None, progress: bool = True):
+    """Train on ``train_idx``, select on ``val_idx``; returns the selected classifier and its history.
+
+    Test data is not an argument: the caller predicts the test split once with the returned model.
+    """
+    if len(val_idx) == 0:
+        raise ValueError("fine-tuning needs a validation split for model selection (flair.md §11.9)")
+    dev = resolve_device(device)
+    torch.manual_seed(settings.seed)
+    clf = ImageClassifier(copy.deepcopy(model.visual), n_classes, settings.project, model.cfg.embed_dim,
+                          head=copy.deepcopy(init_head) if init_head is not None else None).to(dev)
+    configure_trainable(clf, settings.mode)
+    pre = model.cfg.preprocess
+    paths, where = list(paths), list(where)
+    y_train = labels[train_idx]
+    data = AugmentedImages([paths[i] for i in train_idx], y_train, build_transform(pre, train=settings.augment),
+                           settings.seed, [where[i] for i in train_idx])
+    gen = torch.Generator().manual_seed(settings.seed)
+    loader = DataLoader(data, batch_size=settings.batch_size, shuffle=True, generator=gen,
+                        num_workers=settings.num_workers)
+    weight = None
+    if settings.class_weighted:
+        counts = np.bincount(y_train, minlength=n_classes).astype(float)
+        weight = torch.as_tensor(np.where(counts > 0, len(y_train) / (n_classes * np.maximum(counts, 1)), 0.0),
+                                 dtype=torch.float32, device=dev)
+    params = [p for p in clf.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=settings.lr, eps=settings.eps, weight_decay=settings.weight_decay)
+    val_paths, val_where, y_val = [paths[i] for i in val_idx], [where[i] for i in val_idx], labels[val_idx]
+    best_f1, best_state, best_epoch, bad = -1.0, copy.deepcopy(clf.state_dict()), -1, 0
+    history = []
+    bar = tqdm(range(settings.epochs), desc=f"fine-tune ({settings.mode})", disable=None if progress else True,
+               leave=False)
+    for epoch in bar:
+        data.epoch = epoch
+        set_train_mode(clf, settings.mode)
+        total, n = 0.0, 0
+        for images, targets in loader:
+            images, targets = images.to(dev), targets.to(dev)
+            loss = F.cross_entropy(clf(images), targets, weight=weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if settings.grad_clip:
+                nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            opt.step()
+            total, n = total + loss.item() * len(targets), n + len(targets)
+        probs = predict(clf, val_paths, val_where, pre, settings.batch_size, dev, settings.num_workers)
+        f1 = float(f1_score(y_val, probs.argmax(1), labels=np.arange(n_classes), average="macro", zero_division=0))
+        history.append({"epoch": epoch, "train_loss": total / max(n, 1), "val_f1_macro": f1})
+        if f1 > best_f1:
+            best_f1, best_state, best_epoch, bad = f1, copy.deepcopy(clf.state_dict()), epoch, 0
+        else:
+            bad += 1
+            if bad >= settings.patience:
+                _logger.info("early stop at epoch %d (best %d, val macro-F1 %.3f)", epoch, best_epoch, best_f1)
+                break
+    clf.load_state_dict(best_state)
+    clf.eval()
+    return clf, {"best_epoch": best_epoch, "best_val_f1_macro": best_f1, "history": history}

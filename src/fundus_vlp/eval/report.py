@@ -1,0 +1,167 @@
+"""Printed tables and the PNG plots of an evaluation run."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .metrics import predict_labels
+
+TABLE_METRICS = ("acc", "aca", "f1_macro", "auc", "kappa", "f1_pos")
+RETRIEVAL_METRICS = ("i2t_r@1", "i2t_r@5", "i2t_r@10", "t2i_r@1", "t2i_r@5", "t2i_r@10",
+                     "bleu_1", "bleu_4", "rouge_l", "cider", "meteor")
+
+
+def _cell(row: Dict, name: str) -> str:
+    mean = row["metrics"].get(name)
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    std = row.get("std", {}).get(name)
+    if row.get("folds", 1) > 1 and std is not None and not math.isnan(std):
+        return f"{mean:.3f}±{std:.3f}"
+    return f"{mean:.3f}"
+
+
+def _render(header: List[str], body: List[List[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in body])
+
+
+def format_table(rows: Sequence[Dict], metrics: Optional[Sequence[str]] = None) -> str:
+    """One line per row: model, experiment, mode, method, shots, split, folds, n_test, then mean±std metrics.
+
+    Classification and retrieval rows are printed as two blocks (their metrics differ).
+    """
+    blocks = []
+    cls = [r for r in rows if r["mode"] != "retrieval"]
+    ret = [r for r in rows if r["mode"] == "retrieval"]
+    for group, default in ((cls, TABLE_METRICS), (ret, RETRIEVAL_METRICS)):
+        if not group:
+            continue
+        names = [m for m in (metrics or default) if any(m in r["metrics"] for r in group)]
+        header = ["model", "experiment", "mode", "method", "shots", "split", "folds", "n_test"] + names
+        body = [[str(r["model"]), str(r["experiment"]), r["mode"], r["method"],
+                 "-" if r.get("shots") is None else str(r["shots"]), r.get("split", ""), str(r.get("folds", 1)),
+                 str(r.get("n_test", ""))] + [_cell(r, m) for m in names] for r in group]
+        blocks.append(_render(header, body))
+    return "\n\n".join(blocks) if blocks else "(no results)"
+
+
+SHORT = {"clip_adapter": "CLIP-Ad", "tip_adapter": "Tip", "tip_adapter_f": "Tip-F", "linear_probe": "LP"}
+
+
+def _column(row: Dict) -> Optional[str]:
+    mode, method = row["mode"], row["method"]
+    if mode == "zero-shot":
+        return "ZS" if row.get("split") in ("all", "official-test") else "ZS(splits)"
+    if mode == "few-shot":
+        return f"{SHORT.get(method, method)}@{row['shots']}"
+    if mode == "linear-probe":
+        return "LP(full)" if method == "linear_probe" else "LP-raw(full)"
+    if mode == "fine-tune":
+        return f"FT:{method}"
+    return None
+
+
+def format_summary(rows: Sequence[Dict], metric: str = "aca") -> str:
+    """One line per (model, experiment) and one column per method/shot count: the demo's comparison table.
+
+    Example header: ``model  experiment  ZS  ZS(splits)  CLIP-Ad@1 ... LP@10  LP(full)``; cells are mean±std
+    of ``metric`` over folds (zero-shot on the whole set has no folds).
+    """
+    columns: List[str] = []
+    cells: Dict[tuple, Dict[str, str]] = {}
+    for r in rows:
+        col = _column(r)
+        if col is None or metric not in r["metrics"]:
+            continue
+        if col not in columns:
+            columns.append(col)
+        cells.setdefault((str(r["model"]), str(r["experiment"])), {})[col] = _cell(r, metric)
+    if not cells:
+        return "(no results)"
+    header = ["model", "experiment"] + columns
+    body = [[m, e] + [cells[(m, e)].get(c, "-") for c in columns] for (m, e) in cells]
+    return f"{metric}\n" + _render(header, body)
+
+
+def save_plots(ctx, rows: Sequence[Dict]) -> List[Path]:
+    """ROC + confusion matrix per classification mode (fold 0), and the few-shot metric-vs-shots curve."""
+    from .plots import plot_confusion, plot_roc, plot_shots
+
+    exp, out = ctx.experiment, Path(ctx.out_dir)
+    if exp.task == "multilabel":
+        return []
+    saved: List[Path] = []
+    classes, pos = exp.classes, exp.positive_index
+
+    def both(key: str, tag: str, title: str) -> None:
+        pred = ctx.predictions.get(key)
+        if pred is None:
+            return
+        y, p = np.asarray(pred["y_true"]), np.asarray(pred["probs"])
+        roc = plot_roc(y, p, classes, out / f"roc_{tag}.png", f"ROC: {title}", pos)
+        if roc:
+            saved.append(roc)
+        y_pred = predict_labels(p, pred["threshold"] if exp.task == "binary" else None, pos)
+        saved.append(plot_confusion(y, y_pred, classes, out / f"confusion_{tag}.png", f"{title} (row-normalised)"))
+
+    for split in ("all", "official-test"):
+        both(f"zero-shot/zero-shot/{split}", "zero-shot", f"zero-shot, {exp.name}")
+    for r in rows:
+        if r["mode"] == "linear-probe":
+            both(f"linear-probe/{r['method']}/fold-test", "linear-probe", f"linear probe, {exp.name} (fold 0)")
+        if r["mode"] == "fine-tune":
+            both(f"fine-tune/{r['method']}/fold-test", "fine-tune", f"fine-tune {r['method']}, {exp.name} (fold 0)")
+    few = [r for r in rows if r["mode"] == "few-shot"]
+    if few:
+        metric = exp.primary_metric if exp.primary_metric in few[0]["metrics"] else "aca"
+        p = plot_shots(list(rows), out / f"shots_{metric}.png", metric, f"{ctx.model_name} on {exp.name}")
+        if p:
+            saved.append(p)
+        top = max(r["shots"] for r in few)
+        best = max((r for r in few if r["shots"] == top), key=lambda r: r["metrics"].get(metric, -1))
+        both(f"few-shot/{best['method']}/{top}/fold-test", "few-shot", f"{best['method']} {top}-shot (fold 0)")
+    return saved
+
+
+def write_run(ctx, results: Dict) -> None:
+    """``results.json``, ``config.yaml`` (resolved), ``table.txt``, PNG plots; prints the table and notes."""
+    from ..cli.overrides import save_resolved
+
+    out = ctx.out_dir
+    (out / "results.json").write_text(json.dumps(_jsonable(results), indent=2))
+    try:
+        save_resolved(ctx.cfg, out / "config.yaml")
+    except Exception as exc:  # never lose the results over the config dump
+        ctx.note(f"could not write config.yaml: {exc}")
+    table = format_table(results["rows"])
+    (out / "table.txt").write_text(table + "\n")
+    if ctx.cfg.plots:
+        results["plots"] = [str(p) for p in save_plots(ctx, results["rows"])]
+        (out / "results.json").write_text(json.dumps(_jsonable(results), indent=2))
+    if ctx.cfg.print_table:
+        print(table)
+        for n in ctx.notes:
+            print(f"note: {n}")
+        print(f"results: {out / 'results.json'}")
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if math.isnan(float(obj)) or math.isinf(float(obj)) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
