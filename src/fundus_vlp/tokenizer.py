@@ -56,13 +56,16 @@ class Tokenizer:
     def __len__(self) -> int:
         return len(self.hf)
 
-    def __call__(self, texts: Union[str, Sequence[str]], context_length: int | None = None) -> torch.Tensor:
+    def __call__(self, texts: Union[str, Sequence[str]], context_length: int | None = None,
+                 padding: str | None = None) -> torch.Tensor:
+        """Token ids B×L. ``padding="longest"`` pads to the longest text of this call only: with masked
+        pooling the embeddings are the same, and short prompts cost much less (training collation)."""
         if isinstance(texts, str):
             texts = [texts]
         length = context_length or self.context_length
         enc = self.hf(
             list(texts),
-            padding=self.padding,
+            padding=padding or self.padding,
             truncation=True,
             max_length=length,
             return_tensors="pt",

@@ -28,16 +28,18 @@ def _single_threaded_worker(_: int) -> None:
 class Collator:
     """Stacks images and tokenises texts in the loader workers; splits main and elite streams."""
 
-    def __init__(self, tokenizer, num_labels: int = 0, caption_length: int = 0):
+    def __init__(self, tokenizer, num_labels: int = 0, caption_length: int = 0, text_padding: str = "longest"):
         self.tokenizer = tokenizer
         self.num_labels = num_labels
         self.caption_length = caption_length
+        # "longest" unless the pooling reads padding positions (flair_compat), where it must match the model's
+        self.text_padding = text_padding
 
     def _collate(self, items: List[Dict[str, Any]], captions: bool) -> Dict[str, torch.Tensor]:
         texts = [it["text"] for it in items]
         out = {
             "images": torch.stack([it["image"] for it in items]),
-            "text": self.tokenizer(texts),
+            "text": self.tokenizer(texts, padding=self.text_padding),
             "labels": torch.tensor([it["label"] for it in items], dtype=torch.long),
             "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
         }
@@ -183,7 +185,8 @@ def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs_elite: bool, poo
     sampler = PairedBatchSampler(dataset.main_size, micro, len(elite_ds) if (needs_elite and elite_ds) else 0,
                                  elite_bs, rank, world_size, cfg.train.seed, groups)
     caption_len = model_cfg.decoder.max_length if model_cfg.decoder.enabled else 0
-    collator = Collator(tokenizer, len(vocab) if num_labels_needed else 0, caption_len)
+    padding = model_cfg.text.padding if model_cfg.text.pooling == "flair_compat" else "longest"
+    collator = Collator(tokenizer, len(vocab) if num_labels_needed else 0, caption_len, padding)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=cfg.data.num_workers,
                         pin_memory=pin_memory, persistent_workers=False, worker_init_fn=_single_threaded_worker)
     summary = {

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..train import distributed as dist_utils
 
-__all__ = ["caption_loss", "count_target_tokens"]
+__all__ = ["caption_loss", "count_target_tokens", "target_positions", "token_cross_entropy"]
 
 _IGNORE = -100
 
@@ -20,6 +20,25 @@ def _shifted_targets(tokens: Tensor, pad_id: int, mask: Tensor | None) -> Tensor
     targets = tokens[:, 1:]
     keep = targets != pad_id if mask is None else mask[:, 1:].bool()
     return targets.masked_fill(~keep, _IGNORE)
+
+
+def target_positions(tokens: Tensor, pad_id: int, mask: Tensor | None = None) -> Tensor:
+    """Boolean ``[B, L-1]``: which shifted targets are scored (the inputs at those positions predict them)."""
+    return _shifted_targets(tokens, pad_id, mask) != _IGNORE
+
+
+def token_cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0,
+                        global_token_count: Tensor | None = None) -> Tensor:
+    """Cross-entropy of already-selected positions (``[N, V]`` vs ``[N]``), normalised like :func:`caption_loss`.
+
+    Used with logits computed only at scored positions: the vocabulary projection is most of a small
+    decoder's cost, and pads/the last position need none.
+    """
+    token_sum = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing, reduction="sum")
+    if global_token_count is None:
+        return token_sum / max(targets.numel(), 1)
+    count = torch.as_tensor(global_token_count, device=token_sum.device).float().clamp_min(1)
+    return token_sum / count * dist_utils.get_world_size()
 
 
 def count_target_tokens(tokens: Tensor, pad_id: int, mask: Tensor | None = None) -> Tensor:
@@ -45,16 +64,5 @@ def caption_loss(
     DDP averages gradients over ranks, so the ``world_size`` factor cancels and the update is exactly that of the
     global token mean, however unevenly the tokens are spread over ranks.
     """
-    targets = _shifted_targets(tokens, pad_id, mask)
-    vocab = logits.shape[-1]
-    token_sum = F.cross_entropy(
-        logits[:, :-1].float().reshape(-1, vocab),
-        targets.reshape(-1),
-        ignore_index=_IGNORE,
-        label_smoothing=label_smoothing,
-        reduction="sum",
-    )
-    if global_token_count is None:
-        return token_sum / (targets != _IGNORE).sum().clamp_min(1)
-    count = torch.as_tensor(global_token_count, device=token_sum.device).float().clamp_min(1)
-    return token_sum / count * dist_utils.get_world_size()
+    scored = target_positions(tokens, pad_id, mask)
+    return token_cross_entropy(logits[:, :-1][scored], tokens[:, 1:][scored], label_smoothing, global_token_count)

@@ -26,12 +26,16 @@ Batch = Dict[str, Any]
 
 
 def concat_batches(batches: List[Batch]) -> Batch:
-    """Concatenate nested dicts of tensors along dim 0 (micro-batches -> one batch)."""
+    """Concatenate nested dicts of tensors along dim 0 (micro-batches -> one batch).
+
+    Tensors whose other dimensions differ between micro-batches (tower token ids padded to each
+    micro-batch's longest text) are left out: only ``encode`` reads them, per micro-batch.
+    """
     out: Batch = {}
     for key, value in batches[0].items():
         if isinstance(value, dict):
             out[key] = concat_batches([b[key] for b in batches])
-        elif isinstance(value, Tensor):
+        elif isinstance(value, Tensor) and all(b[key].shape[1:] == value.shape[1:] for b in batches):
             out[key] = torch.cat([b[key] for b in batches])
     return out
 

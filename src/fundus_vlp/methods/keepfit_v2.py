@@ -11,8 +11,8 @@ text tower (``model.text.hf_model_name=<dir>``).
 """
 from __future__ import annotations
 
-from ..losses import ClipLoss, caption_loss
-from ..losses.caption import count_target_tokens
+from ..losses import ClipLoss
+from ..losses.caption import target_positions, token_cross_entropy
 from ..train.distributed import all_reduce_sum
 from .flair import FLAIRMethod
 from .keepfit import Revision
@@ -43,10 +43,11 @@ class KeepFITV2Method(Revision, FLAIRMethod):
         pub = self.public_contrastive(feats, batch)
         elite = self.elite_loss(feats["elite_image"], feats["elite_text"], self.model.scale())
         tokens = batch["elite"]["caption_ids"]
-        logits = self.model.decoder(feats["elite_tokens"], tokens)
-        pad = self.model.decoder.pad_id
-        gen = caption_loss(logits, tokens, pad, v2.label_smoothing,
-                           global_token_count=all_reduce_sum(count_target_tokens(tokens, pad)))
+        decoder = self.model.decoder
+        scored = target_positions(tokens, decoder.pad_id)  # teacher forcing: position t predicts token t+1
+        logits = decoder.scored_logits(feats["elite_tokens"], tokens, scored)
+        gen = token_cross_entropy(logits, tokens[:, 1:][scored], v2.label_smoothing,
+                                  global_token_count=all_reduce_sum(scored.sum()))
         total = pub + v2.lambda_elite * elite + v2.lambda_gen * gen
         losses = {"public": pub.detach(), "elite": elite.detach(), "caption": gen.detach()}
         if self.revision is not None:

@@ -65,11 +65,23 @@ class CaptionDecoder(nn.Module):
             raise ValueError("decoder.init_from_text: no weights matched; hidden sizes must agree")
         self.lm.bert.load_state_dict(dst)
 
-    def forward(self, image_tokens: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits B×L×V; the loss shifts them (``losses.caption.caption_loss``)."""
+    def hidden_states(self, image_tokens: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """Decoder hidden states B×L×H (causal self-attention + cross-attention to the image tokens)."""
         memory = self.image_proj(image_tokens)
         attention_mask = (input_ids != self.pad_id).long()
-        return self.lm(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=memory).logits
+        return self.lm.bert(input_ids=input_ids, attention_mask=attention_mask,
+                            encoder_hidden_states=memory).last_hidden_state
+
+    def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm.cls(hidden)
+
+    def forward(self, image_tokens: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits B×L×V; the loss shifts them (``losses.caption.caption_loss``)."""
+        return self.lm_head(self.hidden_states(image_tokens, input_ids))
+
+    def scored_logits(self, image_tokens: torch.Tensor, input_ids: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+        """Logits [N, V] only where a next token is scored (``scored``: B×(L-1) from ``target_positions``)."""
+        return self.lm_head(self.hidden_states(image_tokens, input_ids)[:, :-1][scored])
 
     @torch.no_grad()
     def generate(self, image_tokens: torch.Tensor, max_length: Optional[int] = None, num_beams: int = 1,
