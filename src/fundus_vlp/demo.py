@@ -23,17 +23,17 @@ class DemoCfg:
     methods: List[str] = field(default_factory=lambda: ["keepfit_v2", "clip", "flair", "keepfit"])
     model: str = "rn18-minilm"
     image_size: int = 96
-    steps: int = 120  # optimiser steps per method (the same budget for every method)
+    steps: int = 100  # optimiser steps per method (the same budget for every method)
     batch_size: int = 32  # public batch
     elite_batch_size: int = 16  # elite batch drawn with every public batch (keepfit, keepfit_v2)
     # 0: the (stage-0) MiniLM encoder is kept frozen and only the text projection is trained: on 2 CPU
     # cores the budget goes further on the from-scratch image tower (measured: see README)
     lock_text_layers: int = 0
     lr: float = 1e-3
-    text_pretrain_steps: int = 40  # KeepFIT V2 stage 0 (MLM on the demo corpus + elite captions)
+    text_pretrain_steps: int = 30  # KeepFIT V2 stage 0 (MLM on the demo corpus + elite captions)
     text_pretrain_lr: float = 1e-4
     experiments: List[str] = field(default_factory=lambda: ["demo_seen", "demo_unseen", "demo_dr_grading"])
-    few_shot_method: str = "tip_adapter_f"  # the adapter shown in the table (all adapters are in the JSON)
+    few_shot_method: str = "tip_adapter_f"  # the few-shot adapter of the table (`fundus-vlp eval` runs all four)
     folds: int = 3
     world: str = "demo"  # demo world preset (tiny for tests)
     seed: int = 0
@@ -78,7 +78,8 @@ def _evaluate(cfg: DemoCfg, model_dir: Path, method: str, run_dir: Path) -> List
     for exp in cfg.experiments:
         ecfg = EvalCfg(folds=cfg.folds, seed=cfg.seed, output_dir=str(run_dir / "eval" / method / exp),
                        print_table=False, progress=False, bootstrap=200,
-                       demo=_world_fields(cfg.world), few_shot=FewShotCfg(shots=[1, 5, 10]))
+                       demo=_world_fields(cfg.world),
+                       few_shot=FewShotCfg(shots=[1, 5, 10], methods=[cfg.few_shot_method]))
         result = evaluate(model_dir, f"demo:{exp}", ["zero-shot", "few-shot", "linear-probe"], ecfg, model_name=method)
         rows += result["rows"]
     return rows

