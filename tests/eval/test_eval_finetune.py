@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from fundus_vlp.eval.finetune import (FINETUNE_MODES, FinetuneSettings, ImageClassifier, configure_trainable, finetune,
+from fundus_vlp.eval.config import FinetuneCfg
+from fundus_vlp.eval.finetune import (FINETUNE_MODES, ImageClassifier, configure_trainable, finetune,
                                       predict, set_train_mode)
 from fundus_vlp.eval.linear_probe import LinearProbe
 
@@ -70,7 +71,7 @@ def test_lp_ft_head_reproduces_the_probe_and_selection_uses_val(model, tmp_path)
     clf = ImageClassifier(model.visual, 3, True, model.cfg.embed_dim, head=head)
     probs = predict(clf, paths, where, model.cfg.preprocess, 4, torch.device("cpu"))
     np.testing.assert_allclose(probs, probe.predict_proba(X), atol=1e-4)
-    settings = FinetuneSettings(mode="lp_ft", epochs=2, batch_size=4, patience=1)
+    settings = FinetuneCfg(mode="lp_ft", epochs=2, batch_size=4, patience=1)
     clf2, info = finetune(model, paths, where, labels, tr, va, 3, settings, init_head=head, progress=False)
     assert info["best_epoch"] in (0, 1) and len(info["history"]) >= 1
     assert all("val_f1_macro" in h for h in info["history"])

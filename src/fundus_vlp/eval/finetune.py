@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -30,28 +29,12 @@ from tqdm.auto import tqdm
 
 from ..data.images import load_image
 from ..data.transforms import build_transform
+from .config import FinetuneCfg
 from .features import ImageFiles, resolve_device
 
 _logger = logging.getLogger(__name__)
 
 FINETUNE_MODES = ("ft", "lp_ft", "last_block", "frozen_bn")
-
-
-@dataclass
-class FinetuneSettings:
-    mode: str = "ft"
-    epochs: int = 50
-    lr: float = 1e-4
-    eps: float = 1e-4
-    weight_decay: float = 0.01
-    batch_size: int = 8
-    patience: int = 10
-    grad_clip: float = 1.0
-    augment: bool = True
-    class_weighted: bool = True
-    project: bool = True
-    seed: int = 0
-    num_workers: int = 0
 
 
 class ImageClassifier(nn.Module):
@@ -134,8 +117,8 @@ def predict(clf: nn.Module, paths, where, preprocess, batch_size: int, device, n
 
 
 def finetune(model, paths: Sequence, where: Sequence[str], labels: np.ndarray, train_idx: np.ndarray,
-             val_idx: np.ndarray, n_classes: int, settings: FinetuneSettings, device: str = "cpu",
-             init_head: Optional[nn.Linear] = None, progress: bool = True):
+             val_idx: np.ndarray, n_classes: int, cfg: FinetuneCfg, seed: int = 0, num_workers: int = 0,
+             device: str = "cpu", init_head: Optional[nn.Linear] = None, progress: bool = True):
     """Train on ``train_idx``, select on ``val_idx``; returns the selected classifier and its history.
 
     Test data is not an argument: the caller predicts the test split once with the returned model.
@@ -143,51 +126,51 @@ def finetune(model, paths: Sequence, where: Sequence[str], labels: np.ndarray, t
     if len(val_idx) == 0:
         raise ValueError("fine-tuning needs a validation split for model selection (flair.md §11.9)")
     dev = resolve_device(device)
-    torch.manual_seed(settings.seed)
-    clf = ImageClassifier(copy.deepcopy(model.visual), n_classes, settings.project, model.cfg.embed_dim,
+    torch.manual_seed(seed)
+    clf = ImageClassifier(copy.deepcopy(model.visual), n_classes, cfg.project_features, model.cfg.embed_dim,
                           head=copy.deepcopy(init_head) if init_head is not None else None).to(dev)
-    configure_trainable(clf, settings.mode)
+    configure_trainable(clf, cfg.mode)
     pre = model.cfg.preprocess
     paths, where = list(paths), list(where)
     y_train = labels[train_idx]
-    data = AugmentedImages([paths[i] for i in train_idx], y_train, build_transform(pre, train=settings.augment),
-                           settings.seed, [where[i] for i in train_idx])
-    gen = torch.Generator().manual_seed(settings.seed)
-    loader = DataLoader(data, batch_size=settings.batch_size, shuffle=True, generator=gen,
-                        num_workers=settings.num_workers)
+    data = AugmentedImages([paths[i] for i in train_idx], y_train, build_transform(pre, train=cfg.augment),
+                           seed, [where[i] for i in train_idx])
+    gen = torch.Generator().manual_seed(seed)
+    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                        num_workers=num_workers)
     weight = None
-    if settings.class_weighted:
+    if cfg.class_weighted:
         counts = np.bincount(y_train, minlength=n_classes).astype(float)
         weight = torch.as_tensor(np.where(counts > 0, len(y_train) / (n_classes * np.maximum(counts, 1)), 0.0),
                                  dtype=torch.float32, device=dev)
     params = [p for p in clf.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=settings.lr, eps=settings.eps, weight_decay=settings.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
     val_paths, val_where, y_val = [paths[i] for i in val_idx], [where[i] for i in val_idx], labels[val_idx]
     best_f1, best_state, best_epoch, bad = -1.0, copy.deepcopy(clf.state_dict()), -1, 0
     history = []
-    bar = tqdm(range(settings.epochs), desc=f"fine-tune ({settings.mode})", disable=None if progress else True,
+    bar = tqdm(range(cfg.epochs), desc=f"fine-tune ({cfg.mode})", disable=None if progress else True,
                leave=False)
     for epoch in bar:
         data.epoch = epoch
-        set_train_mode(clf, settings.mode)
+        set_train_mode(clf, cfg.mode)
         total, n = 0.0, 0
         for images, targets in loader:
             images, targets = images.to(dev), targets.to(dev)
             loss = F.cross_entropy(clf(images), targets, weight=weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if settings.grad_clip:
-                nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             total, n = total + loss.item() * len(targets), n + len(targets)
-        probs = predict(clf, val_paths, val_where, pre, settings.batch_size, dev, settings.num_workers)
+        probs = predict(clf, val_paths, val_where, pre, cfg.batch_size, dev, num_workers)
         f1 = float(f1_score(y_val, probs.argmax(1), labels=np.arange(n_classes), average="macro", zero_division=0))
         history.append({"epoch": epoch, "train_loss": total / max(n, 1), "val_f1_macro": f1})
         if f1 > best_f1:
             best_f1, best_state, best_epoch, bad = f1, copy.deepcopy(clf.state_dict()), epoch, 0
         else:
             bad += 1
-            if bad >= settings.patience:
+            if bad >= cfg.patience:
                 _logger.info("early stop at epoch %d (best %d, val macro-F1 %.3f)", epoch, best_epoch, best_f1)
                 break
     clf.load_state_dict(best_state)

@@ -278,16 +278,13 @@ def run_linear_probe(ctx: EvalContext) -> List[Dict]:
 # -- fine-tune --------------------------------------------------------------------------------------------
 
 def run_finetune(ctx: EvalContext) -> List[Dict]:
-    from .finetune import FinetuneSettings, finetune, predict
+    from .finetune import finetune, predict
 
     _require_single_label(ctx, "fine-tune")
     ft = ctx.cfg.finetune
     data, y = ctx.data, ctx.data.labels
     folds, hps, sizes = [], [], []
     for split in ctx.splits(ft.train_fraction, ft.val_fraction, n_folds=ft.folds):
-        settings = FinetuneSettings(ft.mode, ft.epochs, ft.lr, ft.eps, ft.weight_decay, ft.batch_size, ft.patience,
-                                    ft.grad_clip, ft.augment, ft.class_weighted, ft.project_features, split.seed,
-                                    ctx.cfg.num_workers)
         head = None
         if ft.mode == "lp_ft":
             X = ctx.features(project=ft.project_features).numpy()
@@ -295,8 +292,8 @@ def run_finetune(ctx: EvalContext) -> List[Dict]:
             probe = LinearProbe(ctx.n_classes, lp.c, lp.c_grid, lp.max_iter).fit(X[split.train], y[split.train],
                                                                                X[split.val], y[split.val])
             head = probe.torch_head()
-        clf, info = finetune(ctx.model, data.paths, data.where, y, split.train, split.val, ctx.n_classes, settings,
-                             str(ctx.device), head, ctx.cfg.progress)
+        clf, info = finetune(ctx.model, data.paths, data.where, y, split.train, split.val, ctx.n_classes, ft,
+                             split.seed, ctx.cfg.num_workers, str(ctx.device), head, ctx.cfg.progress)
         pre = ctx.model.cfg.preprocess
         sel = lambda idx: ([data.paths[i] for i in idx], [data.where[i] for i in idx])  # noqa: E731
         pv = predict(clf, *sel(split.val), pre, ft.batch_size, ctx.device, ctx.cfg.num_workers)

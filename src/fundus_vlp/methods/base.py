@@ -14,7 +14,7 @@ gradient once per micro-batch; the loop divides theirs by the number of micro-ba
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +44,12 @@ def splice_features(cache: List[Features], live: Features, slot: int) -> Feature
     """The cached features of every micro-batch, with micro-batch `slot` replaced by live (grad) ones."""
     return {k: torch.cat([c[k] for c in cache[:slot]] + [live[k]] + [c[k] for c in cache[slot + 1:]])
             for k in live}
+
+
+def combine_losses(terms: Dict[str, Tuple[float, Tensor]]) -> Dict[str, Tensor]:
+    """``{"loss": Σ weight·term, name: term}`` — parts are logged unweighted and detached."""
+    total = sum(weight * value for weight, value in terms.values())
+    return {"loss": total, **{name: value.detach() for name, (_, value) in terms.items()}}
 
 
 class Method(nn.Module):
@@ -82,8 +88,12 @@ class Method(nn.Module):
             batch = full_batch
         return self.compute_losses(feats, batch)
 
+    def loss_side_modules(self) -> List[nn.Module]:
+        """Modules used only inside ``compute_losses`` (revision attention, caption decoder)."""
+        return []
+
     def loss_side_parameters(self) -> List[nn.Parameter]:
-        return [self.model.logit_scale]
+        return [self.model.logit_scale] + [p for m in self.loss_side_modules() for p in m.parameters()]
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..losses import ClipLoss
-from .base import Method
+from .base import Method, combine_losses
 
 
 class CLIPMethod(Method):
@@ -25,5 +25,5 @@ class CLIPMethod(Method):
         return self.encode_pair(batch["main"], "main")
 
     def compute_losses(self, feats, batch):
-        loss = self.loss_fn(feats["main_image"], feats["main_text"], self.model.scale())
-        return {"loss": loss, "contrastive": loss.detach()}
+        return combine_losses({"contrastive": (1.0, self.loss_fn(feats["main_image"], feats["main_text"],
+                                                                 self.model.scale()))})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..losses import ClipLoss
-from .base import Method
+from .base import Method, combine_losses
 
 
 class FLAIRMethod(Method):
@@ -22,5 +22,4 @@ class FLAIRMethod(Method):
                                 labels=batch["main"]["labels"])
 
     def compute_losses(self, feats, batch):
-        loss = self.public_contrastive(feats, batch)
-        return {"loss": loss, "public": loss.detach()}
+        return combine_losses({"public": (1.0, self.public_contrastive(feats, batch))})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..losses import ClipLoss
 from ..models.revision import RevisionAttention, revision_loss
 from ..train.distributed import all_gather_with_grad
+from .base import combine_losses
 from .flair import FLAIRMethod
 
 
@@ -39,20 +40,13 @@ class KeepFITMethod(Revision, FLAIRMethod):
 
     def compute_losses(self, feats, batch):
         k = self.cfg.keepfit
-        pub = self.public_contrastive(feats, batch)
-        losses = {"public": pub.detach()}
-        total = pub
+        terms = {"public": (1.0, self.public_contrastive(feats, batch))}
         if k.mixed:
             mm = self.elite_loss(feats["elite_image"], feats["elite_text"], self.model.scale())
-            total = total + k.lambda_mm * mm
-            losses["elite"] = mm.detach()
+            terms["elite"] = (k.lambda_mm, mm)
         if self.revision is not None:
-            rev = self.revision_term(feats)
-            total = total + k.lambda_rev * rev
-            losses["revision"] = rev.detach()
-        losses["loss"] = total
-        return losses
+            terms["revision"] = (k.lambda_rev, self.revision_term(feats))
+        return combine_losses(terms)
 
-    def loss_side_parameters(self):
-        extra = list(self.revision.parameters()) if self.revision is not None else []
-        return super().loss_side_parameters() + extra
+    def loss_side_modules(self):
+        return [self.revision] if self.revision is not None else []

@@ -14,6 +14,7 @@ from __future__ import annotations
 from ..losses import ClipLoss
 from ..losses.caption import target_positions, token_cross_entropy
 from ..train.distributed import all_reduce_sum
+from .base import combine_losses
 from .flair import FLAIRMethod
 from .keepfit import Revision
 
@@ -48,17 +49,10 @@ class KeepFITV2Method(Revision, FLAIRMethod):
         logits = decoder.scored_logits(feats["elite_tokens"], tokens, scored)
         gen = token_cross_entropy(logits, tokens[:, 1:][scored], v2.label_smoothing,
                                   global_token_count=all_reduce_sum(scored.sum()))
-        total = pub + v2.lambda_elite * elite + v2.lambda_gen * gen
-        losses = {"public": pub.detach(), "elite": elite.detach(), "caption": gen.detach()}
+        terms = {"public": (1.0, pub), "elite": (v2.lambda_elite, elite), "caption": (v2.lambda_gen, gen)}
         if self.revision is not None:
-            rev = self.revision_term(feats)
-            total = total + v2.lambda_rev * rev
-            losses["revision"] = rev.detach()
-        losses["loss"] = total
-        return losses
+            terms["revision"] = (v2.lambda_rev, self.revision_term(feats))
+        return combine_losses(terms)
 
-    def loss_side_parameters(self):
-        extra = list(self.model.decoder.parameters())
-        if self.revision is not None:
-            extra += list(self.revision.parameters())
-        return super().loss_side_parameters() + extra
+    def loss_side_modules(self):
+        return [self.model.decoder] + ([self.revision] if self.revision is not None else [])
