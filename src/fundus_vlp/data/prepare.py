@@ -9,6 +9,7 @@ unchanged with ``root=<cache>``. Bad images are skipped and reported by datafram
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +38,12 @@ class PrepareReport:
 def cached_name(relative: str) -> str:
     rel = PurePosixPath(relative.replace("\\", "/"))
     return str(rel.with_suffix(".png")) if rel.suffix else str(rel) + ".png"
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def _process(job: Tuple[str, str, str, str, int, bool]) -> Tuple[str, Optional[str]]:
@@ -105,7 +112,10 @@ def prepare_dataset(root: str | Path, dataframes: Sequence[str | Path], out: str
         jobs.append((src, str(dst), rel, loc, size, crop))
     bad: Dict[str, str] = {}
     if jobs:
-        with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        # spawn, not fork: forking a process whose OpenMP thread pool is already running (any torch op
+        # ran before) can deadlock the children; workers resize single-threaded
+        with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker) as pool:
             done = pool.map(_process, jobs, chunksize=8)
             for i, (rel, error) in enumerate(tqdm(done, total=len(jobs), desc="preparing", disable=not progress)):
                 if error is None:
