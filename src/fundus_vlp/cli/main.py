@@ -25,35 +25,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMANDS:
-        module_name = f"{__package__}.{name}_cmd"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            _register_unavailable(sub, name.replace("_", "-"))
-            continue
-        module.register(sub)
+    for name in SUBCOMMANDS:  # modules import their heavy dependencies only when run
+        importlib.import_module(f"{__package__}.{name}_cmd").register(sub)
     return parser
-
-
-def _register_unavailable(sub, command: str) -> None:
-    def run(args: argparse.Namespace) -> int:
-        print(f"fundus-vlp {command}: not available in this installation", file=sys.stderr)
-        return 2
-
-    p = sub.add_parser(command, help="(not available in this installation)")
-    p.add_argument("args", nargs="*")
-    p.set_defaults(func=run)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ..train.distributed import world_info_from_env
     from ..train.logger import setup_logging
 
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, rank=world_info_from_env()[1])  # under torchrun only rank 0 logs INFO
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
@@ -62,7 +45,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"fundus-vlp {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError, ArithmeticError) as exc:
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise
         print(f"fundus-vlp {args.command}: error: {exc}", file=sys.stderr)
