@@ -7,6 +7,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
+if "FUNDUS_VLP_CACHE" not in os.environ:  # generated worlds/feature caches of the tests stay out of ~/.cache
+    import tempfile
+
+    os.environ["FUNDUS_VLP_CACHE"] = tempfile.mkdtemp(prefix="fundus_vlp_test_cache_")
 
 from pathlib import Path  # noqa: E402
 

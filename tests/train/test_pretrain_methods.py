@@ -117,3 +117,20 @@ def test_missing_elite_data_is_a_clear_error(image_dataset, tiny_overrides, tmp_
 def test_config_typo_is_an_error(capsys):
     assert main(["pretrain", "train.epoch=3"]) == 2
     assert "epochs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("modalities, rows", [(["CFP"], 12), (["FFA"], 4), (["FFA", "OCT"], 8)])
+def test_elite_sets_are_selected_by_modality(modalities, rows, tiny_overrides, tmp_path):
+    """keepfit_v2 on the demo world draws elite pairs of the configured modalities only (keepfit.md §4.2)."""
+    from fundus_vlp.data.loader import build_train_data
+    from fundus_vlp.factory import create_model
+
+    ov = ["method=keepfit_v2", "model=tiny", "data.source=demo", "data.demo_size=tiny", "data.num_workers=0",
+          f"data.elite_modalities=[{','.join(modalities)}]", "train.batch_size=4", f"output_dir={tmp_path}"]
+    ov += [f"model.{k}={v}" for k, v in tiny_overrides.items()]
+    cfg = build_config(PretrainCfg, [], ov, has_model=True)
+    model = create_model(cfg.model)
+    data = build_train_data(cfg, cfg.model, model.tokenizer, needs_elite=True)
+    assert data.summary["elite_rows"] == rows
+    batch = next(iter(data.loader))
+    assert batch["elite"]["images"].shape[0] == 4 and batch["elite"]["caption_ids"].shape[1] == 32

