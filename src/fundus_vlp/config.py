@@ -119,6 +119,20 @@ class ModelCfg:
     logit_scale_max: float = LOGIT_SCALE_MAX
 
 
+@dataclass
+class BugCompatCfg:
+    """Faithful reproductions of official bugs (docs/methods.md); every switch is off (= fixed) by default.
+
+    One set for the whole project so `bug_compat.*` means the same in pretraining and evaluation configs;
+    each stage reads the switches that concern it.
+    """
+
+    softmax_over_heads: bool = False  # keepfit.md §2.4: revision softmax over the 2 heads instead of the keys
+    empty_category_as_class: bool = False  # keepfit.md §2.3: samples with no category are all mutual positives
+    exact_match_ban: bool = False  # keepfit.md §2.7: ban list by exact string equality
+    unnormalised_prototypes: bool = False  # flair.md §11.3: zero-shot class prototypes not re-normalised
+
+
 def from_dict(cls: Type[T], data: Dict[str, Any] | T) -> T:
     """Build a (nested) dataclass from a plain dict; unknown keys are an error, not silently dropped."""
     if isinstance(data, cls):

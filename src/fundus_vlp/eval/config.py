@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from ..config import BugCompatCfg
 from ..data.prompts import ZERO_SHOT_TEMPLATE
 from .adapters import DEFAULT_ALPHAS, DEFAULT_BETAS, DEFAULT_RATIOS
 from .linear_probe import DEFAULT_C_GRID
@@ -81,11 +82,6 @@ class RetrievalCfg:
     captioning: bool = True  # also BLEU/ROUGE-L/CIDEr/METEOR for models with a caption decoder
     max_length: Optional[int] = None
     num_beams: int = 1
-
-
-@dataclass
-class BugCompatCfg:
-    unnormalised_prototypes: bool = False  # keepfit.md §7 bug 13 / flair.md §11.3
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List
 
-from ..config import AugmentCfg, ModelCfg
+from ..config import AugmentCfg, BugCompatCfg, ModelCfg
 
 METHODS = ("clip", "flair", "keepfit", "vilref", "keepfit_v2")
 
@@ -53,7 +53,6 @@ class DataCfg:
     public: List[DataSourceCfg] = field(default_factory=list)
     elite: List[DataSourceCfg] = field(default_factory=list)
     elite_modalities: List[str] = field(default_factory=lambda: ["CFP"])
-    corpus: List[str] = field(default_factory=list)  # .txt files/folders (text-pretrain)
     balance: bool = False  # dataset-balanced sampling (flair.md §6.2)
     on_bad_image: str = "error"  # "error" or "skip" (skipped images are counted and reported per epoch)
     num_workers: int = 2
@@ -139,17 +138,6 @@ class KeepFITV2Cfg:
     attn_heads: int = 2
     attn_dropout: float = 0.5
     label_smoothing: float = 0.0
-    caption_max_tokens: int = 0  # 0: model.decoder.max_length
-
-
-@dataclass
-class BugCompatCfg:
-    """Faithful reproductions of official bugs; every switch is off (= fixed) by default."""
-
-    softmax_over_heads: bool = False  # keepfit.md §2.4: revision softmax over the 2 heads instead of the keys
-    empty_category_as_class: bool = False  # keepfit.md §2.3: samples with no category are all mutual positives
-    exact_match_ban: bool = False  # keepfit.md §2.7: ban list by exact string equality
-    unnormalised_prototypes: bool = False  # flair.md §11.3: zero-shot class prototypes not re-normalised
 
 
 @dataclass
@@ -185,7 +173,6 @@ class TextPretrainCfg:
     demo: bool = False  # use the demo world's corpus (+ elite captions)
     demo_size: str = "demo"
     include_elite_captions: List[str] = field(default_factory=list)  # caption CSVs added to the corpus
-    elite_root: str = ""
     mlm_probability: float = 0.15
     whole_word_mask: bool = True
     context_length: int = 112
