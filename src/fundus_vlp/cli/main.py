@@ -13,8 +13,8 @@ from typing import List, Optional
 
 from .overrides import ConfigError
 
-SUBCOMMANDS = ("demo", "pretrain", "text_pretrain", "eval", "predict", "caption", "export", "prepare", "check_data",
-               "list_models")
+SUBCOMMANDS = ("demo", "pretrain", "text_pretrain", "eval", "predict", "caption", "export", "import_flair", "prepare",
+               "check_data", "list_models")
 
 
 def build_parser() -> argparse.ArgumentParser:

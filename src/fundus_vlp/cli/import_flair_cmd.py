@@ -1,0 +1,32 @@
+"""``fundus-vlp import-flair``: released FLAIR / KeepFIT v1 weights -> a fundus-vlp model folder."""
+from __future__ import annotations
+
+import argparse
+
+HELP = """Convert released FLAIR (flair_resnet.pth or the HF model.safetensors) or KeepFIT v1 weights into a
+fundus-vlp release folder, loaded with strict key checks and FLAIR's text pooling/padding so zero-shot
+outputs match FLAIR's. The .pth is read with torch.load(weights_only=True).
+
+  fundus-vlp import-flair --weights flair_resnet.pth --out models/flair
+  fundus-vlp eval zero-shot --model models/flair --experiment 02_MESSIDOR ...
+
+The text tower's architecture comes from the Hugging Face config of --model's text encoder
+(Bio_ClinicalBERT for rn50-bioclinicalbert): have it cached locally or network access.
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("import-flair", help="convert released FLAIR / KeepFIT v1 weights", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="FLAIR/KeepFIT state dict (.pth) or model.safetensors")
+    p.add_argument("--out", required=True, help="output model folder")
+    p.add_argument("--model", default="rn50-bioclinicalbert", help="architecture (default rn50-bioclinicalbert)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..convert import import_flair
+
+    import_flair(args.weights, args.out, args.model)
+    print(f"imported {args.weights} -> {args.out}")
+    return 0
