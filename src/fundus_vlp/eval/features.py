@@ -50,17 +50,22 @@ class ImageFiles(Dataset):
         return self.transform(load_image(self.paths[i], self.where[i]))
 
 
+def eval_loader(preprocess, paths: Sequence[Path], where: Optional[Sequence[str]] = None, batch_size: int = 32,
+                num_workers: int = 0) -> DataLoader:
+    """Images in order through the evaluation transform (clean, no augmentation: keepfit.md §5.3)."""
+    return DataLoader(ImageFiles(paths, build_transform(preprocess, train=False), where), batch_size=batch_size,
+                      shuffle=False, num_workers=num_workers)
+
+
 @torch.no_grad()
 def extract_features(model, paths: Sequence[Path], where: Optional[Sequence[str]] = None, project: bool = True,
                      batch_size: int = 32, device: str = "cpu", num_workers: int = 0, progress: bool = True,
                      desc: str = "features") -> torch.Tensor:
     """N×D float32 features: unit-norm projected embeddings, or raw pooled trunk features (``project=False``)."""
-    transform = build_transform(model.cfg.preprocess, train=False)  # clean test features (keepfit.md §5.3)
     dev = resolve_device(device)
     was_training = model.training
     model.eval().to(dev)
-    loader = DataLoader(ImageFiles(paths, transform, where), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers)
+    loader = eval_loader(model.cfg.preprocess, paths, where, batch_size, num_workers)
     out: List[torch.Tensor] = []
     for images in tqdm(loader, desc=desc, unit="batch", disable=None if progress else True, leave=False):
         out.append(model.encode_image(images.to(dev), normalize=True, project=project).float().cpu())

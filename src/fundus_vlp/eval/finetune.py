@@ -24,13 +24,13 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.images import load_image
 from ..data.transforms import build_transform
 from .config import FinetuneCfg
-from .features import ImageFiles, resolve_device
+from .features import ImageFiles, eval_loader, resolve_device
 
 _logger = logging.getLogger(__name__)
 
@@ -51,16 +51,12 @@ class ImageClassifier(nn.Module):
         return self.head(self.visual(images, project=self.project, normalize=True))
 
 
-class AugmentedImages(Dataset):
+class AugmentedImages(ImageFiles):
     """Training images with seeded per-(seed, epoch, index) augmentation (reproducible across runs)."""
 
     def __init__(self, paths: Sequence, labels: np.ndarray, transform, seed: int, where=None):
-        self.paths, self.labels, self.transform, self.seed = list(paths), labels, transform, seed
-        self.where = list(where) if where is not None else [None] * len(self.paths)
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.paths)
+        super().__init__(paths, transform, where)
+        self.labels, self.seed, self.epoch = labels, seed, 0
 
     def __getitem__(self, i: int):
         rng = np.random.default_rng([self.seed, self.epoch, i])
@@ -111,15 +107,15 @@ def set_train_mode(clf: ImageClassifier, mode: str) -> None:
 @torch.no_grad()
 def predict(clf: nn.Module, paths, where, preprocess, batch_size: int, device, num_workers: int = 0) -> np.ndarray:
     clf.eval()
-    loader = DataLoader(ImageFiles(paths, build_transform(preprocess, train=False), where),
-                        batch_size=batch_size, num_workers=num_workers)
+    loader = eval_loader(preprocess, paths, where, batch_size, num_workers)
     return torch.cat([clf(x.to(device)).float().softmax(-1).cpu() for x in loader]).numpy()
 
 
 def finetune(model, paths: Sequence, where: Sequence[str], labels: np.ndarray, train_idx: np.ndarray,
              val_idx: np.ndarray, n_classes: int, cfg: FinetuneCfg, seed: int = 0, num_workers: int = 0,
              device: str = "cpu", init_head: Optional[nn.Linear] = None, progress: bool = True):
-    """Train on ``train_idx``, select on ``val_idx``; returns the selected classifier and its history.
+    """Train on ``train_idx``, select on ``val_idx``; returns the selected classifier and its history
+    (with ``val_probs``, the selected weights' validation probabilities; None when no epoch ran).
 
     Test data is not an argument: the caller predicts the test split once with the returned model.
     """
@@ -146,7 +142,7 @@ def finetune(model, paths: Sequence, where: Sequence[str], labels: np.ndarray, t
     params = [p for p in clf.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
     val_paths, val_where, y_val = [paths[i] for i in val_idx], [where[i] for i in val_idx], labels[val_idx]
-    best_f1, best_state, best_epoch, bad = -1.0, copy.deepcopy(clf.state_dict()), -1, 0
+    best_f1, best_state, best_epoch, best_probs, bad = -1.0, copy.deepcopy(clf.state_dict()), -1, None, 0
     history = []
     bar = tqdm(range(cfg.epochs), desc=f"fine-tune ({cfg.mode})", disable=None if progress else True,
                leave=False)
@@ -167,7 +163,7 @@ def finetune(model, paths: Sequence, where: Sequence[str], labels: np.ndarray, t
         f1 = float(f1_score(y_val, probs.argmax(1), labels=np.arange(n_classes), average="macro", zero_division=0))
         history.append({"epoch": epoch, "train_loss": total / max(n, 1), "val_f1_macro": f1})
         if f1 > best_f1:
-            best_f1, best_state, best_epoch, bad = f1, copy.deepcopy(clf.state_dict()), epoch, 0
+            best_f1, best_state, best_epoch, best_probs, bad = f1, copy.deepcopy(clf.state_dict()), epoch, probs, 0
         else:
             bad += 1
             if bad >= cfg.patience:
@@ -175,4 +171,5 @@ def finetune(model, paths: Sequence, where: Sequence[str], labels: np.ndarray, t
                 break
     clf.load_state_dict(best_state)
     clf.eval()
-    return clf, {"best_epoch": best_epoch, "best_val_f1_macro": best_f1, "history": history}
+    # the selected epoch's validation probabilities, so the caller need not predict validation again
+    return clf, {"best_epoch": best_epoch, "best_val_f1_macro": best_f1, "history": history, "val_probs": best_probs}

@@ -17,7 +17,6 @@ from sklearn.linear_model import LogisticRegression
 
 from .adapters import selection_score
 
-OFFICIAL_C = 0.316  # keepfit.md §5.3 / flair.md §9.2
 DEFAULT_C_GRID = tuple(float(c) for c in np.logspace(-3, 4, 15))
 
 
@@ -33,6 +32,11 @@ class LinearProbe:
         self.refit_on_train_val, self.random_state = refit_on_train_val, random_state
         self.model: Optional[LogisticRegression] = None
         self.hparams: Dict[str, float] = {}
+
+    @classmethod
+    def from_cfg(cls, cfg, n_classes: int, refit_on_train_val: bool = False) -> "LinearProbe":
+        """From a ``LinearProbeCfg`` (C or its grid, max_iter); refitting on train+val is the caller's choice."""
+        return cls(n_classes, cfg.c, cfg.c_grid, cfg.max_iter, refit_on_train_val=refit_on_train_val)
 
     def _new(self, c: float, warm_start: bool = False) -> LogisticRegression:
         return LogisticRegression(C=c, max_iter=self.max_iter, class_weight=self.class_weight,

@@ -89,6 +89,11 @@ def format_summary(rows: Sequence[Dict], metric: str = "aca") -> str:
     return f"{metric}\n" + _render(header, body)
 
 
+def prediction_key(mode: str, method: str, split: str, shots: Optional[int] = None) -> str:
+    """Where a row's fold-0 predictions are kept for the plots (``EvalContext.predictions``)."""
+    return f"{mode}/{method}" + (f"/{shots}" if shots is not None else "") + f"/{split}"
+
+
 def save_plots(ctx, rows: Sequence[Dict]) -> List[Path]:
     """ROC + confusion matrix per classification mode (fold 0), and the few-shot metric-vs-shots curve."""
     from .plots import plot_confusion, plot_roc, plot_shots
@@ -111,12 +116,14 @@ def save_plots(ctx, rows: Sequence[Dict]) -> List[Path]:
         saved.append(plot_confusion(y, y_pred, classes, out / f"confusion_{tag}.png", f"{title} (row-normalised)"))
 
     for split in ("all", "official-test"):
-        both(f"zero-shot/zero-shot/{split}", "zero-shot", f"zero-shot, {exp.name}")
+        both(prediction_key("zero-shot", "zero-shot", split), "zero-shot", f"zero-shot, {exp.name}")
     for r in rows:
         if r["mode"] == "linear-probe":
-            both(f"linear-probe/{r['method']}/fold-test", "linear-probe", f"linear probe, {exp.name} (fold 0)")
+            both(prediction_key("linear-probe", r["method"], "fold-test"), "linear-probe",
+                 f"linear probe, {exp.name} (fold 0)")
         if r["mode"] == "fine-tune":
-            both(f"fine-tune/{r['method']}/fold-test", "fine-tune", f"fine-tune {r['method']}, {exp.name} (fold 0)")
+            both(prediction_key("fine-tune", r["method"], "fold-test"), "fine-tune",
+                 f"fine-tune {r['method']}, {exp.name} (fold 0)")
     few = [r for r in rows if r["mode"] == "few-shot"]
     if few:
         metric = exp.primary_metric if exp.primary_metric in few[0]["metrics"] else "aca"
@@ -125,7 +132,8 @@ def save_plots(ctx, rows: Sequence[Dict]) -> List[Path]:
             saved.append(p)
         top = max(r["shots"] for r in few)
         best = max((r for r in few if r["shots"] == top), key=lambda r: r["metrics"].get(metric, -1))
-        both(f"few-shot/{best['method']}/{top}/fold-test", "few-shot", f"{best['method']} {top}-shot (fold 0)")
+        both(prediction_key("few-shot", best["method"], "fold-test", top), "few-shot",
+             f"{best['method']} {top}-shot (fold 0)")
     return saved
 
 

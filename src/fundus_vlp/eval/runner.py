@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -36,9 +36,9 @@ from .experiments import Experiment, LabeledImages, get_experiment, load_labeled
 from .features import FeatureCache, model_fingerprint, resolve_device
 from .linear_probe import LinearProbe
 from .metrics import aggregate_folds, bootstrap_ci, choose_threshold, compute_metrics
-from .report import write_run
+from .report import prediction_key, write_run
 from .splits import Split, SplitError, fold_seeds, make_splits
-from .zero_shot import build_multilabel_classifier, build_zero_shot_classifier, load_knowledge, multilabel_scores
+from .zero_shot import build_zero_shot_classifier, load_knowledge, multilabel_scores, negative_prototypes
 
 _logger = logging.getLogger(__name__)
 
@@ -148,8 +148,7 @@ def make_row(ctx: EvalContext, mode: str, method: str, folds: List[Dict], shots=
         "metrics": agg["mean"], "std": agg["std"], "ci95": ci, "hparams": hparams or [], "per_fold": per_fold,
         "thresholds": [f["threshold"] for f in folds] if exp.task == "binary" else [],
     }
-    key = f"{mode}/{method}" + (f"/{shots}" if shots is not None else "") + f"/{split}"
-    ctx.predictions[key] = folds[0]
+    ctx.predictions[prediction_key(mode, method, split, shots)] = folds[0]
     return row
 
 
@@ -165,11 +164,9 @@ def _threshold(ctx: EvalContext, y_val: np.ndarray, probs_val: np.ndarray) -> Op
 def zero_shot_probs_all(ctx: EvalContext) -> np.ndarray:
     X = ctx.features(project=True)
     if ctx.experiment.task == "multilabel":
-        zs = ctx.cfg.zero_shot
-        kb = load_knowledge(zs.knowledge) if zs.domain_knowledge else None
-        pos, neg = build_multilabel_classifier(ctx.model, ctx.experiment.classes, zs.templates, zs.negative_templates,
-                                               kb, not ctx.cfg.bug_compat.unnormalised_prototypes, ctx.device)
-        return multilabel_scores(X, pos, neg, ctx.scale).numpy()
+        neg = negative_prototypes(ctx.model, ctx.experiment.classes, ctx.cfg.zero_shot.negative_templates,
+                                  not ctx.cfg.bug_compat.unnormalised_prototypes, ctx.device)
+        return multilabel_scores(X, ctx.prototypes(), neg, ctx.scale).numpy()
     return ZeroShot(ctx.prototypes(), ctx.scale).predict_proba(X)
 
 
@@ -216,7 +213,7 @@ def _fit_predict_few_shot(method, X, y, split, prototypes, scale, cfg, n_classes
     Xtr, ytr = X[split.train], y[split.train]
     Xv, yv = X[split.val], y[split.val]
     Xte = X[split.test]
-    train = TrainCfg(fs.epochs, fs.lr, fs.eps, fs.weight_decay, fs.batch_size, split.seed, fs.min_steps)
+    train = TrainCfg(**{f.name: getattr(fs, f.name) for f in fields(TrainCfg) if f.name != "seed"}, seed=split.seed)
     if method == "clip_adapter":
         model = ClipAdapter(prototypes, scale, fs.clip_adapter_reduction).fit(Xtr, ytr, Xv, yv,
                                                                              fs.clip_adapter_ratios, train)
@@ -226,8 +223,7 @@ def _fit_predict_few_shot(method, X, y, split, prototypes, scale, cfg, n_classes
         model = TipAdapterF(prototypes, scale).fit(Xtr, ytr, Xv, yv, fs.alphas, fs.betas, train,
                                                   fs.tip_f_init_alpha, fs.tip_f_init_beta)
     elif method == "linear_probe":
-        lp = cfg.linear_probe
-        model = LinearProbe(n_classes, lp.c, lp.c_grid, lp.max_iter).fit(Xtr.numpy(), ytr, Xv.numpy(), yv)
+        model = LinearProbe.from_cfg(cfg.linear_probe, n_classes).fit(Xtr.numpy(), ytr, Xv.numpy(), yv)
     else:
         raise ValueError(f"unknown few-shot method {method!r}")
     return model.predict_proba(Xv), model.predict_proba(Xte), dict(model.hparams)
@@ -264,7 +260,7 @@ def run_linear_probe(ctx: EvalContext) -> List[Dict]:
     X, y = ctx.features(project=lp.project_features).numpy(), ctx.data.labels
     folds, hps, sizes = [], [], []
     for split in ctx.splits(lp.train_fraction, lp.val_fraction):
-        probe = LinearProbe(ctx.n_classes, lp.c, lp.c_grid, lp.max_iter, refit_on_train_val=lp.refit_on_train_val)
+        probe = LinearProbe.from_cfg(lp, ctx.n_classes, refit_on_train_val=lp.refit_on_train_val)
         probe.fit(X[split.train], y[split.train], X[split.val], y[split.val])
         pv = probe.predict_proba(X[split.val])
         folds.append(fold_result(ctx, y[split.test], probe.predict_proba(X[split.test]),
@@ -288,15 +284,16 @@ def run_finetune(ctx: EvalContext) -> List[Dict]:
         head = None
         if ft.mode == "lp_ft":
             X = ctx.features(project=ft.project_features).numpy()
-            lp = ctx.cfg.linear_probe
-            probe = LinearProbe(ctx.n_classes, lp.c, lp.c_grid, lp.max_iter).fit(X[split.train], y[split.train],
-                                                                               X[split.val], y[split.val])
+            probe = LinearProbe.from_cfg(ctx.cfg.linear_probe, ctx.n_classes).fit(X[split.train], y[split.train],
+                                                                                  X[split.val], y[split.val])
             head = probe.torch_head()
         clf, info = finetune(ctx.model, data.paths, data.where, y, split.train, split.val, ctx.n_classes, ft,
                              split.seed, ctx.cfg.num_workers, str(ctx.device), head, ctx.cfg.progress)
         pre = ctx.model.cfg.preprocess
         sel = lambda idx: ([data.paths[i] for i in idx], [data.where[i] for i in idx])  # noqa: E731
-        pv = predict(clf, *sel(split.val), pre, ft.batch_size, ctx.device, ctx.cfg.num_workers)
+        pv = info["val_probs"]
+        if pv is None:  # no epoch ran: the initial weights were selected
+            pv = predict(clf, *sel(split.val), pre, ft.batch_size, ctx.device, ctx.cfg.num_workers)
         pt = predict(clf, *sel(split.test), pre, ft.batch_size, ctx.device, ctx.cfg.num_workers)  # test touched once
         folds.append(fold_result(ctx, y[split.test], pt, _threshold(ctx, y[split.val], pv)))
         hps.append({"best_epoch": info["best_epoch"], "best_val_f1_macro": info["best_val_f1_macro"]})
@@ -343,15 +340,11 @@ def run_retrieval(ctx: EvalContext) -> List[Dict]:
 
 
 def caption_scores(ctx: EvalContext, ids: List[str], paths, where, refs: Dict[str, List[str]]) -> Dict:
-    from torch.utils.data import DataLoader
-
-    from ..data.transforms import build_transform
     from .captioning import caption_metrics
-    from .features import ImageFiles
+    from .features import eval_loader
 
     rc, model = ctx.cfg.retrieval, ctx.model
-    loader = DataLoader(ImageFiles(paths, build_transform(model.cfg.preprocess, train=False), where),
-                        batch_size=ctx.cfg.batch_size)
+    loader = eval_loader(model.cfg.preprocess, paths, where, ctx.cfg.batch_size, ctx.cfg.num_workers)
     generated: List[str] = []
     model.eval()
     for images in loader:

@@ -41,12 +41,7 @@ def load_knowledge(name: Optional[str]):
 
 def descriptions_of(knowledge, label: str) -> List[str]:
     """A fresh list of the label's expert descriptions ([] when unknown); never the KB's own list."""
-    if knowledge is None:
-        return []
-    try:
-        return list(knowledge.descriptions(label) or [])
-    except KeyError:
-        return []
+    return knowledge.descriptions(label) if knowledge is not None else []
 
 
 def class_prompts(classname: str, templates: Sequence[str] = DEFAULT_TEMPLATES, knowledge=None) -> List[str]:
@@ -76,13 +71,11 @@ def prototypes_from_embeddings(groups: Iterable[torch.Tensor], normalize: bool =
 
 
 def build_zero_shot_classifier(model, classnames: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES,
-                               knowledge=None, normalize: bool = True, device: str | torch.device = "cpu",
-                               return_prompts: bool = False):
+                               knowledge=None, normalize: bool = True,
+                               device: str | torch.device = "cpu") -> torch.Tensor:
     """Class prototypes T (K×D) from prompt ensembles (open_clip ``build_zero_shot_classifier`` + FLAIR EK)."""
-    prompts = [class_prompts(c, templates, knowledge) for c in classnames]
-    groups = [encode_texts(model, p, device=device) for p in prompts]
-    protos = prototypes_from_embeddings(groups, normalize)
-    return (protos, prompts) if return_prompts else protos
+    groups = [encode_texts(model, class_prompts(c, templates, knowledge), device=device) for c in classnames]
+    return prototypes_from_embeddings(groups, normalize)
 
 
 def zero_shot_logits(features: torch.Tensor, prototypes: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
@@ -99,10 +92,17 @@ def build_multilabel_classifier(model, classnames: Sequence[str], templates: Seq
                                 negative_templates: Sequence[str] = DEFAULT_NEGATIVE_TEMPLATES, knowledge=None,
                                 normalize: bool = True, device: str | torch.device = "cpu"):
     """(positive K×D, negative K×D) prototypes; negatives use the bare class name in each negative template."""
-    pos = build_zero_shot_classifier(model, classnames, templates, knowledge, normalize, device)
-    neg_groups = [encode_texts(model, [fill_template(_slot(t), c) for t in negative_templates], device=device)
-                  for c in classnames]
-    return pos, prototypes_from_embeddings(neg_groups, normalize)
+    return (build_zero_shot_classifier(model, classnames, templates, knowledge, normalize, device),
+            negative_prototypes(model, classnames, negative_templates, normalize, device))
+
+
+def negative_prototypes(model, classnames: Sequence[str],
+                        negative_templates: Sequence[str] = DEFAULT_NEGATIVE_TEMPLATES, normalize: bool = True,
+                        device: str | torch.device = "cpu") -> torch.Tensor:
+    """K×D prototypes of "no [CLS]" prompts, the negative half of each multi-label prompt pair."""
+    groups = [encode_texts(model, [fill_template(_slot(t), c) for t in negative_templates], device=device)
+              for c in classnames]
+    return prototypes_from_embeddings(groups, normalize)
 
 
 def multilabel_scores(features: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,

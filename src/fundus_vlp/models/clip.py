@@ -61,13 +61,6 @@ class FundusCLIP(nn.Module):
             "logit_scale": self.scale(),
         }
 
-    @torch.no_grad()
-    def zero_shot_probs(self, images: torch.Tensor, class_input_ids: torch.Tensor) -> torch.Tensor:
-        """Softmax over classes of s·v·tᵀ (flair.md §2.3), one prompt per class."""
-        v = self.encode_image(images)
-        t = self.encode_text(class_input_ids)
-        return (self.scale() * v @ t.T).softmax(dim=-1)
-
     # -- captioning --------------------------------------------------------------------------------
     def caption_logits(self, images: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         if self.decoder is None:
