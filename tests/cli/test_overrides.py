@@ -46,3 +46,14 @@ def test_missing_or_invalid_yaml(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         build_config(PretrainCfg, [bad])
+
+
+def test_model_shorthand_only_where_model_is_an_architecture():
+    from fundus_vlp.demo import DemoCfg
+    from fundus_vlp.eval.config import EvalCfg
+
+    assert build_config(DemoCfg, [], ["model=tiny"]).model == "tiny"  # a plain string field
+    assert build_config(EvalCfg, [], ["model=runs/x/model"]).model == "runs/x/model"
+    cfg = build_config(PretrainCfg, [], ["model=rn18-minilm", "model.preprocess.size=96"], has_model=True)
+    assert cfg.model.name == "rn18-minilm" and cfg.model.vision.timm_model_name == "resnet18"
+    assert cfg.model.preprocess.size == 96

@@ -38,10 +38,10 @@ def test_exact_mode_is_the_official_rule():
 
 
 def test_synonyms_from_the_knowledge_base():
-    class KB:
-        def synonyms(self, label):
-            return {"pathologic myopia": ["myopic maculopathy"], "retinitis pigmentosa": ["rod-cone dystrophy"]}.get(
-                label, [])
+    class KB:  # KnowledgeBase.terms: an entry's name followed by its synonyms
+        def terms(self, label):
+            return [label] + {"pathologic myopia": ["myopic maculopathy"],
+                              "retinitis pigmentosa": ["rod-cone dystrophy"]}.get(label, [])
 
     ban = BanList(["pathologic myopia", "retinitis pigmentosa"], knowledge=KB())
     assert ban.match("a rod cone dystrophy with bone spicules")[0] == "retinitis pigmentosa"
@@ -56,6 +56,8 @@ def test_real_knowledge_base_synonyms():
     ban = BanList(["pathologic myopia"], knowledge=kb)
     for syn in kb.synonyms("pathologic myopia"):
         assert ban.match(f"fundus with {syn}") is not None
+        # banning any one name of a condition bans the condition's other names too
+        assert BanList([syn], knowledge=kb).match("fundus with pathologic myopia") is not None
 
 
 def test_filters_and_report(tmp_path):

@@ -134,3 +134,18 @@ def test_elite_sets_are_selected_by_modality(modalities, rows, tiny_overrides, t
     assert data.summary["elite_rows"] == rows
     batch = next(iter(data.loader))
     assert batch["elite"]["images"].shape[0] == 4 and batch["elite"]["caption_ids"].shape[1] == 32
+
+
+def test_ban_list_filters_training_data_and_writes_its_report(image_dataset, tiny_overrides, tmp_path):
+    """Unseen-class protocol in pretraining: banned categories and elite captions are removed and reported."""
+    from fundus_vlp.train.loop import Trainer
+
+    ov = pretrain_overrides(image_dataset, tiny_overrides, tmp_path, "keepfit", run_name="ban",
+                            **{"data.ban.terms": "[glaucoma]", "data.ban.apply_to": "[categories,elite]"})
+    trainer = Trainer(build_config(PretrainCfg, [], ov, has_model=True))
+    ban = trainer.data.summary["ban"]
+    assert ban["categories"] == {"removed": 8, "kept": 16, "by_term": {"glaucoma": 8}}
+    assert ban["elite"] == {"removed": 2, "kept": 4, "by_term": {"glaucoma": 2}}
+    assert "glaucoma" not in trainer.data.vocab.names
+    report = json.loads((tmp_path / "ban" / "ban_report_categories.json").read_text())
+    assert report["n_removed"] == 8 and len(report["removed"]) == 8

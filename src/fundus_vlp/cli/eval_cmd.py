@@ -98,14 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.mode:
         raise ValueError("give a MODE (zero-shot, few-shot, linear-probe, fine-tune, retrieval, all); see --help")
     modes = parse_modes(args.mode)
-    overrides = []
-    for item in args.overrides:  # `model=DIR` / `experiment=NAME` as overrides mean the same as the flags
-        key, _, value = item.partition("=")
-        if key in ("model", "experiment") and not getattr(args, key):
-            setattr(args, key, value)
-        else:
-            overrides.append(item)
-    cfg = build_config(EvalCfg, args.config, overrides)
+    cfg = build_config(EvalCfg, args.config, args.overrides)  # `model=DIR` works as well as --model DIR
     cfg.modes = modes
     for attr, value in (("model", args.model), ("experiment", args.experiment), ("output_dir", args.output_dir),
                         ("dataframe_dir", args.dataframe_dir), ("image_root", args.image_root)):

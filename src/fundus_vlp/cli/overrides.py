@@ -31,26 +31,19 @@ def _load_yaml(path: str | Path):
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
 
 
-def _dotlist(overrides: Sequence[str]):
+def _dotlist(overrides: Sequence[str], has_model: bool):
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"overrides must look like key=value, got {bad}")
-    # `model=NAME` is shorthand for `model.name=NAME` (and must not clobber other model.* overrides)
-    overrides = [f"model.name={o[len('model='):]}" if o.startswith("model=") else o for o in overrides]
+    if has_model:  # `model=NAME` is shorthand for `model.name=NAME` (and must not clobber other model.* overrides)
+        overrides = [f"model.name={o[len('model='):]}" if o.startswith("model=") else o for o in overrides]
     return OmegaConf.from_dotlist(list(overrides))
 
 
 def _model_name(layers: List[Any]) -> Optional[str]:
-    """The `model.name` chosen by the files/overrides (or `model=NAME` shorthand), if any."""
-    name = None
-    for layer in layers:
-        node = OmegaConf.select(layer, "model", default=None)
-        if isinstance(node, str):
-            name = node
-        elif node is not None:
-            sel = OmegaConf.select(layer, "model.name", default=None)
-            name = sel if sel is not None else name
-    return name
+    """The `model.name` chosen by the files/overrides (the last layer that sets it), if any."""
+    names = [OmegaConf.select(layer, "model.name", default=None) for layer in layers]
+    return next((n for n in reversed(names) if n is not None), None)
 
 
 def _expand_model_shorthand(layer) -> Any:
@@ -67,14 +60,16 @@ def build_config(schema: Type[T], config_files: Sequence[str | Path] = (), overr
                  has_model: bool = False, defaults: Optional[dict] = None) -> T:
     """Merge and validate; returns a real dataclass instance of `schema`.
 
-    With ``has_model``, the architecture chosen by ``model.name`` (or ``model=NAME``) is taken from the
-    registry first, so files and overrides only state what differs from it.
+    With ``has_model`` (schemas whose ``model`` is a ``ModelCfg``), the architecture chosen by ``model.name``
+    (or ``model=NAME``) is taken from the registry first, so files and overrides only state what differs
+    from it. Elsewhere ``model`` is a plain field (e.g. a model folder for ``eval``).
     """
     try:
-        layers = [OmegaConf.create(defaults or {})] + [_load_yaml(f) for f in config_files] + [_dotlist(overrides)]
-        layers = [_expand_model_shorthand(layer) for layer in layers]
+        layers = [OmegaConf.create(defaults or {})] + [_load_yaml(f) for f in config_files]
+        layers.append(_dotlist(overrides, has_model))
         base = OmegaConf.structured(schema)
         if has_model:
+            layers = [_expand_model_shorthand(layer) for layer in layers]
             name = _model_name(layers)
             if name:
                 base = OmegaConf.merge(base, {"model": to_dict(get_model_config(name))})

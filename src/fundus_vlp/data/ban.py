@@ -101,7 +101,7 @@ class BanList:
         for term in self.terms:
             self.variants.setdefault(normalise_text(term), term)
             if use_synonyms and knowledge is not None and not exact:
-                for syn in _synonyms(knowledge, term):
+                for syn in knowledge.terms(term):  # the entry's name and synonyms, whichever one was banned
                     self.variants.setdefault(normalise_text(syn), term)
         self.variants.pop("", None)
         self.word_start = word_start
@@ -178,13 +178,6 @@ def _pattern(variants: Iterable[str], word_start: bool) -> re.Pattern:
     """Any variant (longest first) anywhere, or only at a word start, in normalised text."""
     alternatives = "|".join(re.escape(v) for v in sorted(variants, key=len, reverse=True))
     return re.compile(rf"(?<![0-9a-z])(?:{alternatives})" if word_start else alternatives)
-
-
-def _synonyms(knowledge, term: str) -> List[str]:
-    try:
-        return list(knowledge.synonyms(term) or [])
-    except KeyError:
-        return []
 
 
 def _col(frame: pd.DataFrame, name: str, start: Optional[int] = None):

@@ -78,13 +78,6 @@ def read_categorical(path: str | Path) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def read_categorical_many(paths: Iterable[str | Path]) -> pd.DataFrame:
-    frames = [read_categorical(p) for p in paths]
-    if not frames:
-        raise DataFormatError("no categorical dataframes given")
-    return pd.concat(frames, ignore_index=True)
-
-
 def read_captions(path: str | Path, on_empty: str = "error") -> pd.DataFrame:
     """Image–caption pairs, returned as columns ``image, caption`` (+ provenance).
 

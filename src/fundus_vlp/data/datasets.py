@@ -19,17 +19,12 @@ from torch.utils.data import Dataset
 
 from .dataframes import dataset_key, where
 from .images import BadImageError, load_image
+from .knowledge import normalize_label
 from .prepare import CacheIndex
 from .prompts import PRETRAIN_TEMPLATE, sample_prompt
 
 _logger = logging.getLogger(__name__)
 MAX_SUBSTITUTIONS = 16
-
-
-def _normalize(label: str) -> str:
-    from .knowledge import normalize_label
-
-    return normalize_label(label)
 
 
 class LabelVocab:
@@ -43,14 +38,14 @@ class LabelVocab:
     EMPTY = -1
 
     def __init__(self, labels: Iterable[str]):
-        self.names: List[str] = sorted({_normalize(x) for x in labels if _normalize(x)})
+        self.names: List[str] = sorted({n for n in map(normalize_label, labels) if n})
         self._ids = {name: i for i, name in enumerate(self.names)}
 
     def __len__(self) -> int:
         return len(self.names)
 
     def id(self, label: str) -> int:
-        key = _normalize(label)
+        key = normalize_label(label)
         return self._ids.get(key, self.EMPTY) if key else self.EMPTY
 
     def ids(self, labels: Sequence[str]) -> List[int]:
@@ -118,6 +113,7 @@ class CategoricalDataset(Dataset):
         self.src = _ImageSource(frame, root, transform, on_bad_image)
         self.atributes = list(self.src.frame["atributes"])
         self.categories = list(self.src.frame["categories"])
+        self.label_ids = [vocab.ids(c) for c in self.categories]  # once, not per sample
         self.dataset_keys = [dataset_key(p) for p in self.src.images]
         self.vocab = vocab
         self.template = template
@@ -136,7 +132,7 @@ class CategoricalDataset(Dataset):
         text, category = sample_prompt(self.atributes[i], self.categories[i], rng, self.template, self.knowledge,
                                        augment, self.description_mode)
         return {"image": image, "text": text, "label": self.vocab.id(category),
-                "label_ids": self.vocab.ids(self.categories[i]), "index": i, "skipped": skipped}
+                "label_ids": self.label_ids[i], "skipped": skipped}
 
     def groups(self) -> Dict[str, List[int]]:
         """Row indices per source dataset (first path component), for balanced sampling."""
@@ -159,7 +155,24 @@ class CaptionDataset(Dataset):
     def get(self, index: int, seed: int) -> Dict[str, Any]:
         i, image, skipped = self.src.load_with_policy(index, np.random.default_rng(seed))
         return {"image": image, "text": self.captions[i], "label": LabelVocab.EMPTY, "label_ids": [],
-                "index": i, "skipped": skipped}
+                "skipped": skipped}
+
+
+class ConcatParts:
+    """Several datasets with ``get(index, seed)`` (e.g. one per image root) as one index space."""
+
+    def __init__(self, parts: Sequence[Any]):
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def get(self, index: int, seed: int) -> Dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        part = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return self.parts[part].get(index - int(self.offsets[part]), seed)
 
 
 class TrainingDataset(Dataset):
@@ -170,23 +183,18 @@ class TrainingDataset(Dataset):
     """
 
     def __init__(self, main: Sequence[Dataset], elite: Optional[Dataset] = None):
-        self.main = list(main)
-        self.offsets = np.cumsum([0] + [len(d) for d in self.main])
+        self.main = ConcatParts(main)
         self.elite = elite
 
     @property
     def main_size(self) -> int:
-        return int(self.offsets[-1])
+        return len(self.main)
 
     def __len__(self) -> int:
         return self.main_size
 
     def __getitem__(self, key: Tuple[str, int, int]) -> Dict[str, Any]:
         stream, index, seed = key
-        if stream == "e":
-            item = self.elite.get(index, seed)
-        else:
-            part = int(np.searchsorted(self.offsets, index, side="right") - 1)
-            item = self.main[part].get(index - int(self.offsets[part]), seed)
+        item = (self.elite if stream == "e" else self.main).get(index, seed)
         item["stream"] = stream
         return item

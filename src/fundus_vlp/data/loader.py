@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import ModelCfg
-from .dataframes import read_captions, read_categorical_many
-from .datasets import CaptionDataset, CategoricalDataset, LabelVocab, TrainingDataset
+from .dataframes import read_captions, read_categorical
+from .datasets import CaptionDataset, CategoricalDataset, ConcatParts, LabelVocab, TrainingDataset
 from .samplers import PairedBatchSampler
 from .transforms import build_transform
 
@@ -41,7 +41,6 @@ class Collator:
             "images": torch.stack([it["image"] for it in items]),
             "text": self.tokenizer(texts, padding=self.text_padding),
             "labels": torch.tensor([it["label"] for it in items], dtype=torch.long),
-            "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
         }
         if self.num_labels:
             multi_hot = torch.zeros(len(items), self.num_labels)
@@ -90,43 +89,30 @@ def _load_file_sources(cfg) -> Dict[str, Any]:
     return {"public": public, "elite": elite}
 
 
-def _read_public(pairs) -> pd.DataFrame:
-    frames = []
-    for csv, root in pairs:
-        frame = read_categorical_many([csv])
-        frame["root"] = str(root)
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+def _read_with_root(pairs, reader) -> pd.DataFrame:
+    """(csv, image root) pairs read with ``reader`` into one frame that remembers each row's root."""
+    return pd.concat([reader(csv).assign(root=str(root)) for csv, root in pairs], ignore_index=True)
 
 
-def _read_elite(pairs) -> pd.DataFrame:
-    frames = []
-    for csv, root in pairs:
-        frame = read_captions(csv)
-        frame["root"] = str(root)
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
-
-
-def _apply_ban(cfg, public: pd.DataFrame, elite: Optional[pd.DataFrame], out_dir: Optional[Path]):
+def _apply_ban(cfg, public: pd.DataFrame, elite: Optional[pd.DataFrame], knowledge, out_dir: Optional[Path]):
     ban_cfg = cfg.data.ban
     if not ban_cfg.terms:
         return public, elite, {}
     from .ban import BanList
-    from .knowledge import KnowledgeBase
 
-    kb = KnowledgeBase.load(cfg.data.prompt.knowledge) if ban_cfg.use_synonyms else None
-    ban = BanList(ban_cfg.terms, knowledge=kb, use_synonyms=ban_cfg.use_synonyms, exact=cfg.bug_compat.exact_match_ban)
+    ban = BanList(ban_cfg.terms, knowledge=knowledge, use_synonyms=ban_cfg.use_synonyms,
+                  exact=cfg.bug_compat.exact_match_ban)
     reports = {}
     if "categories" in ban_cfg.apply_to:
         public, reports["categories"] = ban.filter_categorical(public)
     if elite is not None and "elite" in ban_cfg.apply_to:
         elite, reports["elite"] = ban.filter_captions(elite)
     for name, report in reports.items():
-        _logger.info("ban list removed %s", report.summary() if hasattr(report, "summary") else report)
+        _logger.info("%s", report.summary())
         if out_dir is not None:
-            report.write_json(Path(out_dir) / f"ban_report_{name}.json")
-    return public, elite, {k: getattr(r, "counts", None) for k, r in reports.items()}
+            report.to_json(Path(out_dir) / f"ban_report_{name}.json")
+    return public, elite, {k: {"removed": r.n_removed, "kept": r.n_kept, "by_term": dict(r.by_term)}
+                           for k, r in reports.items()}
 
 
 def _split_by_root(frame: pd.DataFrame):
@@ -146,13 +132,12 @@ def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs_elite: bool, poo
     if use_elite and not sources["elite"]:
         raise ValueError(f"method {cfg.method!r} needs elite image-caption pairs: configure data.elite "
                          f"(modalities {cfg.data.elite_modalities}) or data.source=demo")
-    public = _read_public(sources["public"])
-    elite = _read_elite(sources["elite"]) if use_elite else None
-    public, elite, ban_counts = _apply_ban(cfg, public, elite, out_dir)
-
     from .knowledge import KnowledgeBase
 
     knowledge = KnowledgeBase.load(cfg.data.prompt.knowledge)
+    public = _read_with_root(sources["public"], read_categorical)
+    elite = _read_with_root(sources["elite"], read_captions) if use_elite else None
+    public, elite, ban_counts = _apply_ban(cfg, public, elite, knowledge, out_dir)
     vocab = LabelVocab.from_frame(public)
     train_tf = build_transform(model_cfg.preprocess, train=True, aug=cfg.data.augment)
     elite_tf = train_tf if cfg.data.augment_elite else build_transform(model_cfg.preprocess, train=False)
@@ -163,7 +148,7 @@ def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs_elite: bool, poo
             for root, part in _split_by_root(public)]
     elite_parts = [CaptionDataset(part, root, elite_tf, cfg.data.on_bad_image)
                    for root, part in _split_by_root(elite)] if elite is not None else []
-    elite_ds = _concat_captions(elite_parts) if elite_parts else None
+    elite_ds = ConcatParts(elite_parts) if elite_parts else None
     if pool_elite:
         main = main + elite_parts
     dataset = TrainingDataset(main, elite_ds if needs_elite else None)
@@ -197,28 +182,3 @@ def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs_elite: bool, poo
     if "world" in sources:
         summary["demo_world"] = str(sources["world"].root)
     return TrainData(dataset, sampler, loader, vocab, summary)
-
-
-class _ConcatCaptions:
-    """Several caption datasets (e.g. several elite CSVs with different roots) as one index space."""
-
-    def __init__(self, parts: List[CaptionDataset]):
-        self.parts = parts
-        self.offsets = [0]
-        for p in parts:
-            self.offsets.append(self.offsets[-1] + len(p))
-
-    def __len__(self) -> int:
-        return self.offsets[-1]
-
-    def get(self, index: int, seed: int):
-        for k, part in enumerate(self.parts):
-            if index < self.offsets[k + 1]:
-                item = part.get(index - self.offsets[k], seed)
-                item["index"] += self.offsets[k]
-                return item
-        raise IndexError(index)
-
-
-def _concat_captions(parts: List[CaptionDataset]):
-    return parts[0] if len(parts) == 1 else _ConcatCaptions(parts)

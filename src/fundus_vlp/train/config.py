@@ -172,6 +172,7 @@ class TextPretrainCfg:
     corpus: List[str] = field(default_factory=list)  # .txt files or folders
     demo: bool = False  # use the demo world's corpus (+ elite captions)
     demo_size: str = "demo"
+    demo_seed: int = 0
     include_elite_captions: List[str] = field(default_factory=list)  # caption CSVs added to the corpus
     mlm_probability: float = 0.15
     whole_word_mask: bool = True

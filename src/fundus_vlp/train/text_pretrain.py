@@ -63,7 +63,7 @@ def collect_texts(cfg: TextPretrainCfg) -> List[str]:
         from ..data.demo_presets import demo_world_cfg
         from ..data.demo_world import build_demo_world
 
-        world = build_demo_world(demo_world_cfg(cfg.demo_size))
+        world = build_demo_world(demo_world_cfg(cfg.demo_size, cfg.demo_seed))
         sources.append(str(world.corpus_dir))
         captions += [c for csv in world.elite_csvs.values() for c in read_captions(csv)["caption"]]
     for csv in cfg.include_elite_captions:
@@ -77,7 +77,7 @@ def collect_texts(cfg: TextPretrainCfg) -> List[str]:
 
         kb = KnowledgeBase.load() if cfg.ban.use_synonyms else None
         texts, report = BanList(cfg.ban.terms, knowledge=kb, use_synonyms=cfg.ban.use_synonyms).filter_corpus(texts)
-        _logger.info("ban list on the corpus: %s", report.summary() if hasattr(report, "summary") else report)
+        _logger.info("%s", report.summary())
     return texts
 
 
