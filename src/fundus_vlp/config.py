@@ -173,19 +173,5 @@ def _dataclass_type(ftype: Any) -> Optional[type]:
     if dataclasses.is_dataclass(ftype):
         return ftype
     if isinstance(ftype, str):  # postponed annotations
-        return _DATACLASSES.get(ftype) or _lookup_registered(ftype)
+        return _DATACLASSES.get(ftype)
     return None
-
-
-_EXTRA: Dict[str, type] = {}
-
-
-def register_config_dataclass(cls: type) -> type:
-    """Let `from_dict` coerce nested fields of dataclasses defined in other modules."""
-    _EXTRA[cls.__name__] = cls
-    return cls
-
-
-def _lookup_registered(name: str) -> Optional[type]:
-    name = name.replace("Optional[", "").rstrip("]")
-    return _DATACLASSES.get(name) or _EXTRA.get(name)

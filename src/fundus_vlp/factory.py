@@ -45,10 +45,9 @@ def resolve_model_config(spec: ModelSpec, **overrides: Any) -> ModelCfg:
 def get_tokenizer(spec: ModelSpec, **overrides: Any) -> Tokenizer:
     """The tokenizer that belongs to a registered model, a config, or a saved model folder."""
     if _is_pretrained_dir(spec):
-        from .hub import load_config
+        from .hub import load_tokenizer
 
-        cfg = load_config(spec)
-        return Tokenizer.from_pretrained(str(spec), cfg.text.context_length, cfg.text.padding)
+        return load_tokenizer(spec)
     cfg = resolve_model_config(spec, **overrides)
     name = cfg.text.hf_tokenizer_name or cfg.text.hf_model_name
     if name is None:

@@ -72,25 +72,30 @@ def load_config(directory: str | Path) -> ModelCfg:
     return cfg
 
 
+def load_tokenizer(directory: str | Path, cfg: Optional[ModelCfg] = None):
+    """The tokenizer saved in a model folder, with the model's context length and padding."""
+    from .tokenizer import Tokenizer
+
+    cfg = cfg or load_config(directory)
+    try:
+        return Tokenizer.from_pretrained(str(directory), cfg.text.context_length, cfg.text.padding)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{directory}: tokenizer files unreadable ({exc})") from exc
+
+
 def from_pretrained(directory: str | Path):
     """Rebuild the architecture from config.json and load the safetensors weights with strict key checks."""
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
-    from .models.clip import FundusCLIP
-    from .tokenizer import Tokenizer
+    from .factory import create_model
 
     directory = Path(directory)
     cfg = load_config(directory)
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing")
-    try:
-        tokenizer = Tokenizer.from_pretrained(str(directory), cfg.text.context_length, cfg.text.padding)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{directory}: tokenizer files unreadable ({exc})") from exc
-    model = FundusCLIP(cfg, pad_token_id=tokenizer.pad_token_id, vocab_size=len(tokenizer),
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = create_model(cfg, tokenizer=load_tokenizer(directory, cfg))
     try:
         missing, unexpected = load_model(model, str(weights), strict=False)
     except (SafetensorError, OSError, RuntimeError) as exc:
@@ -98,7 +103,6 @@ def from_pretrained(directory: str | Path):
     if missing or unexpected:
         raise CheckpointError(f"{weights}: keys do not match the config: missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]}")
-    model.tokenizer = tokenizer
     model.eval()
     return model
 

@@ -18,13 +18,7 @@ def method_class(name: str) -> type:
 
 
 def build_method(cfg, model, vocab=None) -> Method:
-    cls = method_class(cfg.method)
-    if cls is ViLReFMethod:
-        if vocab is None:
-            raise ValueError("vilref needs the label vocabulary")
-        normal = vocab.id("normal")
-        return cls(model, cfg, num_labels=len(vocab), normal_index=normal if normal >= 0 else None)
-    return cls(model, cfg)
+    return method_class(cfg.method).build(model, cfg, vocab)
 
 
 __all__ = ["Method", "METHOD_CLASSES", "build_method", "method_class", "CLIPMethod", "FLAIRMethod",

@@ -14,7 +14,8 @@ gradient once per micro-batch; the loop divides theirs by the number of micro-ba
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+import contextlib
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +47,29 @@ def splice_features(cache: List[Features], live: Features, slot: int) -> Feature
             for k in live}
 
 
+def accumulate_gradients(wrapped: nn.Module, task: "Method", micro_batches: List[Batch],
+                         backward: Callable[[Tensor], None], amp: Optional[ContextManager] = None,
+                         sync: Optional[Callable[[bool], ContextManager]] = None) -> Dict[str, Tensor]:
+    """Backward of the full batch, one micro-batch at a time, keeping every negative (the module docstring).
+
+    ``wrapped`` is the task or its DDP wrapper; ``sync(last)`` gives the context of a micro-step (DDP
+    ``no_sync`` except on the last one). Returns the losses of the last micro-batch.
+    """
+    amp = amp if amp is not None else contextlib.nullcontext()
+    full = concat_batches(micro_batches)
+    with torch.no_grad(), amp:
+        cache = [wrapped(mb, encode_only=True) for mb in micro_batches]
+    for j, mb in enumerate(micro_batches):
+        with sync(j == len(micro_batches) - 1) if sync is not None else contextlib.nullcontext():
+            with amp:
+                losses = wrapped(mb, cache=cache, slot=j, full_batch=full)
+            backward(losses["loss"])
+    for p in task.loss_side_parameters():  # each micro-step gave them the full-batch gradient
+        if p.grad is not None:
+            p.grad.div_(len(micro_batches))
+    return losses
+
+
 def combine_losses(terms: Dict[str, Tuple[float, Tensor]]) -> Dict[str, Tensor]:
     """``{"loss": Σ weight·term, name: term}`` — parts are logged unweighted and detached."""
     total = sum(weight * value for weight, value in terms.values())
@@ -64,6 +88,11 @@ class Method(nn.Module):
         """What the data pipeline must provide; decided before the method is built (ViLReF needs the vocab)."""
         return {"needs_elite": cls.needs_elite, "pool_elite": cls.pool_elite,
                 "augment_description": cls.augment_description, "needs_multi_hot": cls.needs_multi_hot}
+
+    @classmethod
+    def build(cls, model: FundusCLIP, cfg, vocab=None) -> "Method":
+        """The task for a run; methods that need more than the model and config (the vocabulary) override it."""
+        return cls(model, cfg)
 
     def __init__(self, model: FundusCLIP, cfg):
         super().__init__()

@@ -9,12 +9,25 @@ from .base import combine_losses
 from .flair import FLAIRMethod
 
 
-class Revision:
-    """Mixin: the revision term shared by KeepFIT v1 and (optionally) KeepFIT V2."""
+class EliteKnowledge:
+    """Mixin of KeepFIT v1 and V2: InfoNCE on the elite pairs and the optional revision term."""
 
-    def build_revision(self, heads: int, dropout: float, bug_compat) -> RevisionAttention:
-        return RevisionAttention(self.model.cfg.embed_dim, heads, dropout,
-                                 softmax_over_heads=bug_compat.softmax_over_heads)
+    def init_elite_knowledge(self, sub_cfg) -> None:
+        """``sub_cfg``: the method's section (``revision``, ``attn_heads``, ``attn_dropout``)."""
+        self.elite_loss = ClipLoss()  # identity targets on elite pairs (the paper's MM-Retinal branch, §2.5)
+        self.revision = RevisionAttention(
+            self.model.cfg.embed_dim, sub_cfg.attn_heads, sub_cfg.attn_dropout,
+            softmax_over_heads=self.cfg.bug_compat.softmax_over_heads) if sub_cfg.revision else None
+
+    def elite_term(self, feats):
+        return self.elite_loss(feats["elite_image"], feats["elite_text"], self.model.scale())
+
+    def add_revision_term(self, terms, feats, weight: float) -> None:
+        if self.revision is not None:
+            terms["revision"] = (weight, self.revision_term(feats))
+
+    def loss_side_modules(self):
+        return super().loss_side_modules() + ([self.revision] if self.revision is not None else [])
 
     def revision_term(self, feats):
         # keepfit.md §2.4: public images query the elite images (keys) to mix the elite captions (values).
@@ -25,15 +38,13 @@ class Revision:
         return revision_loss(feats["main_text"], revised)
 
 
-class KeepFITMethod(Revision, FLAIRMethod):
+class KeepFITMethod(EliteKnowledge, FLAIRMethod):
     name = "keepfit"
     needs_elite = True
 
     def __init__(self, model, cfg):
         super().__init__(model, cfg)
-        k = cfg.keepfit
-        self.elite_loss = ClipLoss()  # identity targets on elite pairs (the paper's MM-Retinal branch, §2.5)
-        self.revision = self.build_revision(k.attn_heads, k.attn_dropout, cfg.bug_compat) if k.revision else None
+        self.init_elite_knowledge(cfg.keepfit)
 
     def encode(self, batch):
         return {**self.encode_pair(batch["main"], "main"), **self.encode_pair(batch["elite"], "elite")}
@@ -42,11 +53,6 @@ class KeepFITMethod(Revision, FLAIRMethod):
         k = self.cfg.keepfit
         terms = {"public": (1.0, self.public_contrastive(feats, batch))}
         if k.mixed:
-            mm = self.elite_loss(feats["elite_image"], feats["elite_text"], self.model.scale())
-            terms["elite"] = (k.lambda_mm, mm)
-        if self.revision is not None:
-            terms["revision"] = (k.lambda_rev, self.revision_term(feats))
+            terms["elite"] = (k.lambda_mm, self.elite_term(feats))
+        self.add_revision_term(terms, feats, k.lambda_rev)
         return combine_losses(terms)
-
-    def loss_side_modules(self):
-        return [self.revision] if self.revision is not None else []

@@ -11,15 +11,14 @@ text tower (``model.text.hf_model_name=<dir>``).
 """
 from __future__ import annotations
 
-from ..losses import ClipLoss
 from ..losses.caption import target_positions, token_cross_entropy
 from ..train.distributed import all_reduce_sum
 from .base import combine_losses
 from .flair import FLAIRMethod
-from .keepfit import Revision
+from .keepfit import EliteKnowledge
 
 
-class KeepFITV2Method(Revision, FLAIRMethod):
+class KeepFITV2Method(EliteKnowledge, FLAIRMethod):
     name = "keepfit_v2"
     needs_elite = True
 
@@ -27,9 +26,7 @@ class KeepFITV2Method(Revision, FLAIRMethod):
         if model.decoder is None:
             raise ValueError("keepfit_v2 needs a caption decoder: set model.decoder.enabled=true")
         super().__init__(model, cfg)
-        v2 = cfg.keepfit_v2
-        self.elite_loss = ClipLoss()
-        self.revision = self.build_revision(v2.attn_heads, v2.attn_dropout, cfg.bug_compat) if v2.revision else None
+        self.init_elite_knowledge(cfg.keepfit_v2)
 
     def encode(self, batch):
         main, elite = batch["main"], batch["elite"]
@@ -42,7 +39,7 @@ class KeepFITV2Method(Revision, FLAIRMethod):
     def compute_losses(self, feats, batch):
         v2 = self.cfg.keepfit_v2
         pub = self.public_contrastive(feats, batch)
-        elite = self.elite_loss(feats["elite_image"], feats["elite_text"], self.model.scale())
+        elite = self.elite_term(feats)
         tokens = batch["elite"]["caption_ids"]
         decoder = self.model.decoder
         scored = target_positions(tokens, decoder.pad_id)  # teacher forcing: position t predicts token t+1
@@ -50,9 +47,8 @@ class KeepFITV2Method(Revision, FLAIRMethod):
         gen = token_cross_entropy(logits, tokens[:, 1:][scored], v2.label_smoothing,
                                   global_token_count=all_reduce_sum(scored.sum()))
         terms = {"public": (1.0, pub), "elite": (v2.lambda_elite, elite), "caption": (v2.lambda_gen, gen)}
-        if self.revision is not None:
-            terms["revision"] = (v2.lambda_rev, self.revision_term(feats))
+        self.add_revision_term(terms, feats, v2.lambda_rev)
         return combine_losses(terms)
 
     def loss_side_modules(self):
-        return [self.model.decoder] + ([self.revision] if self.revision is not None else [])
+        return [self.model.decoder] + super().loss_side_modules()

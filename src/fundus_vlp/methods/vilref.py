@@ -19,6 +19,14 @@ class ViLReFMethod(Method):
     name = "vilref"
     needs_multi_hot = True
 
+    @classmethod
+    def build(cls, model, cfg, vocab=None) -> "ViLReFMethod":
+        """The queues store multi-hot labels, so the task needs the vocabulary (and its "normal" id)."""
+        if vocab is None:
+            raise ValueError("vilref needs the label vocabulary")
+        normal = vocab.id("normal")
+        return cls(model, cfg, num_labels=len(vocab), normal_index=normal if normal >= 0 else None)
+
     def __init__(self, model, cfg, num_labels: int, normal_index: int | None = None):
         super().__init__(model, cfg)
         v = cfg.vilref

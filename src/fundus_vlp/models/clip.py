@@ -83,9 +83,6 @@ class FundusCLIP(nn.Module):
     def lock_text_tower(self, unlocked_layers: int = 0) -> None:
         self.text.lock(unlocked_layers)
 
-    def no_weight_decay(self) -> set:
-        return {"logit_scale"}
-
     # -- release format (hub.py) -------------------------------------------------------------------
     def save_pretrained(self, directory, card: Optional[dict] = None):
         from ..hub import save_pretrained

@@ -28,8 +28,11 @@ def ema_update(online: nn.Module, momentum: nn.Module, m: float) -> None:
     Parameters and buffers are matched by name, so both modules must have the same architecture.
     """
     online_params = dict(online.named_parameters())
-    for name, p_momentum in momentum.named_parameters():
-        p_momentum.mul_(m).add_(online_params[name].detach(), alpha=1.0 - m)
+    pairs = [(p, online_params[name].detach()) for name, p in momentum.named_parameters()]
+    if pairs:  # one fused kernel per op over all tensors (as torch optimisers and timm's EMA do), not one per tensor
+        ema, src = (list(t) for t in zip(*pairs))
+        torch._foreach_mul_(ema, m)
+        torch._foreach_add_(ema, src, alpha=1.0 - m)
     online_buffers = dict(online.named_buffers())
     for name, b_momentum in momentum.named_buffers():
         b_momentum.copy_(online_buffers[name])

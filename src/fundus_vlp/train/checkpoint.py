@@ -58,6 +58,10 @@ def load_checkpoint(path: str | Path) -> Dict[str, Any]:
     return ckpt
 
 
+def _file_step(path: Path) -> int:
+    return int(_STEP_RE.match(path.name).group(1))
+
+
 class CheckpointManager:
     """``checkpoints/step_<N>.pt`` plus ``latest.pt`` (a copy of the newest), keeping the last `keep` step files."""
 
@@ -69,8 +73,8 @@ class CheckpointManager:
             self.dir.mkdir(parents=True, exist_ok=True)
 
     def step_files(self) -> List[Path]:
-        files = [p for p in self.dir.glob("step_*.pt") if _STEP_RE.match(p.name)]
-        return sorted(files, key=lambda p: int(_STEP_RE.match(p.name).group(1)))
+        """``step_<N>.pt`` files, oldest first."""
+        return sorted((p for p in self.dir.glob("step_*.pt") if _STEP_RE.match(p.name)), key=_file_step)
 
     def save(self, state: Dict[str, Any], step: int) -> Optional[Path]:
         if not self.enabled:
@@ -90,12 +94,13 @@ class CheckpointManager:
             return None
         if spec != "latest":
             return Path(spec)
-        candidates = sorted(self.step_files(), key=lambda p: int(_STEP_RE.match(p.name).group(1)), reverse=True)
         latest = self.dir / LATEST
-        ordered = ([latest] if latest.exists() else []) + candidates
+        ordered = ([latest] if latest.exists() else []) + self.step_files()[::-1]
         best: Optional[Path] = None
         best_step = -1
         for path in ordered:
+            if path != latest and _file_step(path) <= best_step:
+                break  # step files are newest first and named by their step: none further can be newer
             try:
                 step = int(load_checkpoint(path)["step"])
             except CheckpointError as exc:

@@ -21,6 +21,7 @@ from torch import nn
 from ..data.loader import TrainData, build_train_data
 from ..factory import create_model
 from ..methods import build_method, method_class
+from ..methods.base import accumulate_gradients
 from . import distributed as dist
 from .checkpoint import CheckpointManager, load_checkpoint
 from .config import PretrainCfg
@@ -176,7 +177,7 @@ class Trainer:
         _logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.start_batch)
 
     # -- one optimiser step -------------------------------------------------------------------------------
-    def _sync_context(self, last: bool):
+    def _sync_context(self, last: bool) -> contextlib.AbstractContextManager:
         if last or not self.env.is_distributed:
             return contextlib.nullcontext()
         return self.wrapped.no_sync()
@@ -192,17 +193,8 @@ class Trainer:
                 losses = self.wrapped(micro_batches[0])
             self._backward(losses["loss"])
         else:
-            full = self._concat(micro_batches)
-            with torch.no_grad(), amp:
-                cache = [self.wrapped(mb, encode_only=True) for mb in micro_batches]
-            for j, mb in enumerate(micro_batches):
-                with self._sync_context(last=j == len(micro_batches) - 1):
-                    with amp:
-                        losses = self.wrapped(mb, cache=cache, slot=j, full_batch=full)
-                    self._backward(losses["loss"])
-            for p in self.task.loss_side_parameters():  # each micro-step gave them the full-batch gradient
-                if p.grad is not None:
-                    p.grad.div_(len(micro_batches))
+            losses = accumulate_gradients(self.wrapped, self.task, micro_batches, self._backward, amp,
+                                          self._sync_context)
         if cfg.grad_clip_norm > 0:
             self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.task.parameters(), cfg.grad_clip_norm)
@@ -216,12 +208,6 @@ class Trainer:
         out = {k: float(v.detach().float()) for k, v in losses.items()}
         out["grad_norm"] = float(grad_norm)
         return out
-
-    @staticmethod
-    def _concat(micro_batches):
-        from ..methods.base import concat_batches
-
-        return concat_batches(micro_batches)
 
     # -- the loop -------------------------------------------------------------------------------------------
     def _reduce_for_logging(self, values: Dict[str, float]) -> Dict[str, float]:
@@ -284,7 +270,7 @@ class Trainer:
                     time.sleep(step_delay)
                 if self.step >= self.total_steps:
                     break
-            if self.start_batch >= len(self.data.sampler) - (len(self.data.sampler) % cfg.accum_freq):
+            if self.start_batch >= self.steps_per_epoch * cfg.accum_freq:  # the epoch's last whole step is done
                 self.epoch += 1
                 self.start_batch = 0
             skipped_total += self._report_skipped(skipped)
