@@ -12,6 +12,8 @@ if "FUNDUS_VLP_CACHE" not in os.environ:  # generated worlds/feature caches of t
 
     os.environ["FUNDUS_VLP_CACHE"] = tempfile.mkdtemp(prefix="fundus_vlp_test_cache_")
 
+import copy  # noqa: E402
+import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -20,7 +22,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from fundus_vlp.data.demo_presets import PRESETS  # noqa: E402
+
 torch.set_num_threads(2)
+
+TINY_WORLD = copy.deepcopy(PRESETS["tiny"])  # DemoWorldCfg fields of the tests' demo world
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -29,6 +35,27 @@ cataract retinopathy diabetic mild moderate severe proliferative macular degener
 myopia pathologic retinitis pigmentosa drusen haemorrhages hemorrhages microaneurysms exudates hard soft
 optic disc cup enlarged round dark red yellow bright spots dots lesion defect fovea macula periphery
 vessels small large many few image eye left right consistent findings shows shown""".split()
+
+
+def free_port() -> int:
+    """A free localhost TCP port for a test's process group."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unit(*shape: int, seed: int) -> torch.Tensor:
+    """Seeded random rows of unit L2 norm (embeddings for loss tests)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(*shape, generator=g), dim=-1)
+
+
+@pytest.fixture(scope="session")
+def kb():
+    """The shipped knowledge base (read-only)."""
+    from fundus_vlp.data.knowledge import KnowledgeBase
+
+    return KnowledgeBase.load()
 
 
 @pytest.fixture(scope="session")

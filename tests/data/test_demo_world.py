@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import hashlib
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import TINY_WORLD
 from fundus_vlp.data.demo_world import (CONDITIONS, SEEN_CONDITIONS, UNSEEN_CONDITIONS, DemoWorld, DemoWorldCfg,
                                         build_demo_world, make_caption, render_case, sample_case)
 from fundus_vlp.data.demo_world import build as build_mod
@@ -19,8 +21,7 @@ from fundus_vlp.data.knowledge import KnowledgeBase, normalize_label
 
 
 def tiny_cfg(**kw) -> DemoWorldCfg:
-    base = dict(n_public=60, elite_per_modality={"CFP": 12, "FFA": 4, "OCT": 4}, n_eval_per_class=4,
-                n_retrieval=12, corpus_paragraphs=70, image_size=64)
+    base = {**copy.deepcopy(TINY_WORLD), "corpus_paragraphs": 70}
     base.update(kw)
     return DemoWorldCfg(**base)
 
@@ -47,11 +48,6 @@ def read_cap(path: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> DemoWorld:
     return build_demo_world(tiny_cfg(), cache_dir=tmp_path_factory.mktemp("dw"), num_workers=1)
-
-
-@pytest.fixture(scope="module")
-def kb() -> KnowledgeBase:
-    return KnowledgeBase.load()
 
 
 def test_layout_and_formats(world):

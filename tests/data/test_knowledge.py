@@ -13,11 +13,6 @@ from fundus_vlp.data.knowledge import KnowledgeBase, normalize_label
 REAL = Path("/work/shared/data/keepfit_dataframes")
 
 
-@pytest.fixture(scope="module")
-def kb() -> KnowledgeBase:
-    return KnowledgeBase.load()
-
-
 @pytest.mark.parametrize("raw, expected", [
     ("Glaucoma", "glaucoma"),
     ("  age-related   macular_degeneration. ", "age related macular degeneration"),

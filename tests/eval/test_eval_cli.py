@@ -9,10 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import TINY_WORLD
 from fundus_vlp.cli.main import main
 
-TINY_WORLD = dict(n_public=60, elite_per_modality={"CFP": 12, "FFA": 4, "OCT": 4}, n_eval_per_class=4,
-                  n_retrieval=12, corpus_paragraphs=20, image_size=64)
 CLASSES = ["normal", "glaucoma", "cataract"]
 
 

@@ -9,12 +9,11 @@ import torch
 from PIL import Image
 
 import fundus_vlp.eval.captioning as captioning
+from conftest import TINY_WORLD
 from fundus_vlp.eval import EvalCfg, Experiment, evaluate, format_summary
 from fundus_vlp.eval.features import FeatureCache
 from fundus_vlp.eval.runner import EvalContext, run_linear_probe
 
-TINY_WORLD = dict(n_public=60, elite_per_modality={"CFP": 12, "FFA": 4, "OCT": 4}, n_eval_per_class=4,
-                  n_retrieval=12, corpus_paragraphs=20, image_size=64)
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import unit
 from fundus_vlp.losses.contrastive import ClipLoss, clip_logits, label_aware_targets, soft_target_cross_entropy
-
-
-def _unit(*shape: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(*shape, generator=g), dim=-1)
 
 
 def test_label_aware_targets_square_block_structure():
@@ -55,7 +51,7 @@ def test_label_aware_targets_rectangular_rank_block():
 
 def test_soft_target_loss_matches_explicit_loops():
     labels = torch.tensor([0, 1, 0, 1])
-    img, txt = _unit(4, 3, seed=0), _unit(4, 3, seed=1)
+    img, txt = unit(4, 3, seed=0), unit(4, 3, seed=1)
     scale = 10.0
     loss = ClipLoss()(img, txt, torch.tensor(scale), labels=labels)
 
@@ -84,7 +80,7 @@ def test_soft_target_cross_entropy_formula():
 
 def test_identity_targets_match_open_clip():
     open_clip = pytest.importorskip("open_clip")
-    img, txt = _unit(6, 8, seed=2), _unit(6, 8, seed=3)
+    img, txt = unit(6, 8, seed=2), unit(6, 8, seed=3)
     scale = torch.tensor(14.3)
     expected = open_clip.loss.ClipLoss()(img, txt, scale)
     torch.testing.assert_close(ClipLoss()(img, txt, scale), expected)
@@ -93,7 +89,7 @@ def test_identity_targets_match_open_clip():
 
 
 def test_clip_logits_single_process_and_fp32():
-    img, txt = _unit(3, 4, seed=4).half(), _unit(3, 4, seed=5).half()
+    img, txt = unit(3, 4, seed=4).half(), unit(3, 4, seed=5).half()
     logits_per_image, logits_per_text, offset = clip_logits(img, txt, torch.tensor(2.0))
     assert offset == 0 and logits_per_image.dtype == torch.float32
     torch.testing.assert_close(logits_per_text, logits_per_image.T)
@@ -101,8 +97,8 @@ def test_clip_logits_single_process_and_fp32():
 
 
 def test_clip_loss_gradients_flow_to_features_and_scale():
-    img = _unit(4, 5, seed=6).requires_grad_(True)
-    txt = _unit(4, 5, seed=7).requires_grad_(True)
+    img = unit(4, 5, seed=6).requires_grad_(True)
+    txt = unit(4, 5, seed=7).requires_grad_(True)
     log_scale = torch.tensor(math.log(1 / 0.07), requires_grad=True)
     ClipLoss()(img, txt, log_scale.exp(), labels=torch.tensor([0, 0, 1, -1])).backward()
     for t in (img, txt, log_scale):
@@ -110,7 +106,7 @@ def test_clip_loss_gradients_flow_to_features_and_scale():
 
 
 def test_logits_stay_fp32_under_autocast():
-    img, txt = _unit(4, 8, seed=8), _unit(4, 8, seed=9)
+    img, txt = unit(4, 8, seed=8), unit(4, 8, seed=9)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits_per_image, _, _ = clip_logits(img, txt, 10.0)
         loss = ClipLoss()(img, txt, torch.tensor(10.0))

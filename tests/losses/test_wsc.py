@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import unit
 from fundus_vlp.losses.contrastive import ClipLoss
 from fundus_vlp.losses.wsc import (
     adjusted_cross_entropy,
@@ -17,11 +18,6 @@ from fundus_vlp.losses.wsc import (
 from fundus_vlp.models.momentum import FeatureQueue
 
 SCALE = torch.tensor(1 / 0.07)
-
-
-def _unit(*shape: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(*shape, generator=g), dim=-1)
 
 
 def _no_queue_loss(img, txt, labels, **kwargs):
@@ -41,7 +37,7 @@ def test_label_cosine_similarity_values_and_normal():
 
 def test_zero_similarity_without_queue_equals_clip_infonce():
     """§1.4 test 1: W ≡ 0 and K = 0 gives the CLIP InfoNCE of the released code."""
-    img, txt = _unit(5, 8, seed=0), _unit(5, 8, seed=1)
+    img, txt = unit(5, 8, seed=0), unit(5, 8, seed=1)
     expected = ClipLoss()(img, txt, SCALE)
     zero_labels = torch.zeros(5, 3)  # all-zero labels and no normal_index: W ≡ 0
     torch.testing.assert_close(_no_queue_loss(img, txt, zero_labels), expected)
@@ -51,13 +47,13 @@ def test_zero_similarity_without_queue_equals_clip_infonce():
 
 def test_fully_masked_rows_give_zero_loss():
     """§1.4 test 2: every candidate but the positive eliminated → loss 0."""
-    img, txt = _unit(4, 8, seed=2), _unit(4, 8, seed=3)
+    img, txt = unit(4, 8, seed=2), unit(4, 8, seed=3)
     same_labels = torch.tensor([[1.0, 0.0, 1.0]]).repeat(4, 1)
     loss = _no_queue_loss(img, txt, same_labels)
     assert loss.item() == pytest.approx(0.0, abs=1e-7)
     # also with invalid queue slots appended
-    bank_img = torch.cat([img, _unit(3, 8, seed=4)])
-    bank_txt = torch.cat([txt, _unit(3, 8, seed=5)])
+    bank_img = torch.cat([img, unit(3, 8, seed=4)])
+    bank_txt = torch.cat([txt, unit(3, 8, seed=5)])
     bank_labels = torch.cat([same_labels, torch.tensor([[0.0, 1.0, 0.0]]).repeat(3, 1)])
     valid = torch.tensor([True] * 4 + [False] * 3)
     loss = wsc_loss(img, txt, bank_img, bank_txt, same_labels, bank_labels, valid, SCALE)
@@ -99,10 +95,10 @@ def test_w_min_and_gamma():
 
 
 def test_invalid_queue_slots_are_ignored():
-    img, txt = _unit(3, 8, seed=6), _unit(3, 8, seed=7)
+    img, txt = unit(3, 8, seed=6), unit(3, 8, seed=7)
     labels = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     queue = FeatureQueue(size=4, dim=8, num_labels=2)
-    queue.enqueue(_unit(2, 8, seed=8), _unit(2, 8, seed=9), torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    queue.enqueue(unit(2, 8, seed=8), unit(2, 8, seed=9), torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
     bank_img, bank_txt, bank_labels, valid = queue.candidates(img, txt, labels)
     assert valid.tolist() == [True] * 3 + [True, True, False, False]
     with_queue = wsc_loss(img, txt, bank_img, bank_txt, labels, bank_labels, valid, SCALE)
@@ -119,10 +115,10 @@ def test_invalid_queue_slots_are_ignored():
 
 
 def test_queue_candidates_receive_gradient_only_through_online_features():
-    img = _unit(3, 8, seed=10).requires_grad_(True)
-    txt = _unit(3, 8, seed=11).requires_grad_(True)
+    img = unit(3, 8, seed=10).requires_grad_(True)
+    txt = unit(3, 8, seed=11).requires_grad_(True)
     labels = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    bank_img, bank_txt = _unit(5, 8, seed=12), _unit(5, 8, seed=13)
+    bank_img, bank_txt = unit(5, 8, seed=12), unit(5, 8, seed=13)
     bank_labels = torch.cat([labels, torch.tensor([[1.0, 1.0], [0.0, 1.0]])])
     loss = wsc_loss(img, txt, bank_img, bank_txt, labels, bank_labels, torch.ones(5, dtype=torch.bool), SCALE)
     loss.backward()
@@ -130,7 +126,7 @@ def test_queue_candidates_receive_gradient_only_through_online_features():
 
 
 def test_soft_target_variant_matches_manual():
-    img, txt = _unit(3, 4, seed=14), _unit(3, 4, seed=15)
+    img, txt = unit(3, 4, seed=14), unit(3, 4, seed=15)
     labels = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
     valid = torch.ones(3, dtype=torch.bool)
     loss = wsc_loss(img, txt, img, txt, labels, labels, valid, SCALE, variant="soft_target")
@@ -145,10 +141,10 @@ def test_soft_target_variant_matches_manual():
 
 
 def test_soft_target_variant_ignores_invalid_slots():
-    img, txt = _unit(2, 4, seed=16), _unit(2, 4, seed=17)
+    img, txt = unit(2, 4, seed=16), unit(2, 4, seed=17)
     labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     bank_labels = torch.cat([labels, torch.tensor([[1.0, 0.0]])])
-    bank_img, bank_txt = torch.cat([img, _unit(1, 4, seed=18)]), torch.cat([txt, _unit(1, 4, seed=19)])
+    bank_img, bank_txt = torch.cat([img, unit(1, 4, seed=18)]), torch.cat([txt, unit(1, 4, seed=19)])
     valid = torch.tensor([True, True, False])
     loss = wsc_loss(img, txt, bank_img, bank_txt, labels, bank_labels, valid, SCALE, variant="soft_target")
     expected = wsc_loss(img, txt, img, txt, labels, labels, valid[:2], SCALE, variant="soft_target")

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import pretrain_overrides
+from conftest import free_port, pretrain_overrides
 
 METHODS = {
     "keepfit_v2": {"keepfit_v2.revision": "true", "keepfit_v2.attn_dropout": 0.0, "model.decoder.dropout": 0.0},
@@ -55,12 +54,6 @@ def _worker(rank, port, ds, tiny_overrides, out, batches, result_path):
     torch.distributed.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.distributed
 def test_two_rank_gradients_equal_single_process(image_dataset, tiny_overrides, tmp_path):
     from fundus_vlp.train.loop import Trainer
@@ -76,7 +69,7 @@ def test_two_rank_gradients_equal_single_process(image_dataset, tiny_overrides, 
         trainer.task(batch)["loss"].backward()
         batches[method], reference[method] = batch, _grads(trainer.task)
     result_path = tmp_path / "ddp_grads.pt"
-    mp.spawn(_worker, args=(_free_port(), image_dataset, tiny_overrides, tmp_path, batches, str(result_path)),
+    mp.spawn(_worker, args=(free_port(), image_dataset, tiny_overrides, tmp_path, batches, str(result_path)),
              nprocs=2, join=True)
     ddp = torch.load(result_path, weights_only=True)
     for method in METHODS:

@@ -5,7 +5,6 @@ process compares the ranks' DDP-averaged gradients with single-process reference
 """
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from conftest import free_port
 from fundus_vlp.losses.caption import caption_loss, count_target_tokens
 from fundus_vlp.losses.contrastive import ClipLoss
 from fundus_vlp.train import distributed as du
@@ -119,12 +119,6 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         du.cleanup()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _assert_grads_close(actual: dict, expected: dict) -> None:
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], atol=1e-6, rtol=1e-5, msg=name)
@@ -137,9 +131,8 @@ def _grads_close(actual: dict, expected: dict) -> bool:
 @pytest.mark.distributed
 def test_two_rank_gloo_gather_and_loss_gradients(tmp_path, monkeypatch):
     monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    _clear_env(monkeypatch)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
     # collectives

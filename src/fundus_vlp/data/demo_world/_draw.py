@@ -15,6 +15,7 @@ __all__ = [
     "to_px",
     "stamp",
     "stamp_soft",
+    "paint",
     "gaussian_blur",
     "smooth_noise",
     "lerp",
@@ -77,26 +78,27 @@ def _splat(canvas: np.ndarray, xs: np.ndarray, ys: np.ndarray, radii: np.ndarray
         np.maximum.at(flat, (np.clip(cy, 0, h - 1) * w + np.clip(cx, 0, w - 1)).ravel(), a.ravel())
 
 
-def stamp(canvas: np.ndarray, xs, ys, radii, values=1.0) -> np.ndarray:
-    """Max-composite anti-aliased discs (pixel coordinates and radii) into a 2-D ``canvas`` in place."""
+def stamp(canvas: np.ndarray, xs, ys, radii, values=1.0, *, soft: bool = False) -> np.ndarray:
+    """Max-composite anti-aliased discs (pixel coordinates and radii) into a 2-D ``canvas`` in place;
+    ``soft``: a smooth radial falloff instead of a hard edge."""
     xs = np.atleast_1d(np.asarray(xs, dtype=np.float64))
     ys = np.atleast_1d(np.asarray(ys, dtype=np.float64))
     radii = np.broadcast_to(np.asarray(radii, dtype=np.float64), xs.shape)
     values = np.broadcast_to(np.asarray(values, dtype=np.float64), xs.shape)
     if xs.size:
-        _splat(canvas, xs, ys, radii, values, soft=False)
+        _splat(canvas, xs, ys, radii, values, soft=soft)
     return canvas
 
 
 def stamp_soft(canvas: np.ndarray, xs, ys, radii, values=1.0) -> np.ndarray:
-    """Like :func:`stamp` but with a smooth radial falloff (fluffy lesions, leakage)."""
-    xs = np.atleast_1d(np.asarray(xs, dtype=np.float64))
-    ys = np.atleast_1d(np.asarray(ys, dtype=np.float64))
-    radii = np.broadcast_to(np.asarray(radii, dtype=np.float64), xs.shape)
-    values = np.broadcast_to(np.asarray(values, dtype=np.float64), xs.shape)
-    if xs.size:
-        _splat(canvas, xs, ys, radii, values, soft=True)
-    return canvas
+    """Soft discs (fluffy lesions, leakage): :func:`stamp` with ``soft=True``."""
+    return stamp(canvas, xs, ys, radii, values, soft=True)
+
+
+def paint(img: np.ndarray, masks: dict, name: str, colour, strength: float) -> np.ndarray:
+    """Blend ``colour`` into ``img`` where finding ``name`` has a mask (no-op when the scene lacks it)."""
+    m = masks.get(name)
+    return img if m is None else lerp(img, colour, m * strength)
 
 
 def gaussian_blur(img: np.ndarray, sigma_px: float) -> np.ndarray:

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .ontology import SEEN_CONDITIONS, UNSEEN_CONDITIONS
+from ..dataframes import CATEGORICAL_COLUMNS
+from .ontology import MODALITIES, SEEN_CONDITIONS, UNSEEN_CONDITIONS
 from .records import (EXPERIMENT_DESCRIPTIONS, EXPERIMENTS, Job, allocate, eval_jobs, make_item, paired_jobs,
                       public_jobs, stream_id)
 from .text import make_corpus
@@ -185,7 +186,7 @@ def _generate(cfg: DemoWorldCfg, tmp: Path, num_workers: int) -> dict[str, Any]:
     for j, r in zip(flat, rows):
         by_kind[j.kind].append((j, r))
 
-    cat_cols, cap_cols = ["image", "atributes", "categories"], ["image", "caption"]
+    cat_cols, cap_cols = list(CATEGORICAL_COLUMNS), ["image", "caption"]
     _write_csv([r for _, r in by_kind["public"]], tmp / lay["public_csv"], cat_cols)
     for m in mods:
         _write_csv([r for j, r in by_kind["elite"] if j.meta["modality"] == m], tmp / lay["elite_csvs"][m], cap_cols)
@@ -237,7 +238,7 @@ def build_demo_world(cfg: DemoWorldCfg | None = None, cache_dir: str | Path | No
     exist) is reused without touching it.
     """
     cfg = cfg or DemoWorldCfg()
-    unknown = set(cfg.elite_per_modality) - {"CFP", "FFA", "OCT"}
+    unknown = set(cfg.elite_per_modality) - set(MODALITIES)
     if unknown:
         raise ValueError(f"unknown modalities in elite_per_modality: {sorted(unknown)}")
     parent = Path(cache_dir) if cache_dir is not None else default_cache_dir()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._draw import norm_grid, smooth_noise, smoothstep, stamp, stamp_soft
+from ._draw import norm_grid, smooth_noise, smoothstep, stamp, stamp_soft, to_px
 from .scene import Case
 
 __all__ = ["FundusScene", "build_scene"]
@@ -184,8 +184,7 @@ def _path_points(rng: np.random.Generator, sc: "FundusScene", n: int, dmin: floa
 
 
 def _px(sc: "FundusScene", pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    s = sc.size
-    return (pts[:, 0] + 1) * s / 2 - 0.5, (pts[:, 1] + 1) * s / 2 - 0.5
+    return to_px(pts[:, 0], sc.size), to_px(pts[:, 1], sc.size)
 
 
 def _r(sc: "FundusScene", r) -> np.ndarray:
@@ -346,7 +345,7 @@ def build_scene(case: Case, size: int, rng: np.random.Generator) -> FundusScene:
         keep = np.hypot(p[:, 0] - fov_c[0], p[:, 1] - fov_c[1]) < fov_r
         p = p[keep]
         m = np.zeros((size, size), dtype=np.float32)
-        stamp(m, (p[:, 0] + 1) * size / 2 - 0.5, (p[:, 1] + 1) * size / 2 - 0.5, np.maximum(p[:, 2] * size / 2, 0.45))
+        stamp(m, to_px(p[:, 0], size), to_px(p[:, 1], size), np.maximum(p[:, 2] * size / 2, 0.45))
         maps[kind] = m
     sc = FundusScene(size=size, side=side, fovea=fovea, disc=disc, disc_r=disc_r, fov_c=fov_c, fov_r=fov_r, fov=fov,
                      d_fovea=d_fovea, disc_alpha=disc_alpha, cup_alpha=cup_alpha, artery=maps["artery"],

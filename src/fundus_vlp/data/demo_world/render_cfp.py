@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._draw import finish, gaussian_blur, lerp, norm_grid, smooth_noise
+from ._draw import finish, gaussian_blur, lerp, norm_grid, paint, smooth_noise
 from .fundus import FundusScene, build_scene
 from .scene import Case
 
@@ -50,11 +50,6 @@ _LESION_LAYERS = (
 )
 
 
-def _paint(img: np.ndarray, sc: FundusScene, name: str, colour: np.ndarray, strength: float) -> np.ndarray:
-    m = sc.masks.get(name)
-    return img if m is None else lerp(img, colour, m * strength)
-
-
 def colour_cfp(case: Case, sc: FundusScene, rng: np.random.Generator) -> np.ndarray:
     """Colour the scene; returns uint8 (S, S, 3)."""
     s = sc.size
@@ -65,9 +60,9 @@ def colour_cfp(case: Case, sc: FundusScene, rng: np.random.Generator) -> np.ndar
     tex = 1.0 + 0.05 * smooth_noise(rng, s, 10) + 0.025 * smooth_noise(rng, s, 24)
     img = np.broadcast_to(bg, (s, s, 3)) * tex[..., None]
     if "tessellation" in case.findings:
-        img = _paint(img * 1.05, sc, "tessellation", _TESS_DARK, 0.7)
-    img = _paint(img, sc, "macular_atrophy", _ATROPHY, 0.9)
-    img = _paint(img, sc, "peripapillary_atrophy", _ATROPHY, 0.85)
+        img = paint(img * 1.05, sc.masks, "tessellation", _TESS_DARK, 0.7)
+    img = paint(img, sc.masks, "macular_atrophy", _ATROPHY, 0.9)
+    img = paint(img, sc.masks, "peripapillary_atrophy", _ATROPHY, 0.85)
     # Macula: a darker, browner region with a darker foveal centre.
     mac = np.exp(-0.5 * (sc.d_fovea / 0.14) ** 2) * 0.32 + np.exp(-0.5 * (sc.d_fovea / 0.035) ** 2) * 0.15
     img = img * (1.0 - mac[..., None] * np.array([0.9, 1.0, 0.8], np.float32))
@@ -83,7 +78,7 @@ def colour_cfp(case: Case, sc: FundusScene, rng: np.random.Generator) -> np.ndar
     img = lerp(img, _ARTERY, sc.artery * (0.8 * on_disc))
     # Lesions.
     for name, colour, strength in _LESION_LAYERS:
-        img = _paint(img, sc, name, colour, strength)
+        img = paint(img, sc.masks, name, colour, strength)
 
     # Illumination: radial fall-off, a slightly off-centre flash, global exposure.
     fx, fy = (float(v) for v in rng.normal(0, 0.12, 2))  # python floats keep the maps float32 (NEP 50)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._draw import finish, gaussian_blur, lerp, norm_grid, smooth_noise
+from ._draw import finish, gaussian_blur, lerp, norm_grid, paint, smooth_noise
 from .fundus import FundusScene, build_scene
 from .scene import Case
 
@@ -53,9 +53,7 @@ def colour_ffa(case: Case, sc: FundusScene, rng: np.random.Generator) -> np.ndar
     vessels = np.maximum(sc.vein * 0.92, sc.artery) * (1.0 - 0.8 * nonperf)
     img = lerp(img, 0.9, vessels * 0.92)
     for name, level, strength in _LAYERS:
-        m = sc.masks.get(name)
-        if m is not None:
-            img = lerp(img, level, m * strength)
+        img = paint(img, sc.masks, name, level, strength)
     # Leakage: diffuse, fuzzy hyperfluorescence (macular oedema; severe disease also leaks at the arcades).
     leak = sc.mask("macular_edema")
     if leak.any():

@@ -347,7 +347,7 @@ def _display(name: str) -> str:
 
 def _typical(name: str, modality: str, rng: np.random.Generator) -> list[str]:
     # Phrases from a freshly sampled case: the corpus describes the same signs as the captions, in other words.
-    return finding_phrases(sample_case(name, modality, rng), rng)
+    return finding_phrases(sample_case(name, modality, rng), rng) or list(_NORMAL[modality])
 
 
 def _definition(name: str, rng: np.random.Generator) -> str:
@@ -370,7 +370,7 @@ def _definition(name: str, rng: np.random.Generator) -> str:
 def _modalities(name: str, rng: np.random.Generator) -> str:
     parts = []
     for m in CONDITIONS[name].modalities:
-        ph = _typical(name, m, rng) or list(_NORMAL[m])
+        ph = _typical(name, m, rng)
         lead = {"CFP": "On colour fundus photographs", "FFA": "On fluorescein angiography", "OCT": "On OCT"}[m]
         parts.append(f"{lead}, {_display(name)} shows {_join(ph)}.")
     return " ".join(parts)
@@ -380,8 +380,8 @@ def _differential(name: str, rng: np.random.Generator) -> str:
     c = CONDITIONS[name]
     other = _pick(rng, list(c.differentials))
     a, b = _display(name), _display(other)
-    mine = _typical(name, "CFP", rng) or list(_NORMAL["CFP"])
-    theirs = _typical(other, "CFP", rng) or list(_NORMAL["CFP"])
+    mine = _typical(name, "CFP", rng)
+    theirs = _typical(other, "CFP", rng)
     key = [k for k in c.finding_keys if k not in CONDITIONS[other].finding_keys]
     key = [k for k in key if "CFP" in FINDINGS[k].modalities] or key  # prefer a sign both texts describe
     text = f"{_cap(a)} must be told apart from {b}. {_cap(a)} shows {_join(mine)}, whereas {b} shows {_join(theirs)}."
@@ -418,7 +418,7 @@ def _grading(rng: np.random.Generator) -> str:
 def _clinical(name: str, rng: np.random.Generator) -> str:
     syn = CONDITIONS[name].synonyms
     lead = _cap(_display(name)) + (f", or {_pick(rng, list(syn))}," if syn and name != "normal" else "")
-    signs = (_typical(name, "CFP", rng) or list(_NORMAL["CFP"]))[:3]
+    signs = _typical(name, "CFP", rng)[:3]
     verb = _pick(rng, ["is recognised by", "is identified by", "shows"])
     return f"{lead} {verb} {_join(signs)}. {_CLINICAL[name]}"
 
