@@ -148,3 +148,10 @@ def test_multilabel_zero_shot(model, binary_experiment, tmp_path):
     assert set(row["metrics"]) == {"acc", "f1_macro", "auc", "aupr"} and row["n_test"] == 12
     with pytest.raises(ValueError, match="multi-label"):
         evaluate(model, exp, ["linear-probe"], small_cfg(tmp_path))
+
+
+def test_every_configurable_mode_has_a_runner():
+    from fundus_vlp.eval.config import MODES
+    from fundus_vlp.eval.runner import RUNNERS
+
+    assert set(RUNNERS) == set(MODES)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from .dataframes import DataFormatError, read_captions, read_categorical, resolve_image_path, where
+from .dataframes import DataFormatError, read_any, resolve_image_path, where
 from .images import BadImageError, load_image
 
 
@@ -36,20 +36,6 @@ class CheckReport:
                 "problems": [p.__dict__ for p in self.problems]}
 
 
-def _read_any(path: Path, kind: str):
-    if kind == "categorical":
-        return "categorical", read_categorical(path)
-    if kind == "captions":
-        return "captions", read_captions(path)
-    try:
-        return "categorical", read_categorical(path)
-    except DataFormatError as first:
-        try:
-            return "captions", read_captions(path)
-        except DataFormatError:
-            raise first from None
-
-
 def _check_image(root: Path, image: str, source: str, row: int) -> Tuple[str, str, str] | None:
     loc = where(source, row)
     try:
@@ -71,7 +57,7 @@ def check_dataset(root: str | Path, dataframes: Sequence[str | Path], kind: str 
     for df_path in dataframes:
         df_path = Path(df_path)
         try:
-            found, frame = _read_any(df_path, kind)
+            found, frame = read_any(df_path, kind)
         except DataFormatError as exc:
             report.problems.append(Problem(str(df_path), "", str(exc)))
             continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path, PurePosixPath
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Sequence, Tuple
 
 import pandas as pd
 
@@ -118,6 +118,22 @@ def read_captions(path: str | Path, on_empty: str = "error") -> pd.DataFrame:
     if bad.any():
         raise DataFormatError(f"{where(path, int(out.loc[bad, 'row'].iloc[0]))}: empty image path")
     return out.reset_index(drop=True)
+
+
+def read_any(path: str | Path, kind: str = "auto") -> Tuple[str, pd.DataFrame]:
+    """``(kind, frame)`` of a dataframe whose kind is ``categorical``, ``captions``, or ``auto``: categorical
+    if it parses as such, else captions (the categorical error is raised when neither fits)."""
+    if kind == "categorical":
+        return "categorical", read_categorical(path)
+    if kind == "captions":
+        return "captions", read_captions(path)
+    try:
+        return "categorical", read_categorical(path)
+    except DataFormatError as first:
+        try:
+            return "captions", read_captions(path)
+        except DataFormatError:
+            raise first from None
 
 
 def read_corpus(paths: Iterable[str | Path]) -> List[str]:

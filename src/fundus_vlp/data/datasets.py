@@ -72,7 +72,6 @@ class _ImageSource:
         if len(frame) == 0:
             raise ValueError("dataset is empty (no rows left after filtering?)")
         self.frame = frame.reset_index(drop=True)
-        self.root = Path(root)
         self.index = CacheIndex(root)  # a `fundus-vlp prepare` cache, or a plain image root
         self.transform = transform
         self.on_bad_image = on_bad_image

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .dataframes import DataFormatError, read_captions, read_categorical, resolve_image_path, where
+from .dataframes import DataFormatError, read_any, resolve_image_path, where
 from .images import BadImageError, load_image
 from .transforms import fov_crop, resize_pad_to_square
 
@@ -70,10 +70,7 @@ def _collect(root: Path, dataframes: Sequence[str | Path]) -> Dict[str, Tuple[st
     """relative path -> (absolute source path, first 'file, row' that references it)."""
     images: Dict[str, Tuple[str, str]] = {}
     for df in dataframes:
-        try:
-            frame = read_categorical(df)
-        except DataFormatError:
-            frame = read_captions(df)
+        _, frame = read_any(df)
         for rel, source, row in zip(frame["image"], frame["source"], frame["row"]):
             if rel not in images:
                 images[rel] = (str(resolve_image_path(root, rel, source, row)), where(source, row))

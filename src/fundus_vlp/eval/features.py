@@ -21,13 +21,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..constants import ENV_CACHE
 from ..data.images import load_image
 from ..data.transforms import build_transform
 
 _logger = logging.getLogger(__name__)
 
 FEATURE_FORMAT = 1
-CACHE_ENV = "FUNDUS_VLP_CACHE"
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -112,7 +112,7 @@ class FeatureCache:
     @staticmethod
     def default_dir(output_dir: Optional[str | Path] = None) -> Path:
         """``$FUNDUS_VLP_CACHE/features`` when set, else ``<output_dir>/.feature_cache``."""
-        env = os.environ.get(CACHE_ENV)
+        env = os.environ.get(ENV_CACHE)
         if env:
             return Path(env) / "features"
         return Path(output_dir or ".") / ".feature_cache"

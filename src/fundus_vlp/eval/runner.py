@@ -423,10 +423,8 @@ def evaluate(model_or_dir, experiment: str | Experiment, modes: Optional[Sequenc
     Returns the results dict (``rows`` as documented in this module).
     """
     cfg = cfg or EvalCfg()
-    modes = list(modes or cfg.modes)
-    bad = [m for m in modes if m not in RUNNERS]
-    if bad:
-        raise ValueError(f"unknown eval mode(s) {bad}; choose from {list(RUNNERS)}")
+    cfg = replace(cfg, modes=list(modes or cfg.modes))  # EvalCfg validates the modes, before any loading
+    modes = cfg.modes
     model, weights, name = load_model(model_or_dir)
     exp = experiment if isinstance(experiment, Experiment) else get_experiment(
         experiment, cfg.dataframe_dir, cfg.image_root, cfg.demo, cfg.demo_cache_dir)
@@ -434,7 +432,7 @@ def evaluate(model_or_dir, experiment: str | Experiment, modes: Optional[Sequenc
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     model.to(device).eval()
-    cfg = replace(cfg, modes=modes, experiment=exp.name if isinstance(experiment, Experiment) else experiment,
+    cfg = replace(cfg, experiment=exp.name if isinstance(experiment, Experiment) else experiment,
                   model=str(model_or_dir) if isinstance(model_or_dir, (str, Path)) else cfg.model)
     ctx = EvalContext(model, model_name or name, model_fingerprint(model, weights), exp, cfg, out_dir,
                       FeatureCache(feature_cache_dir(cfg, out_dir)), device)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ...hf_sources import cache_root
 from ..dataframes import CATEGORICAL_COLUMNS
 from .ontology import MODALITIES, SEEN_CONDITIONS, UNSEEN_CONDITIONS
 from .records import (EXPERIMENT_DESCRIPTIONS, EXPERIMENTS, Job, allocate, eval_jobs, make_item, paired_jobs,
@@ -110,8 +111,7 @@ class DemoWorld:
 
 def default_cache_dir() -> Path:
     """``$FUNDUS_VLP_CACHE/demo_world`` or ``~/.cache/fundus_vlp/demo_world``."""
-    base = os.environ.get("FUNDUS_VLP_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "fundus_vlp") / "demo_world"
+    return cache_root() / "demo_world"
 
 
 def _experiments() -> dict[str, dict]:
