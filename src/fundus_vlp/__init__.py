@@ -14,8 +14,8 @@ from .version import __version__
 
 _LAZY = {
     "create_model": "factory", "create_model_and_transforms": "factory", "create_model_from_pretrained": "factory",
-    "get_tokenizer": "factory", "list_models": "registry", "get_model_config": "registry",
-    "add_model_config": "registry", "from_pretrained": "hub", "save_pretrained": "hub", "FundusCLIP": "models.clip",
+    "get_tokenizer": "factory", "list_models": "config.registry",
+    "get_model_config": "config.registry", "add_model_config": "config.registry", "from_pretrained": "factory", "save_pretrained": "hub", "FundusCLIP": "models.clip",
     "ModelCfg": "config", "evaluate": "eval",
 }
 

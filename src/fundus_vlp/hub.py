@@ -1,4 +1,7 @@
-"""Release format: ``config.json`` + ``model.safetensors`` + tokenizer files + a generated model card.
+"""Release folders: ``config.json`` + ``model.safetensors`` + tokenizer files + a generated model card.
+
+A leaf: it reads and writes the files; building the model between ``load_config`` and ``load_weights``
+is the factory's job (``fundus_vlp.factory.from_pretrained``).
 
 Loading never unpickles anything and never needs the network: the text tower's full Hugging Face
 config is stored inside ``config.json`` (``text.hf_config``) and the tokenizer files sit beside it.
@@ -72,30 +75,14 @@ def load_config(directory: str | Path) -> ModelCfg:
     return cfg
 
 
-def load_tokenizer(directory: str | Path, cfg: Optional[ModelCfg] = None):
-    """The tokenizer saved in a model folder, with the model's context length and padding."""
-    from .tokenizer import Tokenizer
-
-    cfg = cfg or load_config(directory)
-    try:
-        return Tokenizer.from_pretrained(str(directory), cfg.text.context_length, cfg.text.padding)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{directory}: tokenizer files unreadable ({exc})") from exc
-
-
-def from_pretrained(directory: str | Path):
-    """Rebuild the architecture from config.json and load the safetensors weights with strict key checks."""
+def load_weights(model, directory: str | Path) -> None:
+    """Load ``model.safetensors`` into an architecture built from the folder's config; every key must match."""
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
-    from .factory import create_model
-
-    directory = Path(directory)
-    cfg = load_config(directory)
-    weights = directory / WEIGHTS_NAME
+    weights = Path(directory) / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing")
-    model = create_model(cfg, tokenizer=load_tokenizer(directory, cfg))
     try:
         missing, unexpected = load_model(model, str(weights), strict=False)
     except (SafetensorError, OSError, RuntimeError) as exc:
@@ -103,8 +90,6 @@ def from_pretrained(directory: str | Path):
     if missing or unexpected:
         raise CheckpointError(f"{weights}: keys do not match the config: missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]}")
-    model.eval()
-    return model
 
 
 def model_card(cfg: ModelCfg, info: Dict[str, Any]) -> str:

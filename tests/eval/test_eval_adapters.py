@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fundus_vlp.eval.adapters import ClipAdapter, TipAdapter, TipAdapterF, TrainCfg, ZeroShot, tip_logits
+from fundus_vlp.eval.adapters import ClipAdapter, TipAdapter, TipAdapterF, AdapterOptimCfg, ZeroShot, tip_logits
 from fundus_vlp.eval.config import FEW_SHOT_METHODS, EvalCfg
 from fundus_vlp.eval.linear_probe import LinearProbe
-from fundus_vlp.eval.runner import fit_predict_few_shot
+from fundus_vlp.eval.modes import fit_predict_few_shot
 from fundus_vlp.eval.splits import make_splits
 
 K, D = 3, 16
@@ -31,7 +31,7 @@ def world():
 
 def small_cfg() -> EvalCfg:
     cfg = EvalCfg()
-    cfg.few_shot.epochs = 15
+    cfg.few_shot.optim.epochs = 15
     cfg.few_shot.alphas = [0.0, 1.0, 10.0]
     cfg.few_shot.betas = [1.0, 5.0]
     cfg.few_shot.clip_adapter_ratios = [0.2, 0.6]
@@ -48,7 +48,7 @@ def test_tip_adapter_with_alpha_zero_equals_zero_shot(world):
 
 def test_tip_adapter_uses_one_logit_form_and_the_model_scale(world):
     X, y, T = world
-    tip = TipAdapterF(T, 7.5).fit(X[::3], y[::3], X[1::3], y[1::3], [0.5, 2.0], [2.0], TrainCfg(epochs=3))
+    tip = TipAdapterF(T, 7.5).fit(X[::3], y[::3], X[1::3], y[1::3], [0.5, 2.0], [2.0], AdapterOptimCfg(epochs=3))
     expect = 7.5 * X @ T.T + tip.alpha * torch.exp(-tip.beta * (1 - X @ tip.keys.T)) @ F.one_hot(
         torch.as_tensor(y[::3]), K).float()
     torch.testing.assert_close(tip.logits(X), expect)
@@ -87,7 +87,7 @@ def test_no_hyperparameter_or_prediction_depends_on_test_labels(world, method):
 
 def test_clip_adapter_ratio_chosen_on_validation(world):
     X, y, T = world
-    ad = ClipAdapter(T, 30.0, reduction=4).fit(X[:45:3], y[:45:3], X[1::3], y[1::3], [0.2, 0.8], TrainCfg(epochs=5))
+    ad = ClipAdapter(T, 30.0, reduction=4).fit(X[:45:3], y[:45:3], X[1::3], y[1::3], [0.2, 0.8], AdapterOptimCfg(epochs=5))
     assert ad.hparams["ratio"] in (0.2, 0.8)
     assert ad.module.w1.shape == (1, D // 4, D) and ad.module.w2.shape == (1, D, D // 4)  # bottleneck, no bias
     assert len(list(ad.module.parameters())) == 2
@@ -96,7 +96,7 @@ def test_clip_adapter_ratio_chosen_on_validation(world):
 def test_joint_ratio_training_equals_separate_training(world):
     """The ratio bank trains each adapter exactly as if it were trained alone (same init, same batches)."""
     X, y, T = world
-    cfg = TrainCfg(epochs=3, min_steps=10, seed=3)
+    cfg = AdapterOptimCfg(epochs=3, min_steps=10, seed=3)
     joint = ClipAdapter(T, 30.0).train_bank(X[::2], y[::2], [0.2, 0.6], cfg)
     alone = ClipAdapter(T, 30.0).train_bank(X[::2], y[::2], [0.2], cfg)
     torch.testing.assert_close(joint.w1[0], alone.w1[0], atol=1e-5, rtol=1e-4)

@@ -34,7 +34,7 @@ def eval_config(tmp_path_factory) -> Path:
     cfg.write_text(
         f"folds: 2\nbootstrap: 50\nprogress: false\ndemo_cache_dir: {world_cache}\n"
         f"demo: {json.dumps(TINY_WORLD)}\n"
-        "few_shot: {shots: [1], epochs: 2, min_steps: 5, alphas: [0.0, 1.0], betas: [5.0],"
+        "few_shot: {shots: [1], optim: {epochs: 2, min_steps: 5}, alphas: [0.0, 1.0], betas: [5.0],"
         " clip_adapter_ratios: [0.2]}\n"
         "linear_probe: {c_grid: [0.1, 10.0]}\n"
         "finetune: {epochs: 1, batch_size: 4}\n")

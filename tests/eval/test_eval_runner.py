@@ -12,7 +12,8 @@ import fundus_vlp.eval.captioning as captioning
 from conftest import TINY_WORLD
 from fundus_vlp.eval import EvalCfg, Experiment, evaluate, format_summary
 from fundus_vlp.eval.features import FeatureCache
-from fundus_vlp.eval.runner import EvalContext, run_linear_probe
+from fundus_vlp.eval.context import EvalContext
+from fundus_vlp.eval.modes import run_linear_probe
 
 
 
@@ -35,8 +36,8 @@ def small_cfg(tmp_path, **kw) -> EvalCfg:
     cfg = EvalCfg(output_dir=str(tmp_path / "run"), folds=2, bootstrap=50, progress=False, print_table=False,
                   demo=dict(TINY_WORLD), demo_cache_dir=str(tmp_path / "world"), **kw)
     cfg.few_shot.shots = [1, 2]
-    cfg.few_shot.min_steps = 5
-    cfg.few_shot.epochs = 2
+    cfg.few_shot.optim.min_steps = 5
+    cfg.few_shot.optim.epochs = 2
     cfg.linear_probe.c_grid = [0.1, 10.0]
     return cfg
 
@@ -152,6 +153,6 @@ def test_multilabel_zero_shot(model, binary_experiment, tmp_path):
 
 def test_every_configurable_mode_has_a_runner():
     from fundus_vlp.eval.config import MODES
-    from fundus_vlp.eval.runner import RUNNERS
+    from fundus_vlp.eval.modes import RUNNERS
 
     assert set(RUNNERS) == set(MODES)

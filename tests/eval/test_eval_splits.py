@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fundus_vlp.eval.experiments import LabeledImages
-from fundus_vlp.eval.runner import split_for_seed
+from fundus_vlp.eval.context import split_for_seed
 from fundus_vlp.eval.splits import SplitError, fold_seeds, make_splits
 
 LABELS = np.repeat([0, 1, 2], [30, 20, 10])

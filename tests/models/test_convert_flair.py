@@ -7,7 +7,8 @@ import torch
 from fundus_vlp.cli.main import main
 from fundus_vlp.convert import flair_to_fundus_vlp, import_flair
 from fundus_vlp.factory import create_model
-from fundus_vlp.hub import CheckpointError, from_pretrained
+from fundus_vlp.factory import from_pretrained
+from fundus_vlp.hub import CheckpointError
 
 
 def _flair_state(model) -> dict:

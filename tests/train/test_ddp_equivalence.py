@@ -10,14 +10,14 @@ import torch.multiprocessing as mp
 from conftest import free_port, pretrain_overrides
 
 METHODS = {
-    "keepfit_v2": {"keepfit_v2.revision": "true", "keepfit_v2.attn_dropout": 0.0, "model.decoder.dropout": 0.0},
+    "keepfit_v2": {"keepfit_v2.revision.enabled": "true", "keepfit_v2.revision.attn_dropout": 0.0, "model.decoder.dropout": 0.0},
     "vilref": {"vilref.queue_size": 32},
-    "keepfit": {"keepfit.attn_dropout": 0.0},
+    "keepfit": {"keepfit.revision.attn_dropout": 0.0},
 }
 
 
 def _cfg(method, ds, tiny_overrides, out):
-    from fundus_vlp.cli.overrides import build_config
+    from fundus_vlp.config.loading import build_config
     from fundus_vlp.train.config import PretrainCfg
 
     ov = pretrain_overrides(ds, tiny_overrides, out, method, run_name=f"ddp-{method}", **METHODS[method])
@@ -38,7 +38,7 @@ def _worker(rank, port, ds, tiny_overrides, out, batches, result_path):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    from fundus_vlp.train.distributed import DistEnv
+    from fundus_vlp.runtime.distributed import DistEnv
     from fundus_vlp.train.loop import Trainer
 
     env = DistEnv(rank=rank, local_rank=rank, world_size=2, device=torch.device("cpu"), backend="gloo")

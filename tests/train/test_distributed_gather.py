@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from conftest import free_port
 from fundus_vlp.losses.caption import caption_loss, count_target_tokens
 from fundus_vlp.losses.contrastive import ClipLoss
-from fundus_vlp.train import distributed as du
+from fundus_vlp.runtime import distributed as du
 
 WORLD, N_LOCAL, IN_DIM, EMB_DIM, VOCAB, PAD = 2, 4, 6, 5, 7, 0
 LABELS = torch.tensor([0, 1, 0, -1, 1, 2, 0, -1])  # shared classes across ranks, one empty category per rank

@@ -8,7 +8,7 @@ import torch
 
 from conftest import pretrain_overrides
 from fundus_vlp.cli.main import main
-from fundus_vlp.cli.overrides import build_config
+from fundus_vlp.config.loading import build_config
 from fundus_vlp.train.checkpoint import load_checkpoint
 from fundus_vlp.train.config import PretrainCfg
 
@@ -52,7 +52,7 @@ def _task_and_batch(method, image_dataset, tiny_overrides, tmp_path, model="tiny
 
 def test_keepfit_v2_every_parameter_gets_gradient(image_dataset, tiny_overrides, tmp_path):
     trainer = _task_and_batch("keepfit_v2", image_dataset, tiny_overrides, tmp_path, model="tiny",
-                              **{"keepfit_v2.revision": "true"})
+                              **{"keepfit_v2.revision.enabled": "true"})
     batch = next(iter(trainer.data.loader))
     batch.pop("skipped")
     losses = trainer.task(batch)
@@ -65,7 +65,7 @@ def test_keepfit_v2_every_parameter_gets_gradient(image_dataset, tiny_overrides,
 @pytest.mark.parametrize("method", ["flair", "keepfit", "keepfit_v2"])
 def test_gradient_accumulation_equals_full_batch(method, image_dataset, tiny_overrides, tmp_path):
     """accum_freq=2 with the feature cache gives the gradient of one full batch (BN-free, dropout-free model)."""
-    extra = {"keepfit.attn_dropout": 0.0, "keepfit_v2.attn_dropout": 0.0, "keepfit_v2.revision": "true",
+    extra = {"keepfit.revision.attn_dropout": 0.0, "keepfit_v2.revision.attn_dropout": 0.0, "keepfit_v2.revision.enabled": "true",
              "model.decoder.dropout": 0.0}
     trainer = _task_and_batch(method, image_dataset, tiny_overrides, tmp_path, **extra)
     full = next(iter(trainer.data.loader))
@@ -78,7 +78,7 @@ def test_gradient_accumulation_equals_full_batch(method, image_dataset, tiny_ove
     trainer.task(full)["loss"].backward()
     reference = grads()
 
-    from fundus_vlp.methods.base import accumulate_gradients, concat_batches
+    from fundus_vlp.train.accumulate import accumulate_gradients, concat_batches
 
     def half(b, sl):
         return {k: (half(v, sl) if isinstance(v, dict) else v[sl]) for k, v in b.items()}
@@ -116,6 +116,7 @@ def test_config_typo_is_an_error(capsys):
 @pytest.mark.parametrize("modalities, rows", [(["CFP"], 12), (["FFA"], 4), (["FFA", "OCT"], 8)])
 def test_elite_sets_are_selected_by_modality(modalities, rows, tiny_overrides, tmp_path):
     """keepfit_v2 on the demo world draws elite pairs of the configured modalities only (keepfit.md §4.2)."""
+    from fundus_vlp.data.config import DataNeeds
     from fundus_vlp.data.loader import build_train_data
     from fundus_vlp.factory import create_model
 
@@ -124,7 +125,7 @@ def test_elite_sets_are_selected_by_modality(modalities, rows, tiny_overrides, t
     ov += [f"model.{k}={v}" for k, v in tiny_overrides.items()]
     cfg = build_config(PretrainCfg, [], ov, has_model=True)
     model = create_model(cfg.model)
-    data = build_train_data(cfg, cfg.model, model.tokenizer, needs_elite=True)
+    data = build_train_data(cfg, cfg.model, model.tokenizer, DataNeeds(elite=True))
     assert data.summary["elite_rows"] == rows
     batch = next(iter(data.loader))
     assert batch["elite"]["images"].shape[0] == 4 and batch["elite"]["caption_ids"].shape[1] == 32

@@ -17,7 +17,21 @@ from fundus_vlp.cli.main import main
 from fundus_vlp.hub import CheckpointError
 from fundus_vlp.train.checkpoint import CheckpointManager, load_checkpoint
 
-EXTRA = {"train.epochs": 2, "train.save_every_steps": 2, "keepfit.attn_dropout": 0.5}  # dropout: RNG must resume too
+EXTRA = {"train.epochs": 2, "train.save_every_steps": 2, "keepfit.revision.attn_dropout": 0.5}  # dropout: RNG must resume too
+
+
+SLOW_RUN = """
+import sys, time
+from fundus_vlp.config.loading import build_config
+from fundus_vlp.train.config import PretrainCfg
+from fundus_vlp.train.loop import Callback, pretrain
+
+class SlowSteps(Callback):
+    def on_step_end(self, trainer, values):
+        time.sleep(0.4)
+
+pretrain(build_config(PretrainCfg, [], sys.argv[1:], has_model=True), callbacks=[SlowSteps()])
+"""
 
 
 def _losses(run):
@@ -41,9 +55,10 @@ def test_killed_and_resumed_run_matches_uninterrupted(image_dataset, tiny_overri
     assert len(reference) == 12  # 2 epochs x 6 steps
 
     args = pretrain_overrides(image_dataset, tiny_overrides, tmp_path, "keepfit", run_name="killed", **EXTRA)
-    env = {**os.environ, "FUNDUS_VLP_STEP_DELAY": "0.4"}
-    proc = subprocess.Popen([sys.executable, "-m", "fundus_vlp", "pretrain", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    script = tmp_path / "slow_run.py"  # a public Callback slows the steps so the kill lands mid-epoch
+    script.write_text(SLOW_RUN)
+    proc = subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     run = tmp_path / "killed"
     deadline = time.time() + 120
     while _steps_logged(run) < 7 and time.time() < deadline:  # step 7 = mid second epoch, after the step-6 checkpoint

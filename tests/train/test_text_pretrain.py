@@ -6,7 +6,7 @@ import torch
 
 from fundus_vlp.cli.main import main
 from fundus_vlp.factory import create_model
-from fundus_vlp.registry import get_model_config
+from fundus_vlp.config.registry import get_model_config
 from fundus_vlp.train.config import TextPretrainCfg
 from fundus_vlp.train.text_pretrain import _collator, _Paragraphs, mlm_forward
 
@@ -70,7 +70,7 @@ def test_text_pretrain_cli_output_is_a_text_tower(tiny_mlm_dir, tiny_overrides, 
     corpus.mkdir()
     (corpus / "a.txt").write_text("\n\n".join(CORPUS))
     args = ["text-pretrain", f"text_model={tiny_mlm_dir}", f"corpus=[{corpus}]", "max_steps=3", "batch_size=8",
-            "context_length=32", "lr=1e-3", f"output_dir={tmp_path}", "run_name=s0", "log_every=1"]
+            "context_length=32", "optim.lr=1e-3", f"output_dir={tmp_path}", "run_name=s0", "log_every=1"]
     assert main(args) == 0
     text_dir = tmp_path / "s0" / "text_model"
     assert (text_dir / "config.json").is_file() and (text_dir / "tokenizer.json").is_file()

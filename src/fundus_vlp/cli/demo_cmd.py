@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .common import add_config_args
-from .overrides import build_config
+from ..config.loading import build_config
 
 HELP = """Run KeepFIT V2 (stage 0 text pretraining + stage 1 hybrid knowledge injection), then CLIP, FLAIR and
 KeepFIT v1 with the same budget, on the embedded demo world (generated and cached on first use, offline),

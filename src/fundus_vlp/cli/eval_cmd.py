@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from ..eval.config import EvalCfg
     from ..eval.experiments import builtin_experiments, demo_experiment_names
     from ..eval.runner import evaluate
-    from .overrides import build_config
+    from ..config.loading import build_config
 
     if args.list_experiments:
         for name in builtin_experiments():

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from ..hub import CheckpointError
     from ..train.checkpoint import CheckpointManager, load_checkpoint
     from ..train.config import PretrainCfg
-    from .overrides import load_resolved
+    from ..config.loading import load_resolved
 
     run_dir = Path(args.run)
     cfg = load_resolved(PretrainCfg, run_dir / "config.yaml")

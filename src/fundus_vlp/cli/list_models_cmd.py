@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..registry import get_model_config, list_models
+from ..config.registry import get_model_config, list_models
 
 
 def register(sub) -> None:

@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import List, Optional
 
-from .overrides import ConfigError
+from ..config.loading import ConfigError
 
 SUBCOMMANDS = ("demo", "pretrain", "text_pretrain", "eval", "predict", "caption", "export", "import_flair", "prepare",
                "check_data", "list_models")
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from ..train.distributed import world_info_from_env
+    from ..runtime.distributed import world_info_from_env
     from ..train.logger import setup_logging
 
     setup_logging(args.log_level, rank=world_info_from_env()[1])  # under torchrun only rank 0 logs INFO

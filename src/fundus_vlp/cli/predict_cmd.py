@@ -56,7 +56,7 @@ def format_predictions(results: List[Dict], classes: List[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..eval.features import resolve_device
+    from ..runtime.device import resolve_device
     from ..eval.runner import load_model
     from ..eval.zero_shot import load_knowledge
 

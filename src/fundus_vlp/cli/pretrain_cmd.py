@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .common import add_config_args
-from .overrides import build_config
+from ..config.loading import build_config
 
 HELP = """Pretrain a fundus vision-language model.
 

@@ -108,6 +108,19 @@ class BanList:
         self._pattern = _pattern(self.variants, word_start)
         self._per_term = {t: _pattern([v for v, u in self.variants.items() if u == t], word_start) for t in self.terms}
 
+    @classmethod
+    def from_cfg(cls, cfg, knowledge=None, exact: bool = False) -> Optional["BanList"]:
+        """The ban list of a ``BanCfg`` (``data.ban`` of pretraining, ``ban`` of stage 0); None without terms.
+
+        ``knowledge`` is a ``KnowledgeBase`` or its name; ``exact`` is ``bug_compat.exact_match_ban``."""
+        if not cfg.terms:
+            return None
+        if isinstance(knowledge, str):
+            from .knowledge import KnowledgeBase
+
+            knowledge = KnowledgeBase.load(knowledge)
+        return cls(cfg.terms, knowledge=knowledge, use_synonyms=cfg.use_synonyms, exact=exact)
+
     def match(self, text: str) -> Optional[Tuple[str, str]]:
         """(banned term, matched text) for the first match in ``text``, else None."""
         if not isinstance(text, str):

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import ModelCfg
+from .config import DataNeeds
 from .dataframes import read_captions, read_categorical
 from .datasets import CaptionDataset, CategoricalDataset, ConcatParts, LabelVocab, TrainingDataset
 from .samplers import PairedBatchSampler
@@ -100,8 +101,7 @@ def _apply_ban(cfg, public: pd.DataFrame, elite: Optional[pd.DataFrame], knowled
         return public, elite, {}
     from .ban import BanList
 
-    ban = BanList(ban_cfg.terms, knowledge=knowledge, use_synonyms=ban_cfg.use_synonyms,
-                  exact=cfg.bug_compat.exact_match_ban)
+    ban = BanList.from_cfg(ban_cfg, knowledge, exact=cfg.bug_compat.exact_match_ban)
     reports = {}
     if "categories" in ban_cfg.apply_to:
         public, reports["categories"] = ban.filter_categorical(public)
@@ -120,11 +120,10 @@ def _split_by_root(frame: pd.DataFrame):
         yield root, part.drop(columns=["root"]).reset_index(drop=True)
 
 
-def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs_elite: bool, pool_elite: bool = False,
-                     augment_description: bool = True, num_labels_needed: bool = False, rank: int = 0,
-                     world_size: int = 1, out_dir: Optional[Path] = None, pin_memory: bool = False) -> TrainData:
-    """Everything the trainer iterates over. ``needs_elite``: draw an elite batch with every main batch;
-    ``pool_elite``: append elite pairs to the main stream instead (CLIP "naive pooling" baseline)."""
+def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs: DataNeeds, rank: int = 0, world_size: int = 1,
+                     out_dir: Optional[Path] = None, pin_memory: bool = False) -> TrainData:
+    """Everything the trainer iterates over, shaped by the method's ``needs``."""
+    needs_elite, pool_elite = needs.elite, needs.pool_elite
     sources = _load_demo_sources(cfg) if cfg.data.source == "demo" else _load_file_sources(cfg)
     if not sources["public"]:
         raise ValueError("no public dataframes configured (data.public[...].dataframes or data.source=demo)")
@@ -143,7 +142,7 @@ def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs_elite: bool, poo
     elite_tf = train_tf if cfg.data.augment_elite else build_transform(model_cfg.preprocess, train=False)
     prompt = cfg.data.prompt
     main = [CategoricalDataset(part, root, train_tf, vocab, prompt.template, knowledge,
-                               augment_description and prompt.augment_description, prompt.description_mode,
+                               needs.augment_description and prompt.augment_description, prompt.description_mode,
                                prompt.skip_datasets, cfg.data.on_bad_image)
             for root, part in _split_by_root(public)]
     elite_parts = [CaptionDataset(part, root, elite_tf, cfg.data.on_bad_image)
@@ -171,7 +170,7 @@ def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs_elite: bool, poo
                                  elite_bs, rank, world_size, cfg.train.seed, groups)
     caption_len = model_cfg.decoder.max_length if model_cfg.decoder.enabled else 0
     padding = model_cfg.text.padding if model_cfg.text.pooling == "flair_compat" else "longest"
-    collator = Collator(tokenizer, len(vocab) if num_labels_needed else 0, caption_len, padding)
+    collator = Collator(tokenizer, len(vocab) if needs.multi_hot else 0, caption_len, padding)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=cfg.data.num_workers,
                         pin_memory=pin_memory, persistent_workers=False, worker_init_fn=_single_threaded_worker)
     summary = {

@@ -11,7 +11,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..train.seed import derive_seed, rng_for
+from ..runtime.seed import derive_seed, rng_for
 
 Key = Tuple[str, int, int]
 

@@ -36,7 +36,7 @@ DEFAULT_RATIOS: Tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
 
 
 @dataclass
-class TrainCfg:
+class AdapterOptimCfg:
     """Optimisation of the trainable adapters (keepfit.md §5.3 defaults, mini-batched)."""
 
     epochs: int = 40
@@ -88,7 +88,7 @@ def single_thread():
         torch.set_num_threads(before)
 
 
-def _optimise(params, loss_fn, n: int, cfg: TrainCfg) -> None:
+def _optimise(params, loss_fn, n: int, cfg: AdapterOptimCfg) -> None:
     """AdamW + per-step cosine annealing over all steps (keepfit.md §5.3), reshuffled mini-batches,
     ``max(epochs · batches per epoch, min_steps)`` steps."""
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -99,7 +99,7 @@ def _optimise(params, loss_fn, n: int, cfg: TrainCfg) -> None:
         _steps(opt, sched, loss_fn, n, cfg, gen, steps)
 
 
-def _steps(opt, sched, loss_fn, n: int, cfg: TrainCfg, gen: torch.Generator, steps: int) -> None:
+def _steps(opt, sched, loss_fn, n: int, cfg: AdapterOptimCfg, gen: torch.Generator, steps: int) -> None:
     done = 0
     while done < steps:
         for idx in _batches(n, cfg.batch_size, gen):
@@ -170,7 +170,7 @@ class ClipAdapter(ZeroShot):
         self.reduction = reduction
         self.module: ClipAdapterModule | None = None
 
-    def train_bank(self, X, y, ratios: Sequence[float], cfg: TrainCfg) -> ClipAdapterModule:
+    def train_bank(self, X, y, ratios: Sequence[float], cfg: AdapterOptimCfg) -> ClipAdapterModule:
         """One adapter per ratio, trained together on the sum of their cross-entropies."""
         X, yt = _t(X), torch.as_tensor(np.asarray(y), dtype=torch.long)
         torch.manual_seed(cfg.seed)
@@ -183,7 +183,7 @@ class ClipAdapter(ZeroShot):
         _optimise(bank.parameters(), loss, len(X), cfg)
         return bank
 
-    def fit(self, X, y, X_val, y_val, ratios: Sequence[float] = DEFAULT_RATIOS, cfg: TrainCfg = TrainCfg()):
+    def fit(self, X, y, X_val, y_val, ratios: Sequence[float] = DEFAULT_RATIOS, cfg: AdapterOptimCfg = AdapterOptimCfg()):
         bank = self.train_bank(X, y, ratios, cfg)
         with torch.no_grad():
             val = zero_shot_logits(bank(_t(X_val)), self.prototypes, self.scale).softmax(-1).numpy()  # R×Nv×K
@@ -249,7 +249,7 @@ class TipAdapterF(TipAdapter):
     """Tip-Adapter-F: the cache keys are fine-tuned (init = train features) with the same logit form,
     trained at (α, β) = (init_alpha, init_beta), then (α, β) re-searched on validation (as in Tip-Adapter)."""
 
-    def fit(self, X, y, X_val, y_val, alphas=DEFAULT_ALPHAS, betas=DEFAULT_BETAS, cfg: TrainCfg = TrainCfg(),
+    def fit(self, X, y, X_val, y_val, alphas=DEFAULT_ALPHAS, betas=DEFAULT_BETAS, cfg: AdapterOptimCfg = AdapterOptimCfg(),
             init_alpha: float = 1.0, init_beta: float = 5.0) -> "TipAdapterF":
         X = _t(X)
         yt = torch.as_tensor(np.asarray(y), dtype=torch.long)

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 
 from ..config import BugCompatCfg
 from ..data.prompts import ZERO_SHOT_TEMPLATE
-from .adapters import DEFAULT_ALPHAS, DEFAULT_BETAS, DEFAULT_RATIOS
+from .adapters import DEFAULT_ALPHAS, DEFAULT_BETAS, DEFAULT_RATIOS, AdapterOptimCfg
 from .linear_probe import DEFAULT_C_GRID
 
 MODES = ("zero-shot", "few-shot", "linear-probe", "fine-tune", "retrieval")
@@ -31,12 +31,7 @@ class FewShotCfg:
     shots: List[int] = field(default_factory=lambda: [1, 5, 10])  # per class
     val_shots: Optional[int] = None  # validation images per class; None = same as shots
     methods: List[str] = field(default_factory=lambda: list(FEW_SHOT_METHODS))
-    epochs: int = 40  # keepfit.md §5.3
-    lr: float = 1e-3
-    eps: float = 1e-4
-    weight_decay: float = 0.01
-    batch_size: int = 32  # the official code uses 1
-    min_steps: int = 200  # at least this many optimiser steps per trainable adapter
+    optim: AdapterOptimCfg = field(default_factory=AdapterOptimCfg)  # trainable adapters; seed = the fold's
     clip_adapter_reduction: int = 4
     clip_adapter_ratios: List[float] = field(default_factory=lambda: list(DEFAULT_RATIOS))
     alphas: List[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))

@@ -22,18 +22,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..constants import ENV_CACHE
+from ..runtime.device import resolve_device
 from ..data.images import load_image
 from ..data.transforms import build_transform
 
 _logger = logging.getLogger(__name__)
 
 FEATURE_FORMAT = 1
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class ImageFiles(Dataset):

@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 from ..data.images import load_image
 from ..data.transforms import build_transform
 from .config import FinetuneCfg
-from .features import ImageFiles, eval_loader, resolve_device
+from ..runtime.device import resolve_device
+from .features import ImageFiles, eval_loader
 
 _logger = logging.getLogger(__name__)
 

@@ -139,7 +139,7 @@ def save_plots(ctx, rows: Sequence[Dict]) -> List[Path]:
 
 def write_run(ctx, results: Dict) -> None:
     """``results.json``, ``config.yaml`` (resolved), ``table.txt``, PNG plots; prints the table and notes."""
-    from ..cli.overrides import save_resolved
+    from ..config.loading import save_resolved
 
     out = ctx.out_dir
     (out / "results.json").write_text(json.dumps(_jsonable(results), indent=2))

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..train import distributed as dist_utils
+from ..runtime import distributed as dist_utils
 
 __all__ = ["caption_loss", "count_target_tokens", "target_positions", "token_cross_entropy"]
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..train import distributed as dist_utils
+from ..runtime import distributed as dist_utils
 
 __all__ = ["label_aware_targets", "soft_target_cross_entropy", "clip_logits", "ClipLoss"]
 

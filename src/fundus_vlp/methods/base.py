@@ -6,68 +6,30 @@ does not know which objective runs. Every method splits its step into
 * ``encode(batch)``: the towers' features of one (micro-)batch, and
 * ``compute_losses(features, batch)``: the losses from features of the whole batch,
 
-which lets gradient accumulation keep the negatives of the full batch (a feature cache, open_clip
-``--accum-freq``): features of all micro-batches are computed without grad, then each micro-batch is
-re-encoded with grad and spliced into the cache. Parameters used only inside ``compute_losses``
-(``loss_side_parameters``: logit scale, revision attention, caption decoder) then receive the full
-gradient once per micro-batch; the loop divides theirs by the number of micro-batches.
+which lets gradient accumulation keep the negatives of the full batch (a feature cache, as open_clip's
+``--accum-freq``): ``forward(batch, cache=..., slot=j, full_batch=...)`` splices the live features of
+micro-batch ``j`` into the cached features of all micro-batches (``train/accumulate.py`` drives it).
+Parameters used only inside ``compute_losses`` (``loss_side_parameters``: logit scale, revision
+attention, caption decoder) then receive the full gradient once per micro-batch.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import torch
 from torch import Tensor, nn
 
+from ..data.config import DataNeeds
 from ..models.clip import FundusCLIP
 
 Features = Dict[str, Tensor]
 Batch = Dict[str, Any]
 
 
-def concat_batches(batches: List[Batch]) -> Batch:
-    """Concatenate nested dicts of tensors along dim 0 (micro-batches -> one batch).
-
-    Tensors whose other dimensions differ between micro-batches (tower token ids padded to each
-    micro-batch's longest text) are left out: only ``encode`` reads them, per micro-batch.
-    """
-    out: Batch = {}
-    for key, value in batches[0].items():
-        if isinstance(value, dict):
-            out[key] = concat_batches([b[key] for b in batches])
-        elif isinstance(value, Tensor) and all(b[key].shape[1:] == value.shape[1:] for b in batches):
-            out[key] = torch.cat([b[key] for b in batches])
-    return out
-
-
 def splice_features(cache: List[Features], live: Features, slot: int) -> Features:
     """The cached features of every micro-batch, with micro-batch `slot` replaced by live (grad) ones."""
     return {k: torch.cat([c[k] for c in cache[:slot]] + [live[k]] + [c[k] for c in cache[slot + 1:]])
             for k in live}
-
-
-def accumulate_gradients(wrapped: nn.Module, task: "Method", micro_batches: List[Batch],
-                         backward: Callable[[Tensor], None], amp: Optional[ContextManager] = None,
-                         sync: Optional[Callable[[bool], ContextManager]] = None) -> Dict[str, Tensor]:
-    """Backward of the full batch, one micro-batch at a time, keeping every negative (the module docstring).
-
-    ``wrapped`` is the task or its DDP wrapper; ``sync(last)`` gives the context of a micro-step (DDP
-    ``no_sync`` except on the last one). Returns the losses of the last micro-batch.
-    """
-    amp = amp if amp is not None else contextlib.nullcontext()
-    full = concat_batches(micro_batches)
-    with torch.no_grad(), amp:
-        cache = [wrapped(mb, encode_only=True) for mb in micro_batches]
-    for j, mb in enumerate(micro_batches):
-        with sync(j == len(micro_batches) - 1) if sync is not None else contextlib.nullcontext():
-            with amp:
-                losses = wrapped(mb, cache=cache, slot=j, full_batch=full)
-            backward(losses["loss"])
-    for p in task.loss_side_parameters():  # each micro-step gave them the full-batch gradient
-        if p.grad is not None:
-            p.grad.div_(len(micro_batches))
-    return losses
 
 
 def combine_losses(terms: Dict[str, Tuple[float, Tensor]]) -> Dict[str, Tensor]:
@@ -77,17 +39,18 @@ def combine_losses(terms: Dict[str, Tuple[float, Tensor]]) -> Dict[str, Tensor]:
 
 
 class Method(nn.Module):
+    """One pretraining recipe. Subclasses set ``name`` and register with :func:`register_method`; a method
+    with options declares ``config_key`` (its section of the run config, a dataclass defined next to it)."""
+
     name = "base"
-    needs_elite = False  # draw an elite batch alongside every main batch
-    pool_elite = False  # add elite pairs to the main stream instead
-    augment_description = True  # expert-knowledge prompt augmentation of categorical samples
-    needs_multi_hot = False  # batches carry the multi-hot label vector (ViLReF)
+    config_key: Optional[str] = None  # e.g. "keepfit": the method reads cfg.keepfit
+    needs_decoder = False  # the model must carry the caption decoder
+    data = DataNeeds()  # what every batch must carry; data_needs() may refine it from the config
 
     @classmethod
-    def data_needs(cls, cfg) -> Dict[str, bool]:
+    def data_needs(cls, cfg) -> DataNeeds:
         """What the data pipeline must provide; decided before the method is built (ViLReF needs the vocab)."""
-        return {"needs_elite": cls.needs_elite, "pool_elite": cls.pool_elite,
-                "augment_description": cls.augment_description, "needs_multi_hot": cls.needs_multi_hot}
+        return cls.data
 
     @classmethod
     def build(cls, model: FundusCLIP, cfg, vocab=None) -> "Method":
@@ -98,6 +61,11 @@ class Method(nn.Module):
         super().__init__()
         self.model = model
         self.cfg = cfg
+
+    @property
+    def options(self):
+        """This method's own config section (``cfg.<config_key>``)."""
+        return getattr(self.cfg, self.config_key)
 
     # -- to implement ---------------------------------------------------------------------------
     def encode(self, batch: Batch) -> Features:
@@ -132,3 +100,24 @@ class Method(nn.Module):
     def encode_pair(self, sub: Batch, prefix: str) -> Features:
         return {f"{prefix}_image": self.model.encode_image(sub["images"]),
                 f"{prefix}_text": self.model.encode_text(sub["text"])}
+
+
+_METHODS: Dict[str, Type[Method]] = {}
+
+
+def register_method(cls: Type[Method]) -> Type[Method]:
+    """Class decorator: make a method selectable with ``method=NAME`` (one registry for the whole package)."""
+    if cls.name in _METHODS and _METHODS[cls.name] is not cls:
+        raise ValueError(f"method name {cls.name!r} is already registered by {_METHODS[cls.name].__name__}")
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> Type[Method]:
+    if name not in _METHODS:
+        raise KeyError(f"unknown method {name!r}; available: {', '.join(_METHODS)}")
+    return _METHODS[name]
+
+
+def method_names() -> List[str]:
+    return list(_METHODS)

@@ -1,21 +1,31 @@
 """CLIP: symmetric InfoNCE on image–text pairs (identity targets)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
+from ..data.config import DataNeeds
 from ..losses import ClipLoss
-from .base import Method, combine_losses
+from .base import Method, combine_losses, register_method
 
 
+@dataclass
+class CLIPCfg:
+    use_elite: bool = False  # also train on elite captions as plain pairs (a "naive pooling" baseline)
+
+
+@register_method
 class CLIPMethod(Method):
     """Plain CLIP on the main stream: categorical samples as "A fundus photograph of <label>" prompts
     (no expert-knowledge augmentation), plus elite captions when ``clip.use_elite`` pools them in.
     Same-class samples in a batch are negatives here — the limitation FLAIR's label-aware targets fix."""
 
     name = "clip"
-    augment_description = False
+    config_key = "clip"
+    data = DataNeeds(augment_description=False)
 
     @classmethod
     def data_needs(cls, cfg):
-        return {**super().data_needs(cfg), "pool_elite": cfg.clip.use_elite}
+        return replace(cls.data, pool_elite=cfg.clip.use_elite)
 
     def __init__(self, model, cfg):
         super().__init__(model, cfg)

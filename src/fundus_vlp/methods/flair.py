@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ..losses import ClipLoss
-from .base import Method, combine_losses
+from .base import Method, combine_losses, register_method
 
 
+@register_method
 class FLAIRMethod(Method):
     name = "flair"
 

@@ -11,22 +11,36 @@ text tower (``model.text.hf_model_name=<dir>``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+from ..data.config import DataNeeds
 from ..losses.caption import target_positions, token_cross_entropy
-from ..train.distributed import all_reduce_sum
-from .base import combine_losses
+from ..runtime.distributed import all_reduce_sum
+from .base import combine_losses, register_method
+from .elite import EliteKnowledge, RevisionCfg
 from .flair import FLAIRMethod
-from .keepfit import EliteKnowledge
 
 
+@dataclass
+class KeepFITV2Cfg:
+    lambda_elite: float = 1.0  # InfoNCE on the elite pairs
+    lambda_gen: float = 1.0  # caption generation on the elite pairs
+    label_smoothing: float = 0.0  # of the caption token cross-entropy
+    revision: RevisionCfg = field(default_factory=lambda: RevisionCfg(enabled=False))  # the optional v1 term
+
+
+@register_method
 class KeepFITV2Method(EliteKnowledge, FLAIRMethod):
     name = "keepfit_v2"
-    needs_elite = True
+    config_key = "keepfit_v2"
+    needs_decoder = True
+    data = DataNeeds(elite=True)
 
     def __init__(self, model, cfg):
         if model.decoder is None:
             raise ValueError("keepfit_v2 needs a caption decoder: set model.decoder.enabled=true")
         super().__init__(model, cfg)
-        self.init_elite_knowledge(cfg.keepfit_v2)
+        self.init_elite_knowledge(self.options.revision)
 
     def encode(self, batch):
         main, elite = batch["main"], batch["elite"]
@@ -37,7 +51,7 @@ class KeepFITV2Method(EliteKnowledge, FLAIRMethod):
         return feats
 
     def compute_losses(self, feats, batch):
-        v2 = self.cfg.keepfit_v2
+        v2 = self.options
         pub = self.public_contrastive(feats, batch)
         elite = self.elite_term(feats)
         tokens = batch["elite"]["caption_ids"]
@@ -47,7 +61,7 @@ class KeepFITV2Method(EliteKnowledge, FLAIRMethod):
         gen = token_cross_entropy(logits, tokens[:, 1:][scored], v2.label_smoothing,
                                   global_token_count=all_reduce_sum(scored.sum()))
         terms = {"public": (1.0, pub), "elite": (v2.lambda_elite, elite), "caption": (v2.lambda_gen, gen)}
-        self.add_revision_term(terms, feats, v2.lambda_rev)
+        self.add_revision_term(terms, feats)
         return combine_losses(terms)
 
     def loss_side_modules(self):

@@ -7,17 +7,32 @@ saved in and restored from checkpoints with the rest of the task.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from ..data.config import DataNeeds
 from ..losses import wsc_loss
 from ..models.momentum import FeatureQueue, create_momentum_copy, ema_update
-from ..train.distributed import all_gather_no_grad, get_rank
-from .base import Method
+from ..runtime.distributed import all_gather_no_grad, get_rank
+from .base import Method, register_method
 
 
+@dataclass
+class ViLReFCfg:
+    momentum: float = 0.995  # EMA of the momentum towers
+    queue_size: int = 4096  # features + multi-hot labels kept from earlier batches
+    delta: float = 1.0 - 1e-6  # label similarity at or above which a queued sample is a false negative
+    gamma: float = 1.0  # exponent of the label-similarity weights
+    w_min: float = 0.0  # floor of the negative weights
+    variant: str = "eliminate"  # eliminate | soft_target
+
+
+@register_method
 class ViLReFMethod(Method):
     name = "vilref"
-    needs_multi_hot = True
+    config_key = "vilref"
+    data = DataNeeds(multi_hot=True)
 
     @classmethod
     def build(cls, model, cfg, vocab=None) -> "ViLReFMethod":
@@ -47,7 +62,7 @@ class ViLReFMethod(Method):
         return feats
 
     def compute_losses(self, feats, batch):
-        v = self.cfg.vilref
+        v = self.options
         labels = batch["main"]["multi_hot"]
         image_m = all_gather_no_grad(feats["main_image_m"])
         text_m = all_gather_no_grad(feats["main_text_m"])
@@ -65,7 +80,7 @@ class ViLReFMethod(Method):
     @torch.no_grad()
     def after_step(self):
         super().after_step()
-        m = self.cfg.vilref.momentum
+        m = self.options.momentum
         ema_update(self.model.visual, self.momentum_visual, m)
         ema_update(self.model.text, self.momentum_text, m)
         if self._pending is not None:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..config import ModelCfg
+from ..hub import save_pretrained
 from .decoder import CaptionDecoder
 from .text import TextTower
 from .vision import ImageTower
@@ -83,14 +84,6 @@ class FundusCLIP(nn.Module):
     def lock_text_tower(self, unlocked_layers: int = 0) -> None:
         self.text.lock(unlocked_layers)
 
-    # -- release format (hub.py) -------------------------------------------------------------------
+    # -- release format (hub.py; loading is fundus_vlp.from_pretrained) --------------------------------
     def save_pretrained(self, directory, card: Optional[dict] = None):
-        from ..hub import save_pretrained
-
         return save_pretrained(self, directory, card=card)
-
-    @classmethod
-    def from_pretrained(cls, directory) -> "FundusCLIP":
-        from ..hub import from_pretrained
-
-        return from_pretrained(directory)

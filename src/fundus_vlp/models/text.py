@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..config import TextCfg
-from ..hf_sources import resolve_hf_source
+from ..runtime.sources import resolve_hf_source
 from .heads import ProjectionHead
 
 

@@ -9,27 +9,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 
 from ..data.loader import TrainData, build_train_data
 from ..factory import create_model
-from ..methods import build_method, method_class
-from ..methods.base import accumulate_gradients
-from . import distributed as dist
+from ..methods import build_method, get_method
+from .accumulate import accumulate_gradients
+from ..runtime import distributed as dist
 from .checkpoint import CheckpointManager, load_checkpoint
 from .config import PretrainCfg
 from .logger import MetricsWriter
 from .optim import build_optimizer, build_scheduler
-from .precision import autocast, grad_scaler
+from ..runtime.precision import autocast, grad_scaler
 from .rundir import prepare_run_dir
-from .seed import capture_rng_state, restore_rng_state, seed_everything
+from ..runtime.seed import capture_rng_state, restore_rng_state, seed_everything
 
 _logger = logging.getLogger(__name__)
 
@@ -63,9 +62,17 @@ def _build_model(cfg: PretrainCfg):
     return create_model(cfg.model)
 
 
+class Callback:
+    """Hooks into a run without editing the loop (custom logging, early stops, profiling)."""
+
+    def on_step_end(self, trainer: "Trainer", values: Dict[str, float]) -> None:
+        """After every optimiser step; ``values`` are this step's losses (rank-local), ``trainer.step`` is done."""
+
+
 class Trainer:
-    def __init__(self, cfg: PretrainCfg, env: Optional[dist.DistEnv] = None):
+    def __init__(self, cfg: PretrainCfg, env: Optional[dist.DistEnv] = None, callbacks: Sequence[Callback] = ()):
         self.cfg = cfg
+        self.callbacks = list(callbacks)
         self.env = env or dist.init_distributed(cfg.train.device)
         self.device = self.env.device
         seed_everything(cfg.train.seed, self.env.rank, cfg.train.deterministic)
@@ -77,11 +84,9 @@ class Trainer:
             self.model.lock_text_tower(cfg.train.lock_text_layers)
         if cfg.train.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
-        needs = method_class(cfg.method).data_needs(cfg)
         self.data: TrainData = build_train_data(
-            cfg, self.model.cfg, self.model.tokenizer, needs["needs_elite"], needs["pool_elite"],
-            needs["augment_description"], needs["needs_multi_hot"], self.env.rank, self.env.world_size,
-            self.run_dir if self.env.is_main else None, pin_memory=self.device.type == "cuda")
+            cfg, self.model.cfg, self.model.tokenizer, get_method(cfg.method).data_needs(cfg), self.env.rank,
+            self.env.world_size, self.run_dir if self.env.is_main else None, pin_memory=self.device.type == "cuda")
         self.task = build_method(cfg, self.model, self.data.vocab).to(self.device)
         if cfg.train.channels_last:
             self.task = self.task.to(memory_format=torch.channels_last)
@@ -195,9 +200,10 @@ class Trainer:
         else:
             losses = accumulate_gradients(self.wrapped, self.task, micro_batches, self._backward, amp,
                                           self._sync_context)
-        if cfg.grad_clip_norm > 0:
+        clip = self.cfg.optim.grad_clip_norm
+        if clip > 0:
             self.scaler.unscale_(self.optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.task.parameters(), cfg.grad_clip_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.task.parameters(), clip)
         else:
             grad_norm = torch.tensor(float("nan"))
         self.scaler.step(self.optimizer)
@@ -241,8 +247,6 @@ class Trainer:
         samples_done = 0
         last_loss = math.nan
         skipped_total = 0
-        # test aid: slow steps down so a test can kill the process at a chosen point (tests/train/test_resume.py)
-        step_delay = float(os.environ.get("FUNDUS_VLP_STEP_DELAY", "0"))
         while self.epoch < cfg.epochs and self.step < self.total_steps:
             skipped: Dict[str, Any] = {}
             for group, data_time in self._epoch_batches():
@@ -266,8 +270,8 @@ class Trainer:
                     self._log_step(values, step_time, data_time, n)
                 if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
                     self.save_checkpoint()
-                if step_delay:
-                    time.sleep(step_delay)
+                for callback in self.callbacks:
+                    callback.on_step_end(self, values)
                 if self.step >= self.total_steps:
                     break
             if self.start_batch >= self.steps_per_epoch * cfg.accum_freq:  # the epoch's last whole step is done
@@ -316,9 +320,9 @@ class Trainer:
         return out
 
 
-def pretrain(cfg: PretrainCfg) -> TrainResult:
+def pretrain(cfg: PretrainCfg, callbacks: Sequence[Callback] = ()) -> TrainResult:
     env = dist.init_distributed(cfg.train.device)
     try:
-        return Trainer(cfg, env).fit()
+        return Trainer(cfg, env, callbacks).fit()
     finally:
         dist.cleanup()

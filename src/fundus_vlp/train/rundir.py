@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Dict
 
-from . import distributed as dist
+from ..runtime import distributed as dist
 
 _logger = logging.getLogger(__name__)
 _PACKAGES = ("torch", "torchvision", "timm", "transformers", "tokenizers", "safetensors", "numpy", "scikit-learn",
@@ -51,7 +51,7 @@ def resolve_run_dir(output_dir: str, run_name: str, prefix: str, resume: str) ->
 
 def prepare_run_dir(cfg, env: dist.DistEnv, prefix: str | None = None) -> Path:
     """Create (rank 0) and agree on (all ranks) the run directory; write config.yaml and env.json."""
-    from ..cli.overrides import save_resolved
+    from ..config.loading import save_resolved
 
     run_dir = resolve_run_dir(cfg.output_dir, cfg.run_name, prefix or cfg.method, getattr(cfg, "resume", ""))
     run_dir = Path(dist.broadcast_object(str(run_dir)))

@@ -18,14 +18,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from ..data.ban import BanList
 from ..data.dataframes import read_captions, read_corpus
-from ..hf_sources import resolve_hf_source
-from . import distributed as dist
-from .config import OptimCfg, TextPretrainCfg
+from ..runtime.sources import resolve_hf_source
+from ..runtime import distributed as dist
+from .config import TextPretrainCfg
 from .logger import MetricsWriter
 from .optim import build_optimizer, build_scheduler
 from .rundir import prepare_run_dir
-from .seed import rng_for, seed_everything
+from ..runtime.seed import rng_for, seed_everything
 
 _logger = logging.getLogger(__name__)
 
@@ -71,12 +72,9 @@ def collect_texts(cfg: TextPretrainCfg) -> List[str]:
     if not sources and not captions:
         raise ValueError("text-pretrain needs a corpus: corpus=[dir_or_txt,...] and/or include_elite_captions, or demo=true")
     texts = (read_corpus(sources) if sources else []) + captions
-    if cfg.ban.terms:
-        from ..data.ban import BanList
-        from ..data.knowledge import KnowledgeBase
-
-        kb = KnowledgeBase.load() if cfg.ban.use_synonyms else None
-        texts, report = BanList(cfg.ban.terms, knowledge=kb, use_synonyms=cfg.ban.use_synonyms).filter_corpus(texts)
+    ban = BanList.from_cfg(cfg.ban, cfg.knowledge, exact=cfg.bug_compat.exact_match_ban)
+    if ban is not None:  # the same list pretraining builds from data.ban, knowledge base and bug_compat
+        texts, report = ban.filter_corpus(texts)
         _logger.info("%s", report.summary())
     return texts
 
@@ -177,11 +175,10 @@ def text_pretrain(cfg: TextPretrainCfg) -> TextPretrainResult:
                             collate_fn=_collator(tokenizer, cfg, cfg.seed + 10_000))
     if len(loader) == 0:
         raise ValueError(f"{len(train_texts)} training paragraphs are fewer than one batch of {cfg.batch_size}")
-    optim_cfg = OptimCfg(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_epochs)
-    optimizer = build_optimizer(model, optim_cfg)
+    optimizer = build_optimizer(model, cfg.optim)
     total = len(loader) * cfg.epochs
     total = min(total, cfg.max_steps) if cfg.max_steps > 0 else total
-    scheduler = build_scheduler(optimizer, optim_cfg, len(loader), total)
+    scheduler = build_scheduler(optimizer, cfg.optim, len(loader), total)
     task = SparseMLM(model)
     wrapped = torch.nn.parallel.DistributedDataParallel(task) if env.is_distributed else task
     metrics = MetricsWriter(run_dir / "metrics.jsonl", env.is_main)
@@ -196,7 +193,8 @@ def text_pretrain(cfg: TextPretrainCfg) -> TextPretrainResult:
             batch = {k: v.to(env.device) for k, v in batch.items()}
             loss = wrapped(batch)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if cfg.optim.grad_clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()

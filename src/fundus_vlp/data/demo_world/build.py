@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...hf_sources import cache_root
+from ...runtime.sources import cache_root
 from ..dataframes import CATEGORICAL_COLUMNS
 from .ontology import MODALITIES, SEEN_CONDITIONS, UNSEEN_CONDITIONS
 from .records import (EXPERIMENT_DESCRIPTIONS, EXPERIMENTS, Job, allocate, eval_jobs, make_item, paired_jobs,

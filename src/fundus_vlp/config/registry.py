@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List
 
-from .config import ModelCfg, from_dict, merge_dict, to_dict
+from .model import ModelCfg, from_dict, merge_dict, to_dict
 
-_CONFIG_DIR = Path(__file__).parent / "configs" / "models"
+_CONFIG_DIR = Path(__file__).parents[1] / "configs" / "models"
 _MODEL_CONFIGS: Dict[str, Dict[str, Any]] = {}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .constants import ENV_CACHE, MINILM_ALIAS
+from ..constants import ENV_CACHE, MINILM_ALIAS
 
 
 def resolve_hf_source(name: str) -> str:

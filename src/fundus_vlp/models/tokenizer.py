@@ -10,7 +10,7 @@ from typing import List, Sequence, Union
 
 import torch
 
-from .hf_sources import resolve_hf_source
+from ..runtime.sources import resolve_hf_source
 
 
 class Tokenizer:

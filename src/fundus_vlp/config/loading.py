@@ -11,8 +11,8 @@ from typing import Any, List, Optional, Sequence, Type, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ..config import to_dict
-from ..registry import get_model_config
+from .model import to_dict
+from .registry import get_model_config
 
 T = TypeVar("T")
 

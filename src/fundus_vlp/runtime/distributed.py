@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .device import resolve_device
+
 _logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -105,16 +107,6 @@ def _prepare_env_init(rank: int, world_size: int) -> None:
     os.environ.setdefault("WORLD_SIZE", str(world_size))
 
 
-def _resolve_device(device: str, local_rank: int) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; a bare ``"cuda"`` becomes ``cuda:{local_rank}``."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and resolved.index is None:
-        resolved = torch.device("cuda", local_rank)  # keepfit.md §7.5: never a global cuda:0
-    return resolved
-
-
 def init_distributed(device: str = "auto", backend: str | None = None, timeout_s: int = 1800) -> DistEnv:
     """Initialise the default process group when launched with several processes; return a :class:`DistEnv`.
 
@@ -123,7 +115,7 @@ def init_distributed(device: str = "auto", backend: str | None = None, timeout_s
     group exists returns the current state.
     """
     local_rank, rank, world_size = world_info_from_env()
-    resolved_device = _resolve_device(device, local_rank)
+    resolved_device = resolve_device(device, local_rank)
     if resolved_device.type == "cuda":
         torch.cuda.set_device(resolved_device)
 

@@ -1,0 +1,54 @@
+"""Gradient accumulation that keeps every negative of the full batch (a feature cache).
+
+Features of all micro-batches are computed without grad first; then each micro-batch is re-encoded with
+grad and spliced into the cache (``Method.forward(..., cache=, slot=)``), so a contrastive loss still sees
+the whole batch. Loss-side parameters (logit scale, revision attention, caption decoder) receive the full
+gradient once per micro-batch, so theirs is divided by the number of micro-batches at the end.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, ContextManager, Dict, List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..methods.base import Batch, Method
+
+
+def concat_batches(batches: List[Batch]) -> Batch:
+    """Concatenate nested dicts of tensors along dim 0 (micro-batches -> one batch).
+
+    Tensors whose other dimensions differ between micro-batches (tower token ids padded to each
+    micro-batch's longest text) are left out: only ``encode`` reads them, per micro-batch.
+    """
+    out: Batch = {}
+    for key, value in batches[0].items():
+        if isinstance(value, dict):
+            out[key] = concat_batches([b[key] for b in batches])
+        elif isinstance(value, Tensor) and all(b[key].shape[1:] == value.shape[1:] for b in batches):
+            out[key] = torch.cat([b[key] for b in batches])
+    return out
+
+
+def accumulate_gradients(wrapped: nn.Module, task: Method, micro_batches: List[Batch],
+                         backward: Callable[[Tensor], None], amp: Optional[ContextManager] = None,
+                         sync: Optional[Callable[[bool], ContextManager]] = None) -> Dict[str, Tensor]:
+    """Backward of the full batch, one micro-batch at a time, keeping every negative (the module docstring).
+
+    ``wrapped`` is the task or its DDP wrapper; ``sync(last)`` gives the context of a micro-step (DDP
+    ``no_sync`` except on the last one). Returns the losses of the last micro-batch.
+    """
+    amp = amp if amp is not None else contextlib.nullcontext()
+    full = concat_batches(micro_batches)
+    with torch.no_grad(), amp:
+        cache = [wrapped(mb, encode_only=True) for mb in micro_batches]
+    for j, mb in enumerate(micro_batches):
+        with sync(j == len(micro_batches) - 1) if sync is not None else contextlib.nullcontext():
+            with amp:
+                losses = wrapped(mb, cache=cache, slot=j, full_batch=full)
+            backward(losses["loss"])
+    for p in task.loss_side_parameters():  # each micro-step gave them the full-batch gradient
+        if p.grad is not None:
+            p.grad.div_(len(micro_batches))
+    return losses
