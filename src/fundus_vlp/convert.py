@@ -1,12 +1,14 @@
-"""Import released FLAIR (and KeepFIT v1) weights into a fundus-vlp model folder (flair.md §4, §13).
+"""Import released FLAIR (and KeepFIT v1) weights into a fundus-vlp model folder.
+
+See docs/reference.md#flair-released-weights.
 
 FLAIR's state dict has ``vision_model.model.*`` (a torchvision ResNet-50 without ``fc``; timm's ResNet
 uses the same key names), ``vision_model.projection_head_vision.projection.weight``,
 ``text_model.model.*`` (a Hugging Face BertModel), ``text_model.projection_head_text.projection.weight``
 and ``logit_scale``. KeepFIT v1 checkpoints use the same names plus the revision attention, which a
 release does not need. Keys are renamed, ``position_ids`` (old transformers) and the unused BERT pooler
-are dropped, everything else must match exactly (``strict=True``, unlike the official loader,
-flair.md §11.14). The imported model uses FLAIR's text pooling and padding (``flair_compat``,
+are dropped, everything else must match exactly (``strict=True``, unlike the official loader).
+The imported model uses FLAIR's text pooling and padding (``flair_compat``,
 pad to the longest prompt) and its [0, 1] 512-px canvas, so its zero-shot outputs are FLAIR's.
 """
 from __future__ import annotations

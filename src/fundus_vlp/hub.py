@@ -93,7 +93,7 @@ def load_weights(model, directory: str | Path) -> None:
 
 
 def model_card(cfg: ModelCfg, info: Dict[str, Any]) -> str:
-    """A generated model card (style spec §2): front matter, architecture, preprocessing, use and limits."""
+    """A generated model card: front matter, architecture, preprocessing, use and limits."""
     pre = cfg.preprocess
     norm = f"mean {pre.mean}, std {pre.std}" if pre.mean else "none (inputs in [0, 1])"
     results = info.get("results")

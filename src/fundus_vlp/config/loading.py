@@ -1,4 +1,4 @@
-"""Config merging at the CLI edge: dataclass defaults <- YAML file(s) <- ``key=value`` overrides (style spec §3.2).
+"""Config merging at the CLI edge: dataclass defaults <- YAML file(s) <- ``key=value`` overrides.
 
 OmegaConf structured configs give type checks (``train.epochs=abc`` fails) and typo detection
 (``train.epoch=3`` fails). Library code only ever sees the resulting dataclasses.

@@ -13,22 +13,23 @@ from typing import Any, Dict, List, Optional, Type, TypeVar
 
 T = TypeVar("T")
 
-LOGIT_SCALE_INIT = math.log(1 / 0.07)  # flair.md §3.4: exp = 14.29 at start
-LOGIT_SCALE_MAX = math.log(100.0)  # flair.md §3.4: multiplier capped at 100
+LOGIT_SCALE_INIT = math.log(1 / 0.07)  # ln(1/0.07): logit multiplier exp = 14.29 at the start, as FLAIR
+LOGIT_SCALE_MAX = math.log(100.0)  # the multiplier is clamped to at most 100, as FLAIR
 
 
 @dataclass
 class PreprocessCfg:
-    """How an image file becomes a model input; stored with the model (style spec §2)."""
+    """How an image file becomes a model input; stored with the model so inference reproduces it."""
 
     size: int = 512
-    # "pad": keep aspect, longer side to `size`, zero-pad bottom/right (FLAIR/KeepFIT, flair.md §5.1);
+    # "pad": keep aspect, longer side to `size`, zero-pad bottom/right (FLAIR/KeepFIT;
+    # docs/reference.md#flair-preprocessing);
     # "squash": plain resize to size×size.
     resize_mode: str = "pad"
-    fov_crop: bool = False  # crop to the fundus field of view first (Li threshold on red, flair.md §5.1)
+    fov_crop: bool = False  # crop to the fundus field of view first (Li threshold on red, largest component)
     mean: Optional[List[float]] = None  # None = inputs stay in [0, 1] (FLAIR/KeepFIT weights expect that)
     std: Optional[List[float]] = None
-    antialias: bool = True  # flair.md §5.1/§11.13: True matches current FLAIR inference
+    antialias: bool = True  # True matches current FLAIR inference (docs/reference.md#flair-preprocessing)
     interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
@@ -42,7 +43,7 @@ class PreprocessCfg:
 
 @dataclass
 class AugmentCfg:
-    """Training augmentation of public images (keepfit.md §2.8 / flair.md §5.2 defaults)."""
+    """Training augmentation of public images (FLAIR/KeepFIT probabilities, docs/reference.md#flair-augmentation)."""
 
     hflip_p: float = 0.5
     affine_p: float = 0.25
@@ -77,7 +78,7 @@ class TextCfg:
     config_overrides: Dict[str, Any] = field(default_factory=dict)  # e.g. num_hidden_layers=2 for tests
     # Full HF config dict, filled when a model is saved so that loading never needs the hub.
     hf_config: Optional[Dict[str, Any]] = None
-    pooling: str = "mean"  # "mean" (masked), "cls", or "flair_compat" (flair.md §3.2)
+    pooling: str = "mean"  # "mean" (masked), "cls", or "flair_compat" (FLAIR: docs/reference.md#flair-model)
     context_length: int = 77
     padding: str = "max_length"  # "max_length" (batch-independent) or "longest" (FLAIR behaviour)
 
@@ -90,7 +91,7 @@ class TextCfg:
 
 @dataclass
 class DecoderCfg:
-    """Image-conditioned caption decoder (KeepFIT V2 generative branch, keepfit.md §4.3)."""
+    """Image-conditioned caption decoder (KeepFIT V2 generative branch, docs/reference.md#keepfit-v2-inferred)."""
 
     enabled: bool = False
     num_layers: int = 3
@@ -114,7 +115,7 @@ class ModelCfg:
     text: TextCfg = field(default_factory=TextCfg)
     decoder: DecoderCfg = field(default_factory=DecoderCfg)
     preprocess: PreprocessCfg = field(default_factory=PreprocessCfg)
-    projection_bias: bool = False  # flair.md §3.3: bias-free projection
+    projection_bias: bool = False  # FLAIR's projections have no bias
     logit_scale_init: float = LOGIT_SCALE_INIT
     logit_scale_max: float = LOGIT_SCALE_MAX
 
@@ -127,10 +128,10 @@ class BugCompatCfg:
     each stage reads the switches that concern it.
     """
 
-    softmax_over_heads: bool = False  # keepfit.md §2.4: revision softmax over the 2 heads instead of the keys
-    empty_category_as_class: bool = False  # keepfit.md §2.3: samples with no category are all mutual positives
-    exact_match_ban: bool = False  # keepfit.md §2.7: ban list by exact string equality
-    unnormalised_prototypes: bool = False  # flair.md §11.3: zero-shot class prototypes not re-normalised
+    softmax_over_heads: bool = False  # revision softmax over the 2 heads, not the keys
+    empty_category_as_class: bool = False  # samples with no category are all mutual positives
+    exact_match_ban: bool = False  # ban list by exact string equality
+    unnormalised_prototypes: bool = False  # zero-shot class prototypes not re-normalised
 
 
 def from_dict(cls: Type[T], data: Dict[str, Any] | T) -> T:

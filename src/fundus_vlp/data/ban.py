@@ -2,11 +2,12 @@
 
 The official filter drops a categorical row only when a category *equals* a banned string and never
 looks at the elite captions, so "unseen" ODIR200x3 / 05_20x3 classes leak through "pathologic myopia",
-"lamellar macular hole", "high myopia" and dozens of MM-Retinal captions (keepfit.md §2.7, §7 bug 16).
+"lamellar macular hole", "high myopia" and dozens of MM-Retinal captions
+(docs/reference.md#unseen-class-ban-list).
 :class:`BanList` matches **normalised** text (case, hyphens, punctuation) by **substring**, so
 "myop" also catches OCR run-ons such as "hypermyopia" or "tomacular hole" found in the MM-Retinal captions;
 ``word_start=True`` only matches at word starts (keeps "chorioretinitis" when "retinitis" is banned, the
-over-removal flair.md §11.19 notes). It optionally adds the knowledge base's synonyms of each term, and
+over-removal of FLAIR's substring filter). It optionally adds the knowledge base's synonyms of each term, and
 applies the same rule to categories, captions and the text corpus. ``exact=True`` reproduces the official
 exact-equality filter. Each filter returns the kept data and a :class:`BanReport` of what was removed
 (source, row, matched term, excerpt), with per-term mention counts.
@@ -23,7 +24,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import pandas as pd
 
 OFFICIAL_BANNED = ("myopia", "cataract", "macular hole", "retinitis pigmentosa", "myopic", "myope", "myop",
-                   "retinitis")  # keepfit.md §2.7
+                   "retinitis")  # the official default list
 
 
 def normalise_text(text: str) -> str:
@@ -86,7 +87,7 @@ class BanList:
     Args:
         terms: the banned terms (e.g. :data:`OFFICIAL_BANNED`).
         knowledge: a ``KnowledgeBase``; with ``use_synonyms`` each term's synonyms are banned too.
-        exact: reproduce the official rule (a category equal to a term; keepfit.md §2.7).
+        exact: reproduce the official rule (a category equal to a term).
         word_start: match only at the start of a word instead of anywhere (less conservative).
     """
 

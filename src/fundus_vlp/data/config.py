@@ -23,26 +23,26 @@ class DataSourceCfg:
 
     dataframes: List[str] = field(default_factory=list)
     root: str = ""
-    modality: str = "CFP"  # CFP | FFA | OCT: elite sets are selected by modality (keepfit.md §4.2)
+    modality: str = "CFP"  # CFP | FFA | OCT: elite sets are selected by modality
     name: str = ""
 
 
 @dataclass
 class PromptCfg:
-    """Categorical labels -> text (keepfit.md §2.2, flair.md §6.3)."""
+    """Categorical labels -> text (docs/reference.md#flair-pretraining)."""
 
     template: str = "A [ATR] fundus photograph of [CLS]"
     augment_description: bool = True  # expert-knowledge description augmentation (FLAIR)
     description_mode: str = "replace"  # "replace" the class name (FLAIR) or "append" a description (RetiXfer)
     # Free-text sources are not augmented. The official list says 06_EYENET but the folder is 06_DEN
-    # (keepfit.md §2.2 / flair.md §11.18); we list the real folder name.
+    # (the official skip list names ``06_EYENET``); we list the real folder name.
     skip_datasets: List[str] = field(default_factory=lambda: ["06_DEN", "11_STARE", "08_ODIR-5K", "31_JICHI"])
     knowledge: str = "fundus_en"  # packaged knowledge base name or a YAML path
 
 
 @dataclass
 class BanCfg:
-    """Unseen-class protocol (keepfit.md §2.7): drop samples that mention banned conditions."""
+    """Unseen-class protocol (docs/reference.md#unseen-class-ban-list): drop samples that mention banned conditions."""
 
     terms: List[str] = field(default_factory=list)
     use_synonyms: bool = True  # also ban the knowledge base's synonyms of each term
@@ -57,10 +57,10 @@ class DataCfg:
     public: List[DataSourceCfg] = field(default_factory=list)
     elite: List[DataSourceCfg] = field(default_factory=list)
     elite_modalities: List[str] = field(default_factory=lambda: ["CFP"])
-    balance: bool = False  # dataset-balanced sampling (flair.md §6.2)
+    balance: bool = False  # dataset-balanced sampling: each source dataset gets an equal share
     on_bad_image: str = "error"  # "error" or "skip" (skipped images are counted and reported per epoch)
     num_workers: int = 2
     prompt: PromptCfg = field(default_factory=PromptCfg)
     ban: BanCfg = field(default_factory=BanCfg)
     augment: AugmentCfg = field(default_factory=AugmentCfg)
-    augment_elite: bool = False  # keepfit.md §2.4: elite images are not augmented
+    augment_elite: bool = False  # KeepFIT v1 does not augment elite images

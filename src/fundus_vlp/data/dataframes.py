@@ -1,4 +1,4 @@
-"""Readers for the real data formats (keepfit.md §1, flair.md §8.1).
+"""Readers for the real data formats (docs/reference.md#dataframe-formats).
 
 (a) categorical dataframes ``image, atributes, categories`` with Python-literal lists (parsed with
 ``ast.literal_eval``, never ``eval``); (b) image–caption files in three forms; (c) a folder of ``.txt``
@@ -165,7 +165,7 @@ def resolve_image_path(root: str | Path, relative: str, source: str | Path = "?"
     """Join a dataframe path to the data root, rejecting absolute paths and paths that escape the root.
 
     A path without an extension (MM-Retinal ``Image_ID``) is resolved by probing the disk for the
-    known image extensions, as the official loader does (keepfit.md §1.3).
+    known image extensions, as the official loader does.
     """
     rel = PurePosixPath(relative.replace("\\", "/"))
     if rel.is_absolute() or Path(relative).is_absolute() or (len(relative) > 1 and relative[1] == ":"):
@@ -185,6 +185,6 @@ def resolve_image_path(root: str | Path, relative: str, source: str | Path = "?"
 
 
 def dataset_key(image_path: str) -> str:
-    """First path component = the source dataset (used for balanced sampling, keepfit.md §1.1)."""
+    """First path component = the source dataset (used for balanced sampling)."""
     parts = PurePosixPath(image_path.replace("\\", "/")).parts
     return parts[0] if len(parts) > 1 else ""

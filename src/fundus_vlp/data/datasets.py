@@ -30,9 +30,9 @@ MAX_SUBSTITUTIONS = 16
 class LabelVocab:
     """Class ids of category strings, merging trivial spelling variants (case, hyphens, trailing dots).
 
-    FLAIR compares raw strings (flair.md §11.16/§11.25), so "age-related macular degeneration" and
+    FLAIR compares raw strings, so "age-related macular degeneration" and
     "age related macular degeneration" were negatives of each other; we merge such variants.
-    The empty category has id -1 (masked out of label-aware targets, keepfit.md §2.3).
+    The empty category has id -1 (masked out of label-aware targets, docs/reference.md#label-aware-contrastive-loss).
     """
 
     EMPTY = -1
@@ -142,7 +142,7 @@ class CategoricalDataset(Dataset):
 
 
 class CaptionDataset(Dataset):
-    """Elite image–caption pairs (no augmentation by default: keepfit.md §2.4 step 2)."""
+    """Elite image–caption pairs (no augmentation by default: KeepFIT v1 does not augment elite images)."""
 
     def __init__(self, frame: pd.DataFrame, root: str | Path, transform: Callable, on_bad_image: str = "error"):
         self.src = _ImageSource(frame, root, transform, on_bad_image)

@@ -36,7 +36,7 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     else:
         if mode == "P" and "transparency" in img.info:
             img = img.convert("RGBA")
-        # RGBA/LA: converting drops the alpha channel (not red: keepfit.md §7 bug 18); CMYK/YCbCr/L/1: colour conversion.
+        # RGBA/LA: converting drops the alpha channel (not red, as officially); CMYK/YCbCr/L/1: colour conversion.
         arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
@@ -67,7 +67,7 @@ def load_image(path: str | Path, where: Optional[str] = None) -> torch.Tensor:
 
 
 def image_from_array(array: np.ndarray) -> torch.Tensor:
-    """An in-memory HxW or HxWxC array (uint8/uint16/float) -> 3×H×W float in [0, 1] (flair.md §11.12 done right)."""
+    """An in-memory HxW or HxWxC array (uint8/uint16/float) -> 3×H×W float in [0, 1] (floats in [0, 1] kept)."""
     arr = np.asarray(array)
     if arr.dtype == np.uint8:
         arr = arr.astype(np.float32) / 255.0

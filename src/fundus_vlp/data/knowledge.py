@@ -1,6 +1,6 @@
 """Domain-knowledge dictionary: category -> expert descriptions and synonyms.
 
-It plays the role of FLAIR's ``definitions`` (flair.md §7, keepfit.md §2.10): descriptions feed prompt
+It plays the role of FLAIR's ``definitions`` (docs/reference.md#flair-knowledge-dictionary): descriptions feed prompt
 augmentation during pre-training and prompt ensembles for zero-shot classification; synonyms make lookups
 robust to spelling variants and let ban-lists catch every name of a held-out condition.
 
@@ -9,7 +9,7 @@ Differences from the official dictionary, on purpose:
 * lookups normalise case, hyphens/underscores, spacing and trailing punctuation, fold British/American
   spellings and plural ``s``, and try a trailing parenthesised abbreviation, so ``"age-related macular
   degeneration"``, ``"Drusen."`` and ``"central serous retinopathy (csr)"`` all resolve;
-* every accessor returns a fresh list, so callers can never mutate the shared table (FLAIR bug, flair.md §11);
+* every accessor returns a fresh list, so callers can never mutate the shared table (FLAIR's helper appends to them);
 * the packaged ``fundus_en.yaml`` is written for fundus-vlp, not copied.
 
 Example::

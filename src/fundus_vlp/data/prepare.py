@@ -1,6 +1,6 @@
-"""Dataset preparation: pre-resize every image once into a cache that training reads (keepfit.md §1.1).
+"""Dataset preparation: pre-resize every image once into a cache that training reads (as KeepFIT's pre-resized root).
 
-FLAIR decodes full-resolution originals at every step (flair.md §11.23); KeepFIT keeps a pre-resized
+FLAIR decodes full-resolution originals at every step; KeepFIT keeps a pre-resized
 root by hand. ``prepare`` does it once, in parallel and resumably: each image becomes an 8-bit PNG,
 pad-to-square at ``size`` (optionally FOV-cropped first), at the same relative path (suffix ``.png``).
 ``fundus_vlp_cache.json`` maps original relative paths to cached files, so the same dataframes work

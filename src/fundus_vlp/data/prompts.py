@@ -1,4 +1,4 @@
-"""Categorical labels -> text prompts (keepfit.md §2.2, flair.md §5.3 / §6.3)."""
+"""Categorical labels -> text prompts (docs/reference.md#flair-pretraining)."""
 from __future__ import annotations
 
 import re
@@ -27,7 +27,7 @@ def sample_prompt(
 ) -> Tuple[str, str]:
     """One attribute and one category drawn uniformly per sample (re-drawn each epoch), then optional
     expert-knowledge augmentation. Returns ``(prompt, sampled_category)``; the contrastive target is
-    built from the raw sampled category, not from the augmented text (keepfit.md §2.2 step 3).
+    built from the raw sampled category, not from the augmented text, as officially.
     """
     attribute = atributes[rng.integers(len(atributes))] if len(atributes) else ""
     category = categories[rng.integers(len(categories))] if len(categories) else ""
@@ -52,6 +52,6 @@ def augment_with_description(prompt: str, category: str, descriptions: Sequence[
 
 def zero_shot_prompts(class_name: str, descriptions: Optional[Sequence[str]] = None,
                       template: str = ZERO_SHOT_TEMPLATE) -> list:
-    """Prompt ensemble of a class: the name plus its descriptions, each in the template (flair.md §2.4)."""
+    """Prompt ensemble of a class: the name plus its descriptions, each in the template."""
     phrases = [class_name] + [d for d in (descriptions or []) if d != class_name]
     return [fill_template(template, p) for p in phrases]

@@ -1,8 +1,8 @@
 """A resumable, rank-aware batch sampler pairing every main batch with an elite batch.
 
-Replaces the official pair of loaders (keepfit.md §2.7): a ``DistributedSampler``-like sharding of the
-main stream (reshuffled per epoch, optionally dataset-balanced as FLAIR's ``UniformDataset``) and a
-uniform with-replacement elite sampler seeded **per rank** (keepfit.md §7.15: the official code drew
+Replaces the official pair of loaders (docs/reference.md#keepfit-v1-data-pipeline): a ``DistributedSampler``-like
+sharding of the main stream (reshuffled per epoch, optionally dataset-balanced as FLAIR's ``UniformDataset``) and a
+uniform with-replacement elite sampler seeded **per rank** (the official code most likely drew
 the same elite batch on every GPU). It can start mid-epoch, so a resumed run skips what was done.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ Key = Tuple[str, int, int]
 def epoch_order(n: int, seed: int, epoch: int, groups: Optional[Sequence[Sequence[int]]] = None) -> np.ndarray:
     """The global draw order of one epoch (identical on all ranks).
 
-    Without groups: a permutation of range(n). With groups (dataset-balanced, flair.md §6.2): draw i picks
+    Without groups: a permutation of range(n). With groups (dataset-balanced, as FLAIR): draw i picks
     group i mod D and a uniform member of it (with replacement), then the draws are shuffled, so every
     source dataset contributes ~1/D of the epoch whatever its size.
     """

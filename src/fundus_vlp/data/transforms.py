@@ -1,4 +1,4 @@
-"""Fundus preprocessing (flair.md §5.1, keepfit.md §1.6) and seeded training augmentation.
+"""Fundus preprocessing (docs/reference.md#flair-preprocessing) and seeded training augmentation.
 
 Every random draw comes from a generator passed in by the caller (seeded per sample and epoch), so
 a run that is killed and resumed sees exactly the same augmented images.
@@ -18,7 +18,7 @@ from ..config import AugmentCfg, PreprocessCfg
 def fov_crop(image: torch.Tensor) -> torch.Tensor:
     """Crop to the bounding box of the fundus field of view.
 
-    flair.md §5.1: Li threshold on the red channel, largest connected component. Returns the input
+    As FLAIR: Li threshold on the red channel, largest connected component. Returns the input
     unchanged when no clear foreground is found (e.g. an already-cropped image).
     """
     from skimage.filters import threshold_li
@@ -55,7 +55,7 @@ def resize_squash(image: torch.Tensor, size: int, antialias: bool = True, interp
 
 
 def augment(image: torch.Tensor, cfg: AugmentCfg, rng: np.random.Generator) -> torch.Tensor:
-    """Flip / small affine / brightness-contrast jitter with the probabilities of keepfit.md §2.8."""
+    """Flip / small affine / brightness-contrast jitter with FLAIR/KeepFIT's probabilities (see AugmentCfg)."""
     if rng.random() < cfg.hflip_p:
         image = TF.horizontal_flip(image)
     if rng.random() < cfg.affine_p:

@@ -1,7 +1,7 @@
-"""Few-shot adapters on cached, frozen image features (keepfit.md §5.3, flair.md §9.2), fixed.
+"""Few-shot adapters on cached, frozen image features (docs/reference.md#evaluation-adapters), fixed.
 
 All adapters take unit-norm projected features X (N×D), labels y, the zero-shot class prototypes T (K×D)
-and the model's logit scale s. Fixes relative to the official code (keepfit.md §7 bug 19, flair.md §11.4):
+and the model's logit scale s. Fixes relative to the official code:
 
 * one logit form, with the model's own ``s``, in training and in prediction (no hard-coded 100, no
   ``/N·s`` in training only);
@@ -37,7 +37,7 @@ DEFAULT_RATIOS: Tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
 
 @dataclass
 class AdapterOptimCfg:
-    """Optimisation of the trainable adapters (keepfit.md §5.3 defaults, mini-batched)."""
+    """Optimisation of the trainable adapters (official defaults, mini-batched)."""
 
     epochs: int = 40
     lr: float = 1e-3
@@ -89,7 +89,7 @@ def single_thread():
 
 
 def _optimise(params, loss_fn, n: int, cfg: AdapterOptimCfg) -> None:
-    """AdamW + per-step cosine annealing over all steps (keepfit.md §5.3), reshuffled mini-batches,
+    """AdamW + per-step cosine annealing over all steps (as officially), reshuffled mini-batches,
     ``max(epochs · batches per epoch, min_steps)`` steps."""
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
@@ -132,7 +132,7 @@ class ZeroShot:
 # -- CLIP-Adapter -----------------------------------------------------------------------------------
 
 class ClipAdapterModule(nn.Module):
-    """R CLIP-Adapters side by side, one per residual ratio (keepfit.md §5.3):
+    """R CLIP-Adapters side by side, one per residual ratio (officially 0.2):
     A_r(x) = ReLU(W₂ ReLU(W₁ x)), D → D/reduction → D, no biases;
     x'_r = normalize(ρ_r·A_r(x) + (1 − ρ_r)·x).
 

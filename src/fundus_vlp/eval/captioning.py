@@ -1,9 +1,9 @@
 """Caption metrics with pycocoevalcap: BLEU-1..4, ROUGE-L, CIDEr, and METEOR when Java is present.
 
-keepfit.md §3 / §5.4 report these for FFA report generation. METEOR and the PTB tokenizer of
+KeepFIT reports these for FFA report generation. METEOR and the PTB tokenizer of
 pycocoevalcap run Java; without ``java`` on the PATH, captions are tokenised in Python (lower case,
 words and numbers, the PTB punctuation removed) and METEOR is skipped with a message in the result.
-Model selection never uses test captions (the official FFA trainer keeps a "best test" row, keepfit.md §7 bug 20).
+Model selection never uses test captions (the official FFA trainer keeps a "best test" row).
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """``EvalCfg``: every option of ``fundus-vlp eval`` (merged from YAML + ``key=value`` at the CLI edge).
 
-Defaults follow keepfit.md §5 / flair.md §9 where they are sound and the leak-free fixes elsewhere;
+Defaults follow the official protocol (docs/reference.md#evaluation-protocol) where they are sound and the leak-free
+fixes elsewhere;
 ``bug_compat`` switches reproduce official behaviour for parity checks.
 """
 from __future__ import annotations
@@ -48,7 +49,7 @@ class LinearProbeCfg:
     c_grid: List[float] = field(default_factory=lambda: list(DEFAULT_C_GRID))
     refit_on_train_val: bool = False
     max_iter: int = 1000
-    project_features: bool = True  # False: raw pooled trunk features (the paper's setting, keepfit.md §5.1)
+    project_features: bool = True  # False: raw pooled trunk features (the KeepFIT paper's setting)
 
 
 @dataclass

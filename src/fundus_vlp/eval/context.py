@@ -129,7 +129,7 @@ def make_row(ctx: EvalContext, mode: str, method: str, folds: List[Dict], shots=
 
 
 def val_threshold(ctx: EvalContext, y_val: np.ndarray, probs_val: np.ndarray) -> Optional[float]:
-    """Binary decision threshold from validation labels only (keepfit.md §5.4 fix)."""
+    """Binary decision threshold from validation labels only (KeepFIT tuned it on the test set)."""
     if ctx.experiment.task != "binary" or ctx.cfg.binary_threshold != "val" or len(y_val) == 0:
         return None
     return choose_threshold(y_val, probs_val, ctx.experiment.positive_index)

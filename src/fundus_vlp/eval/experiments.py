@@ -1,11 +1,13 @@
-"""Transfer experiments: a dataframe in the real format + image root + class list (keepfit.md §1.4, flair.md §8.3).
+"""Transfer experiments: a dataframe in the real format + image root + class list.
+
+See docs/reference.md#transfer-experiments.
 
 An experiment is defined in YAML (``configs/experiments/*.yaml`` ships the standard sets; users may pass
 their own file) or comes from the demo world (``demo:<name>``). Dataframes are referenced by file name
 relative to a user-given ``dataframe_dir`` (``$FUNDUS_VLP_DATAFRAMES``) and images live under a user-given
 ``image_root`` (``$FUNDUS_VLP_DATA``): fundus-vlp ships no third-party data.
 
-The label of a row is the **first** element of ``categories`` mapped through ``targets`` (keepfit.md §1.4);
+The label of a row is the **first** element of ``categories`` mapped through ``targets``, as officially;
 a multi-label experiment maps every category. A row whose label is not in ``targets`` is an error naming
 the row, unless the experiment sets ``drop_unmapped: true`` (the count is reported).
 """
@@ -181,7 +183,7 @@ def demo_experiment(name: str, demo_cfg: Optional[Dict[str, Any]] = None,
         dataframe=str(world.eval_csvs[name]), image_root=str(world.root), task=task,
         positive=spec.get("positive"), captions=str(world.retrieval_csv) if world.retrieval_csv else None,
         captions_root=str(world.root), description=spec.get("description", "demo world experiment"),
-        reference="demo_world.md",
+        reference="docs/data.md#the-demo-world",
     )
 
 
@@ -201,7 +203,7 @@ def demo_experiment_names() -> List[str]:
 # -- data ------------------------------------------------------------------------------------------------
 
 def _norm(text: str) -> str:
-    """Lenient key for label lookup: case, hyphens, repeated spaces, trailing dots (flair.md §11.16)."""
+    """Lenient key for label lookup: case, hyphens, repeated spaces, trailing dots (official labels vary in these)."""
     return " ".join(re.sub(r"[-_]", " ", text.lower()).split()).strip(" .")
 
 

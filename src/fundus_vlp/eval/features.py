@@ -1,10 +1,9 @@
 """Frozen image features, extracted once per model and image set and cached on disk (no pickle).
 
 Features always come from the **evaluation** transform (``build_transform(..., train=False)``): the
-official Tip-Adapter applies random pre-training augmentation to test images (keepfit.md §5.3, §7 bug 19;
-flair.md §11.4), which we do not. The cache key covers the model weights, the image list (paths, sizes,
-modification times), the preprocessing config and the projection flag, so a changed input never
-returns stale features.
+official Tip-Adapter applies random pre-training augmentation to test images, which we do not. The cache key covers
+the model weights, the image list (paths, sizes, modification times), the preprocessing config and the projection
+flag, so a changed input never returns stale features.
 """
 from __future__ import annotations
 
@@ -47,7 +46,7 @@ class ImageFiles(Dataset):
 
 def eval_loader(preprocess, paths: Sequence[Path], where: Optional[Sequence[str]] = None, batch_size: int = 32,
                 num_workers: int = 0) -> DataLoader:
-    """Images in order through the evaluation transform (clean, no augmentation: keepfit.md §5.3)."""
+    """Images in order through the evaluation transform (clean, no augmentation)."""
     return DataLoader(ImageFiles(paths, build_transform(preprocess, train=False), where), batch_size=batch_size,
                       shuffle=False, num_workers=num_workers)
 

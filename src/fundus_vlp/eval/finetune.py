@@ -1,7 +1,7 @@
-"""Fine-tuning the image tower with a linear head (flair.md §9.2 item 6, keepfit.md §5.3), modes that work.
+"""Fine-tuning the image tower with a linear head (docs/reference.md#evaluation-fine-tuning), modes that work.
 
 Modes (the official ``freeze_weights`` never matches the architecture name, so every official variant
-trains the whole network, flair.md §11.6-9):
+trains the whole network):
 
 * ``ft``: all image-tower parameters and the head are trained;
 * ``lp_ft``: as ``ft``, the head initialised from a linear probe fitted on the train split (C on val);
@@ -121,7 +121,7 @@ def finetune(model, paths: Sequence, where: Sequence[str], labels: np.ndarray, t
     Test data is not an argument: the caller predicts the test split once with the returned model.
     """
     if len(val_idx) == 0:
-        raise ValueError("fine-tuning needs a validation split for model selection (flair.md §11.9)")
+        raise ValueError("fine-tuning needs a validation split for model selection")
     dev = resolve_device(device)
     torch.manual_seed(seed)
     clf = ImageClassifier(copy.deepcopy(model.visual), n_classes, cfg.project_features, model.cfg.embed_dim,

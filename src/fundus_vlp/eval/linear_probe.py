@@ -1,4 +1,4 @@
-"""Linear probe: scikit-learn logistic regression on frozen features (keepfit.md §5.3, flair.md §9.2).
+"""Linear probe: scikit-learn logistic regression on frozen features (docs/reference.md#evaluation-linear-probe).
 
 The official probe uses a fixed C = 0.316; here C is chosen from a log grid by validation balanced
 accuracy (ties: lower validation log-loss), unless a fixed ``c`` is asked for. The grid is walked in
@@ -95,7 +95,7 @@ class LinearProbe:
         """The fitted probe as a ``torch.nn.Linear`` producing K logits (LP-FT head initialisation).
 
         Binary sklearn models have one coefficient row w: the head gets rows (−w/2, +w/2) so that its
-        softmax equals sklearn's sigmoid (flair.md §11.7 fixed). Classes absent from the training
+        softmax equals sklearn's sigmoid. Classes absent from the training
         shots get zero rows and a very negative bias.
         """
         import torch

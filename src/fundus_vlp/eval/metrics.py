@@ -1,9 +1,9 @@
 """Classification metrics from scikit-learn, fold aggregation and bootstrap intervals.
 
-Definitions follow keepfit.md §5.4 / flair.md §9.3 with their bugs fixed (keepfit.md §7 bug 7, §7 bug 20,
-flair.md §11.24): only the metrics that fit the task are computed, binary decision thresholds come from
-validation data (never from the test set), the positive class of a binary task is named by the experiment,
-and classes absent from the test labels are reported, not silently averaged away.
+Definitions follow the official ones with their bugs fixed (docs/reference.md#evaluation-metrics): only the metrics
+that fit the task are computed, binary decision thresholds come from validation data (never from the test set),
+the positive class of a binary task is named by the experiment, and classes absent from the test labels are reported,
+not silently averaged away.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def _specificity(y_true, probs, y_pred, positive) -> float:
 
 METRICS: Dict[str, MetricFn] = {
     "acc": lambda y, p, yp, pos: float(accuracy_score(y, yp)),
-    "aca": lambda y, p, yp, pos: float(balanced_accuracy_score(y, yp)),  # mean per-class recall (keepfit.md §5.4)
+    "aca": lambda y, p, yp, pos: float(balanced_accuracy_score(y, yp)),  # mean per-class recall
     "f1_macro": _f1_macro,
     "auc": _auc,
     "aupr": _aupr,
@@ -87,7 +87,7 @@ METRICS: Dict[str, MetricFn] = {
 
 
 def task_metrics(task: str) -> List[str]:
-    """The metrics that make sense for a task (keepfit.md §7 bug 7: never run binary metrics on 5 classes)."""
+    """The metrics that make sense for a task (never binary metrics on 5 classes, unlike KeepFIT)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if task == "multilabel":
@@ -162,7 +162,7 @@ def multilabel_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float 
 
 
 def aggregate_folds(per_fold: Sequence[Mapping[str, float]]) -> Dict[str, Dict[str, float]]:
-    """Mean and **population** std (ddof=0, as FLAIR reports, flair.md §9.3) of each metric over folds."""
+    """Mean and **population** std (ddof=0, as FLAIR reports) of each metric over folds."""
     names = list(per_fold[0]) if per_fold else []
     mean, std = {}, {}
     for n in names:

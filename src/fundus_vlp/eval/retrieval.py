@@ -1,4 +1,4 @@
-"""Image–text retrieval recall@K in both directions on a caption set (style spec §2 "Evaluation").
+"""Image–text retrieval recall@K in both directions on a caption set.
 
 An image may have several captions: image→text counts a hit when any of its captions is in the top K;
 text→image when the caption's own image is in the top K. Images are de-duplicated by path.

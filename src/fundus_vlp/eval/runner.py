@@ -1,6 +1,6 @@
 """``evaluate``: run several evaluation modes (``eval/modes/``) on one model and experiment; write the run folder.
 
-Protocol (keepfit.md §5, flair.md §9, with the fixes of keepfit.md §7 / flair.md §11):
+Protocol (docs/reference.md#evaluation-protocol, with the fixes of docs/reference.md#official-bugs):
 
 * image features are extracted once per (model, experiment, projection) with the evaluation transform
   and cached (``features.py``); every adapter, shot count and fold reuses them;

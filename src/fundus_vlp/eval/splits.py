@@ -1,4 +1,4 @@
-"""Stratified, seeded, disjoint train/val/test splits (keepfit.md §5.1, flair.md §9.1, done leak-free).
+"""Stratified, seeded, disjoint train/val/test splits (docs/reference.md#evaluation-splits, done leak-free).
 
 Per class (stratum), the samples (or patients, when groups are given) are shuffled with the fold's seed;
 the **test** set is drawn first, so it is the same for every shot count of a seed and the few-shot curve
@@ -49,7 +49,7 @@ def _count(shots: Shots, n_class: int, what: str) -> Optional[int]:
     shots = float(shots)
     if not 0.0 <= shots <= 1.0:
         raise ValueError(f"{what} as a fraction must be in [0, 1], got {shots}")
-    # floor, as the official code (flair.md §9.1), but at least one sample when the fraction is positive
+    # floor, as the official code, but at least one sample when the fraction is positive
     return max(1, int(shots * n_class)) if shots > 0 else 0
 
 

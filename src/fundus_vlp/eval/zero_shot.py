@@ -1,10 +1,10 @@
-"""Zero-shot classification with domain-knowledge prompt ensembles (keepfit.md §5.2, flair.md §2.4, §9.2).
+"""Zero-shot classification with domain-knowledge prompt ensembles (docs/reference.md#evaluation-zero-shot).
 
 A class prototype is the mean of the unit text embeddings of its prompt ensemble ([class name] + the
 knowledge base's descriptions, each in every template), **re-normalised** to unit length. The official
-code does not re-normalise (keepfit.md §7 bug 13, flair.md §11.3), which down-weights classes whose
+code does not re-normalise, which down-weights classes whose
 descriptions disagree; ``normalize=False`` reproduces it. The knowledge base is never mutated (the
-official ``compute_text_embeddings`` appends class names to the global dictionary, flair.md §11.15).
+official ``compute_text_embeddings`` appends class names to the global dictionary).
 
 Multi-label mode scores each class independently: p_k = sigmoid(s·(v·t⁺_k − v·t⁻_k)), i.e. the softmax
 over a positive/negative prompt pair ("... of glaucoma" vs "... with no glaucoma").
@@ -79,7 +79,7 @@ def build_zero_shot_classifier(model, classnames: Sequence[str], templates: Sequ
 
 
 def zero_shot_logits(features: torch.Tensor, prototypes: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
-    """s · V Tᵀ (keepfit.md §5.2 step 5)."""
+    """s · V Tᵀ, the model's own logit scale times the cosine similarities."""
     s = float(scale.detach()) if torch.is_tensor(scale) else float(scale)
     return s * features.float() @ prototypes.float().T
 

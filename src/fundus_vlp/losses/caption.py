@@ -1,6 +1,7 @@
 """Teacher-forced caption (report generation) loss: shifted token cross-entropy, pad positions ignored.
 
-keepfit.md §3 (the KeepFIT-FFA masked-mean NLL) and §4.3 (ℒ_gen of the proposed V2 design).
+The KeepFIT-FFA captioner's masked-mean NLL, used as ℒ_gen of KeepFIT V2 (docs/reference.md#keepfit-ffa-captioner,
+docs/reference.md#keepfit-v2-inferred).
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def caption_loss(
     """Mean token cross-entropy of ``logits[:, :-1]`` (``[B, L, V]``) against ``tokens[:, 1:]`` (``[B, L]``).
 
     Positions whose target equals ``pad_id`` are ignored; pass ``mask`` (``[B, L]``, 1 = keep, aligned with
-    ``tokens``) instead when the pad id doubles as BOS/EOS, as in the KeepFIT-FFA tokenizer (keepfit.md §3).
+    ``tokens``) instead when the pad id doubles as BOS/EOS, as in the KeepFIT-FFA tokenizer (id 0 is BOS, EOS and pad).
 
     Without ``global_token_count`` the loss is the mean over this batch's target tokens. With it (the token count
     all-reduced over ranks, see :func:`count_target_tokens`) the loss is ``sum / global_count * world_size``:

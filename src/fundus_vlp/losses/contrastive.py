@@ -1,6 +1,6 @@
 """CLIP-style contrastive losses: identity targets (InfoNCE) and label-aware soft targets (FLAIR / KeepFIT).
 
-Distributed semantics follow open_clip's ``local_loss`` + ``gather_with_grad`` (style_and_ecosystem.md §1.1):
+Distributed semantics follow open_clip's ``local_loss`` + ``gather_with_grad``:
 features are all-gathered with gradient, each rank scores its ``n`` rows against all ``N = n * world`` columns,
 and with DDP's gradient averaging the result is exactly the gradient of the single-process loss on the
 concatenated global batch. All logits are computed in fp32.
@@ -25,10 +25,10 @@ def label_aware_targets(
 ) -> Tensor:
     """Soft targets ``Y[n, N]`` from class ids: ``C_ij = 1[c_i == c_j]``, rows normalised to sum 1.
 
-    keepfit.md §2.3 / flair.md §6.4. Rows are this rank's samples, columns the global batch, and row ``i``'s own
-    column is ``row_offset + i``. A sample labelled ``ignore_index`` (the empty category) is the positive of itself
-    only; ``empty_as_class=True`` keeps the official behaviour where empty samples are mutual positives
-    (keepfit.md §7.14).
+    See docs/reference.md#label-aware-contrastive-loss. Rows are this rank's samples, columns the global batch,
+    and row ``i``'s own column is ``row_offset + i``. A sample labelled ``ignore_index`` (the empty category) is the
+    positive of itself only; ``empty_as_class=True`` keeps the official behaviour where empty samples are mutual
+    positives.
     """
     n, num_cols = row_labels.shape[0], col_labels.shape[0]
     if row_offset < 0 or row_offset + n > num_cols:
@@ -43,7 +43,7 @@ def label_aware_targets(
 
 
 def soft_target_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """``-(targets * log_softmax(logits)).sum(-1).mean()``, i.e. ``CE_soft`` of keepfit.md §2.3."""
+    """``-(targets * log_softmax(logits)).sum(-1).mean()``, i.e. cross-entropy with probability targets."""
     return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
 
 
@@ -90,16 +90,16 @@ def clip_logits(
 class ClipLoss(nn.Module):
     """Symmetric CLIP loss ``½(CE(L_img, Y) + CE(L_txt, Y))`` with identity or label-aware targets.
 
-    ``labels=None`` gives identity targets (standard InfoNCE, for CLIP and elite image–caption pairs,
-    keepfit.md §2.5); class ids give label-aware soft targets (FLAIR / KeepFIT public batches, keepfit.md §2.3),
+    ``labels=None`` gives identity targets (standard InfoNCE, for CLIP and elite image–caption pairs);
+    class ids give label-aware soft targets (FLAIR / KeepFIT public batches,
+    docs/reference.md#label-aware-contrastive-loss),
     with the labels all-gathered (no grad) for the columns.
 
     Args:
         local_loss: each rank scores only its own rows against the global columns.
-        gather_with_grad: differentiable all-gather (needed for exact DDP gradients, style_and_ecosystem.md §1.1).
+        gather_with_grad: differentiable all-gather (needed for exact DDP gradients).
         empty_as_class: ``bug_compat`` switch, empty-category samples become mutual positives.
-        gather: ``False`` restricts negatives to the local per-GPU batch, as the official KeepFIT/FLAIR code does
-            (keepfit.md §2.3, §7.14).
+        gather: ``False`` restricts negatives to the local per-GPU batch, as the official KeepFIT/FLAIR code does.
     """
 
     def __init__(

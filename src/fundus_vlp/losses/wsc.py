@@ -1,4 +1,4 @@
-"""ViLReF Weighted Similarity Coupling (WSC) loss with false-negative elimination (vilref_and_peers.md §1.4).
+"""ViLReF Weighted Similarity Coupling (WSC) loss with false-negative elimination (docs/reference.md#vilref-wsc-loss).
 
 This is a reconstruction [R]: label cosine similarity ``W`` between each anchor and every candidate of the bank
 ``[momentum batch; queue]`` turns into a logit adjustment ``log ω_ij`` with ``ω_ij = max(ω_min, (1 − W_ij)^γ)``;
@@ -99,7 +99,7 @@ def wsc_loss(
     normal_index: int | None = None,
     eps: float = 1e-8,
 ) -> Tensor:
-    """``½(CE(s·v·T̃ᵀ + A, pos) + CE(s·t·Ṽᵀ + A, pos))`` (vilref_and_peers.md §1.4).
+    """``½(CE(s·v·T̃ᵀ + A, pos) + CE(s·t·Ṽᵀ + A, pos))``, ``A`` the label-similarity logit adjustment.
 
     Args:
         image_features, text_features: online ``v, t`` ``[B, D]`` (unit norm, with gradient).

@@ -1,5 +1,5 @@
 """FLAIR: label-aware soft-target contrastive learning on categorical data with expert-knowledge prompts
-(flair.md §6, keepfit.md §2.2–2.3)."""
+(docs/reference.md#flair-pretraining)."""
 from __future__ import annotations
 
 from ..losses import ClipLoss
@@ -12,7 +12,7 @@ class FLAIRMethod(Method):
 
     def __init__(self, model, cfg):
         super().__init__(model, cfg)
-        # empty category masked out of the co-occurrence unless bug_compat (keepfit.md §2.3)
+        # empty category masked out of the co-occurrence unless bug_compat (officially: mutual positives)
         self.public_loss = ClipLoss(empty_as_class=cfg.bug_compat.empty_category_as_class)
 
     def encode(self, batch):

@@ -1,4 +1,5 @@
-"""KeepFIT V2 stage 1: hybrid knowledge injection (keepfit.md §4.1 confirmed; §4.3 design [INFER]).
+"""KeepFIT V2 stage 1: hybrid knowledge injection (what is known and what is inferred:
+docs/reference.md#keepfit-v2-known, docs/reference.md#keepfit-v2-inferred).
 
 Global semantics (contrastive): label-aware loss on the public batch + InfoNCE on the elite pairs
 (+ the optional v1 revision term). Local appearance (generative): an image-conditioned caption decoder

@@ -1,5 +1,5 @@
 """ViLReF: weighted similarity coupling loss with false-negative elimination, momentum encoders and
-memory queues of features + labels (vilref_and_peers.md §1.4, a reconstruction).
+memory queues of features + labels (a reconstruction, docs/reference.md#vilref-wsc-loss).
 
 Labels are the multi-hot category vectors of the categorical data (all categories of an image, not
 only the sampled prompt's). Queues and momentum towers are module buffers/parameters, so they are

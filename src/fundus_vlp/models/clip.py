@@ -17,7 +17,7 @@ class FundusCLIP(nn.Module):
     """Image tower + text tower + learnable temperature (+ caption decoder when ``cfg.decoder.enabled``).
 
     Embeddings are unit vectors of size ``cfg.embed_dim``; ``logit_scale`` stores log(1/τ) and is
-    clamped to [0, ln 100] (flair.md §3.4).
+    clamped to [0, ln 100] (multiplier at most 100, as FLAIR).
     """
 
     def __init__(self, cfg: ModelCfg, pad_token_id: int, vocab_size: int, bos_token_id: int = 101,
@@ -52,7 +52,7 @@ class FundusCLIP(nn.Module):
 
     @torch.no_grad()
     def clamp_logit_scale(self) -> None:
-        """Called after each optimiser step (style spec §2)."""
+        """Called after each optimiser step (clamps the logit scale)."""
         self.logit_scale.clamp_(0.0, self.cfg.logit_scale_max)
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor) -> Dict[str, torch.Tensor]:

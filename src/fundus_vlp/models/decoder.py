@@ -1,4 +1,5 @@
-"""Image-conditioned caption decoder (KeepFIT V2 generative branch, keepfit.md §4.3 [INFER]).
+"""Image-conditioned caption decoder (KeepFIT V2 generative branch, inferred:
+docs/reference.md#keepfit-v2-inferred).
 
 A BERT-style causal decoder (transformers ``BertLMHeadModel`` with cross-attention) that attends to
 the image tower's grid/patch tokens, projected to the decoder width. It uses the text tower's
@@ -89,7 +90,7 @@ class CaptionDecoder(nn.Module):
         """Greedy (num_beams=1) or beam-search decoding with transformers' ``generate``."""
         memory = self.image_proj(image_tokens)
         start = torch.full((memory.shape[0], 1), self.bos_id, dtype=torch.long, device=memory.device)
-        # transformers 5.x: a decoder with cross-attention needs caching disabled (style spec §1.3).
+        # transformers 5.x: a decoder with cross-attention needs caching disabled.
         return self.lm.generate(
             input_ids=start,
             encoder_hidden_states=memory,

@@ -1,4 +1,4 @@
-"""Projection heads (flair.md §3.3)."""
+"""Projection heads: L2-norm → bias-free Linear → L2-norm (docs/reference.md#flair-model)."""
 from __future__ import annotations
 
 import torch
@@ -9,7 +9,7 @@ from torch import nn
 class ProjectionHead(nn.Module):
     """L2-normalise -> Linear (bias-free by default) -> L2-normalise, as in FLAIR and KeepFIT.
 
-    The attribute is called ``projection`` to keep FLAIR's checkpoint key names (flair.md §4).
+    The attribute is called ``projection`` to keep FLAIR's checkpoint key names.
     """
 
     def __init__(self, in_dim: int, out_dim: int, bias: bool = False):

@@ -1,4 +1,5 @@
-"""Momentum (EMA) encoders and feature queues for ViLReF's WSC loss (vilref_and_peers.md §1.4, a reconstruction).
+"""Momentum (EMA) encoders and feature queues for ViLReF's WSC loss (a reconstruction,
+docs/reference.md#vilref-momentum-and-queues).
 
 Order of one step (ALBEF): ``ema_update`` → momentum features under ``no_grad`` → loss against
 ``[batch; queue]`` → backward/step → ``queue.enqueue`` of the all-gathered momentum features and labels.

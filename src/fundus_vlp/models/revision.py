@@ -1,7 +1,7 @@
-"""KeepFIT v1 image-similarity-guided text revision (keepfit.md §2.4).
+"""KeepFIT v1 image-similarity-guided text revision (docs/reference.md#keepfit-v1-revision-attention).
 
 Public images (queries) attend over elite images (keys) to mix the elite captions (values); the revised text is
-regressed onto the public text embeddings with :func:`revision_loss` (λ_rev = 100 in v1, keepfit.md §2.6).
+regressed onto the public text embeddings with :func:`revision_loss` (λ_rev = 100 in v1).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class RevisionAttention(nn.Module):
         num_heads: heads; each gets ``dim // num_heads`` contiguous features (2 in v1).
         dropout: dropout on the attention weights (0.5 in v1).
         softmax_over_heads: ``bug_compat.softmax_over_heads``. The released code calls ``softmax`` without ``dim``
-            on a ``[h, N, M]`` tensor, which normalises over the heads (keepfit.md §2.4 step 7, §7.11). The default
+            on a ``[h, N, M]`` tensor, which normalises over the heads (dim 0). The default
             normalises over the ``M`` keys, as the paper describes.
 
     Parameter names ``W_q, W_k, W_v, W_o`` match the released checkpoints.
@@ -42,7 +42,7 @@ class RevisionAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def _split_heads(self, x: Tensor) -> Tensor:
-        """``[L, D] -> [h, L, D/h]`` (heads are contiguous feature chunks, keepfit.md §2.4 step 5)."""
+        """``[L, D] -> [h, L, D/h]`` (heads are contiguous feature chunks, as in v1)."""
         return x.reshape(x.shape[0], self.num_heads, self.head_dim).transpose(0, 1)
 
     def attention_weights(self, queries: Tensor, keys: Tensor) -> Tensor:
@@ -65,5 +65,5 @@ class RevisionAttention(nn.Module):
 
 
 def revision_loss(text_features: Tensor, revised: Tensor) -> Tensor:
-    """``MSE(T, R)``, mean over all elements; gradients flow into both sides (keepfit.md §2.4 step 10)."""
+    """``MSE(T, R)``, mean over all elements; gradients flow into both sides, as in v1."""
     return F.mse_loss(revised.float(), text_features.float())

@@ -76,7 +76,7 @@ class TextTower(nn.Module):
     def pool(self, input_ids: torch.Tensor) -> torch.Tensor:
         mask = self.attention_mask(input_ids)
         if self.pooling == "flair_compat":
-            # flair.md §3.2: mean over ALL positions (padding included) of hidden states 1, 2 and last,
+            # FLAIR: mean over ALL positions (padding included) of hidden states 1, 2 and last,
             # then mean over the three layers. Kept for loading/reproducing FLAIR checkpoints.
             out = self.transformer(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
             hs = out.hidden_states
@@ -84,7 +84,7 @@ class TextTower(nn.Module):
         last = self.transformer(input_ids=input_ids, attention_mask=mask).last_hidden_state
         if self.pooling == "cls":
             return last[:, 0]
-        m = mask.unsqueeze(-1).to(last.dtype)  # masked mean (keepfit.md §7 fix 12)
+        m = mask.unsqueeze(-1).to(last.dtype)  # masked mean: independent of the batch's padding
         return (last * m).sum(1) / m.sum(1).clamp_min(1.0)
 
     def forward(self, input_ids: torch.Tensor, project: bool = True, normalize: bool = True) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Tokenizer wrapper: ``list[str] -> LongTensor[B, L]`` (open_clip convention, style spec §2).
+"""Tokenizer wrapper: ``list[str] -> LongTensor[B, L]`` (open_clip convention).
 
 The text tower derives its attention mask from ``pad_token_id``, so batches stay plain tensors that
 collate, gather and shard easily.

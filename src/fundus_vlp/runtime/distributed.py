@@ -1,11 +1,11 @@
 """Small distributed helpers: plain ``torch.distributed`` launched by ``torchrun`` or SLURM ``srun``.
 
 Everything the rest of the package needs from ``torch.distributed`` goes through this module
-(style_and_ecosystem.md §3.1), so that the single-process path never touches a process group and the
-gloo test path runs the same code as NCCL on GPUs.
+(one small module, as in open_clip's training code), so that the single-process path never touches a process
+group and the gloo test path runs the same code as NCCL on GPUs.
 
-Contrastive losses rely on :func:`all_gather_with_grad` (style_and_ecosystem.md §1.1 and §2 "DDP with
-gathered features"): gathered features keep their autograd graph, and the backward pass sums the
+Contrastive losses rely on :func:`all_gather_with_grad` (open_clip's
+``gather_with_grad``): gathered features keep their autograd graph, and the backward pass sums the
 gradients that all ranks send to each rank's slot. Together with DDP's gradient averaging this makes the
 per-rank "local" loss produce exactly the gradient of the single-process loss on the global batch.
 """
@@ -181,7 +181,7 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 @functools.lru_cache(maxsize=None)
 def _autograd_all_gather_fn() -> Callable[[Tensor], Tensor]:
-    """Pick the newest differentiable all-gather this torch offers (style_and_ecosystem.md §2, §5)."""
+    """Pick the newest differentiable all-gather this torch offers (its API moved between torch releases)."""
     try:
         from torch.distributed import _functional_collectives as fc
     except ImportError:  # pragma: no cover - very old torch

@@ -1,4 +1,4 @@
-"""Mixed precision (style spec §2): autocast factory and a GradScaler only for fp16."""
+"""Mixed precision : autocast factory and a GradScaler only for fp16."""
 from __future__ import annotations
 
 import contextlib

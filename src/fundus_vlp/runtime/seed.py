@@ -1,4 +1,4 @@
-"""Seeding and RNG state capture, so that resumed runs replay exactly (style spec §2 "Reproducibility")."""
+"""Seeding and RNG state capture, so that resumed runs replay exactly (RNG states go into every checkpoint)."""
 from __future__ import annotations
 
 import hashlib

@@ -3,7 +3,7 @@
 A checkpoint holds everything needed to continue as if never stopped: the training task (model +
 method modules + ViLReF queues and momentum weights), optimizer, scaler, scheduler, the sampler
 position (epoch, batch), RNG states and counters. Files are written to ``<name>.tmp`` and renamed, so a
-kill during a save leaves the previous good checkpoint in place (style spec §2 "Checkpoint resume").
+kill during a save leaves the previous good checkpoint in place.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Typed configuration of a pretraining run (``fundus-vlp pretrain``) and of the MLM text stage.
 
-Defaults follow the official recipes (keepfit.md §2.8, flair.md §6.5) with their known bugs fixed;
+Defaults follow the official recipes (docs/reference.md#flair-pretraining, #keepfit-v1-data-pipeline) with their
+known bugs fixed;
 the faithful behaviour of each bug is a named switch in ``BugCompatCfg``.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Logging: rank-0 console lines, JSONL metrics always, TensorBoard when installed (style spec §2 "Logging")."""
+"""Logging: rank-0 console lines, JSONL metrics always, TensorBoard when installed."""
 from __future__ import annotations
 
 import json

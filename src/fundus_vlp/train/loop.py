@@ -1,4 +1,4 @@
-"""The pretraining loop shared by every method (plain torch.distributed + torchrun, style spec §3.1).
+"""The pretraining loop shared by every method (plain torch.distributed + torchrun).
 
 One optimiser step = ``accum_freq`` micro-batches; with ``accum_freq > 1`` the negatives of the full
 batch are kept through a feature cache (see ``methods/base.py``). Checkpoints are atomic and carry

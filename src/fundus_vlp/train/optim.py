@@ -1,4 +1,4 @@
-"""Optimiser and schedule (style spec §2: no decay on norms/biases/logit scale; cosine to the real last step)."""
+"""Optimiser and schedule (no decay on norms/biases/logit scale; cosine to the real last step)."""
 from __future__ import annotations
 
 import math
@@ -36,7 +36,7 @@ def build_optimizer(module: nn.Module, cfg: OptimCfg) -> torch.optim.Optimizer:
 def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str, min_ratio: float = 0.0) -> float:
     """Linear warm-up from lr/warmup to lr, then cosine down to min_lr exactly at `total_steps`.
 
-    Fixes flair.md §6.5 / keepfit.md §7.4: the official horizon is a hard-coded 100 epochs.
+    Fixes the official schedule, whose horizon is a hard-coded 100 epochs (docs/reference.md#flair-pretraining).
     """
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps

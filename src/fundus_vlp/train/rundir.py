@@ -1,4 +1,4 @@
-"""Run directories: the resolved config, git commit and package versions of every run (style spec §2)."""
+"""Run directories: the resolved config, git commit and package versions of every run (traceable results)."""
 from __future__ import annotations
 
 import json

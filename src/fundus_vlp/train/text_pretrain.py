@@ -1,7 +1,7 @@
 """KeepFIT V2 stage 0: whole-word masked language modelling of the text tower on ophthalmic text.
 
-keepfit.md §4.2 (RetCoP "Step 0", [INFER] for V2): a transformers MLM head and the whole-word-mask
-collator on paragraphs of a text corpus. The output folder is a standard Hugging Face model folder
+As RetCoP's "Step 0" (inferred for V2, docs/reference.md#keepfit-v2-inferred): a transformers MLM head and the
+whole-word-mask collator on paragraphs of a text corpus. The output folder is a standard Hugging Face model folder
 (MLM model + tokenizer); ``AutoModel.from_pretrained(folder)`` returns its encoder, so any model
 config can use it as the text tower: ``model.text.hf_model_name=<folder>``.
 """

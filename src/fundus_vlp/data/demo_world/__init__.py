@@ -1,6 +1,6 @@
 """The embedded demo world: a seeded, procedurally generated fundus dataset for offline knowledge transfer.
 
-It mirrors the real KeepFIT V2 setting at toy scale (see ``demo_world.md``): a categorical public set (CFP,
+It mirrors the real KeepFIT V2 setting at toy scale (``docs/data.md#the-demo-world``): a categorical public set (CFP,
 seen conditions only, real dataframe format with its quirks), a small elite set of image-caption pairs in
 three modalities (CFP, FFA-like, OCT-like) covering seen *and* unseen conditions, a text corpus, held-out
 evaluation sets (seen, unseen, DR grading) and retrieval pairs.

@@ -1,6 +1,6 @@
 """The demo world's ontology: findings -> conditions -> modalities (plain data, no rendering).
 
-Three layers (see ``demo_world.md``):
+Three layers (see ``docs/data.md#the-demo-world``):
 
 * **Findings** are visual primitives (a drawing with a location and a severity in [0, 1]). Each names the
   modalities in which it is visible; the renderers know how to draw each one.
