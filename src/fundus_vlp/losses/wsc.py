@@ -1,11 +1,11 @@
 """ViLReF Weighted Similarity Coupling (WSC) loss with false-negative elimination (docs/reference.md#vilref-wsc-loss).
 
-This is a reconstruction [R]: label cosine similarity ``W`` between each anchor and every candidate of the bank
+This is a reconstruction: label cosine similarity ``W`` between each anchor and every candidate of the bank
 ``[momentum batch; queue]`` turns into a logit adjustment ``log ω_ij`` with ``ω_ij = max(ω_min, (1 − W_ij)^γ)``;
 candidates sharing the anchor's label set (``W_ij ≥ δ``) and unfilled queue slots get ``−∞``. The positive of row
 ``i`` is the bank column ``positive_index[i]`` (column ``i`` when the bank starts with the momentum batch).
 
-``variant="soft_target"`` is the alternative reading of "coupling" (§1.4): no elimination, FLAIR-style soft
+``variant="soft_target"`` is the alternative reading of "coupling": no elimination, FLAIR-style soft
 targets ``q_ij = W_ij / Σ_k W_ik``.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ def label_cosine_similarity(
 ) -> Tensor:
     """``W_ij = ⟨y_i, ỹ_j⟩ / (‖y_i‖‖ỹ_j‖ + eps)`` for multi-hot labels: ``[B, C] x [B+K, C] -> [B, B+K]``.
 
-    §1.4 treats a sample without any label as "normal": pass ``normal_index`` to give all-zero rows that one-hot
+    The reconstruction treats a sample without any label as "normal": pass ``normal_index`` to give all-zero rows that one-hot
     first. Without it an all-zero row has ``W = 0`` with every candidate (never eliminated, always fully pushed).
     """
     rows = _fill_normal(row_labels.float(), normal_index)
@@ -68,7 +68,7 @@ def wsc_logit_adjustment(
 
 
 def adjusted_cross_entropy(logits: Tensor, adjustment: Tensor, positive_index: Tensor) -> Tensor:
-    """``CE(S + A, positive)``; for a kept negative ``∂L/∂S_ij ∝ ω_ij e^{S_ij}`` (§1.4 "push speed")."""
+    """``CE(S + A, positive)``; for a kept negative ``∂L/∂S_ij ∝ ω_ij e^{S_ij}`` (the "push speed")."""
     return F.cross_entropy(logits.float() + adjustment, positive_index)
 
 

@@ -55,7 +55,7 @@ class ViLReFMethod(Method):
         main = batch["main"]
         feats = self.encode_pair(main, "main")
         with torch.no_grad():
-            # vilref §1.4: momentum features of this step; the EMA update of the previous step's
+            # momentum features of this step; the EMA update of the previous step's
             # after_step() is ALBEF's "update, then encode" order.
             feats["main_image_m"] = self.momentum_visual(main["images"])
             feats["main_text_m"] = self.momentum_text(main["text"])
@@ -84,5 +84,5 @@ class ViLReFMethod(Method):
         ema_update(self.model.visual, self.momentum_visual, m)
         ema_update(self.model.text, self.momentum_text, m)
         if self._pending is not None:
-            self.queue.enqueue(*self._pending)  # the gathered global batch (vilref §1.4 step 5)
+            self.queue.enqueue(*self._pending)  # the gathered global batch (enqueued after the optimiser step)
             self._pending = None

@@ -44,7 +44,7 @@ class FeatureQueue(nn.Module):
 
     Buffers: ``image [K, D]``, ``text [K, D]``, ``labels [K, C]`` (float), ``valid [K]`` (bool, slots written at
     least once) and ``ptr`` (long scalar, next slot to write). Batches that cross the end wrap around; ``K`` need
-    not be a multiple of the batch, but a multiple of the global batch (as ALBEF and §1.4 prefer) keeps every
+    not be a multiple of the batch, but a multiple of the global batch (as ALBEF requires) keeps every
     batch contiguous and every slot equally stale.
     """
 

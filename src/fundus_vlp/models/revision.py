@@ -54,7 +54,7 @@ class RevisionAttention(nn.Module):
     def forward(
         self, queries: Tensor, keys: Tensor, values: Tensor, return_weights: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """``queries [N, D]``, ``keys [M, D]``, ``values [M, D]`` -> revised ``[N, D]`` (not normalised, §2.4 step 9).
+        """``queries [N, D]``, ``keys [M, D]``, ``values [M, D]`` -> revised ``[N, D]`` (not normalised, as in v1).
 
         With ``return_weights`` also returns the weights ``[h, N, M]`` before dropout.
         """
