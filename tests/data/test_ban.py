@@ -1,4 +1,5 @@
-"""The unseen-class ban list (keepfit.md §2.7): official exact filter vs normalised substring + synonyms."""
+"""The unseen-class ban list (docs/reference.md#unseen-class-ban-list): official exact filter
+vs normalised substring + synonyms."""
 from __future__ import annotations
 
 import json
@@ -88,7 +89,7 @@ def public():
 
 @needs_data
 def test_official_exact_filter_on_the_real_categorical_data(public):
-    assert len(public) == 91_579  # the 29 categorical CSVs (keepfit.md §1.2)
+    assert len(public) == 91_579  # the 29 categorical CSVs
     kept, report = BanList(OFFICIAL_BANNED, exact=True).filter_categorical(public)
     assert len(kept) == 90_020 and report.n_removed == 1_559
 
@@ -110,7 +111,7 @@ def test_substring_filter_removes_the_leaks(public):
 def test_elite_captions_mentions(capsys):
     captions = read_captions(PRETRAIN / "39_MM_Retinal_dataset.csv")
     kept, report = BanList(OFFICIAL_BANNED).filter_captions(captions)
-    # measured on the shipped file; keepfit.md §2.7 quotes 66 / 11 / 32 / 37
+    # measured on the shipped file (myop* / cataract / macular hole / retinitis pigmentosa)
     assert report.mentions["myop"] == 66
     assert report.mentions["cataract"] == 11
     assert report.mentions["macular hole"] == 32

@@ -11,7 +11,7 @@ PRETRAIN = SHARED_DATA / "keepfit_dataframes" / "pretraining"
 TRANSFER = SHARED_DATA / "keepfit_dataframes" / "transferability"
 needs_shared = pytest.mark.skipif(not PRETRAIN.is_dir(), reason="../shared/data is not beside the repo")
 
-# keepfit.md §1.2 / §1.4 (23_HRF is shipped too; 45 rows)
+# row counts of the shipped dataframes (23_HRF is shipped too; 45 rows)
 PRETRAIN_ROWS = {
     "01_EYEPACS": 3375, "03_IDRID": 467, "04_RFMid": 3200, "06_DEN": 15710, "07_LAG": 4854, "08_ODIR": 10053,
     "09_PAPILA": 141, "10_PARAGUAY": 757, "11_STARE": 397, "12_ARIA": 129, "14_AGAR300": 28, "15_APTOS": 3662,
@@ -33,7 +33,7 @@ def test_all_real_categorical_dataframes_parse_with_documented_counts():
         assert len(frame) == rows, name
         assert all(isinstance(c, list) for c in frame["categories"])
         total += rows
-    assert total == 91579  # keepfit.md §1.2
+    assert total == 91579  # the shipped categorical dataframes
     for name, rows in TRANSFER_ROWS.items():
         assert len(read_categorical(TRANSFER / f"{name}.csv")) == rows, name
 

@@ -19,7 +19,7 @@ def test_rgb_and_rgba_drop_alpha_not_red(tmp_path):
     arr[..., 0], arr[..., 1], arr[..., 2], arr[..., 3] = 200, 100, 50, 7
     x = load_image(_save(tmp_path, "a.png", Image.fromarray(arr, "RGBA")))
     assert x.shape == (3, 4, 5)
-    assert np.allclose(x[:, 0, 0].numpy(), [200 / 255, 100 / 255, 50 / 255], atol=1e-6)  # keepfit.md §7.18
+    assert np.allclose(x[:, 0, 0].numpy(), [200 / 255, 100 / 255, 50 / 255], atol=1e-6)  # R kept, not dropped
 
 
 def test_grayscale_palette_cmyk(tmp_path):
@@ -59,5 +59,5 @@ def test_missing_empty_corrupt_truncated(tmp_path):
 def test_image_from_array_scales_uint8_once():
     arr = np.full((2, 2, 3), 255, np.uint8)
     assert float(image_from_array(arr).max()) == 1.0
-    assert float(image_from_array(arr.astype(np.float32) / 255).max()) == 1.0  # not divided twice (flair.md §11.12)
+    assert float(image_from_array(arr.astype(np.float32) / 255).max()) == 1.0  # not divided twice
     assert image_from_array(np.zeros((2, 2))).shape == (3, 2, 2)

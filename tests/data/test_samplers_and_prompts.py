@@ -26,7 +26,7 @@ def test_elite_batches_differ_across_ranks_and_are_reproducible():
     b = [k for b in PairedBatchSampler(40, 4, 10, 3, rank=1, world_size=2, seed=0) for k in b if k[0] == "e"]
     again = [k for b in PairedBatchSampler(40, 4, 10, 3, rank=0, world_size=2, seed=0) for k in b if k[0] == "e"]
     assert len(a) == 5 * 3 and a == again
-    assert [k[1] for k in a] != [k[1] for k in b]  # keepfit.md §7.15: ranks must not draw the same elite batch
+    assert [k[1] for k in a] != [k[1] for k in b]  # ranks must not draw the same elite batch
 
 
 def test_mid_epoch_start_yields_the_remaining_batches_exactly():
@@ -62,4 +62,4 @@ def test_prompt_sampling_and_description_augmentation():
     assert appended.startswith("A fundus photograph of glaucoma, ")
     ensemble = zero_shot_prompts("glaucoma", descriptions)
     assert ensemble[0] == "A fundus photograph of glaucoma" and len(ensemble) == 1 + len(descriptions)
-    assert kb.descriptions("glaucoma") == descriptions  # never mutated (flair.md §11.15)
+    assert kb.descriptions("glaucoma") == descriptions  # never mutated (FLAIR's helper mutates)

@@ -13,7 +13,7 @@ def test_pad_to_square_keeps_aspect_and_pads_bottom_right():
     img = torch.ones(3, 50, 100)
     out = resize_pad_to_square(img, 64)
     assert out.shape == (3, 64, 64)
-    assert torch.all(out[:, :32, :] > 0.99) and torch.all(out[:, 32:, :] == 0)  # content top-left (flair.md §5.1)
+    assert torch.all(out[:, :32, :] > 0.99) and torch.all(out[:, 32:, :] == 0)  # content top-left, as FLAIR
 
 
 def test_real_retina_photograph_fov_crop_and_canvas():

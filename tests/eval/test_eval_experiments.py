@@ -12,7 +12,7 @@ from fundus_vlp.eval.experiments import (Experiment, ExperimentError, builtin_ex
 TRANSFER = Path(__file__).resolve().parents[3] / "shared" / "data" / "keepfit_dataframes" / "transferability"
 needs_data = pytest.mark.skipif(not TRANSFER.is_dir(), reason="real KeepFIT dataframes not available")
 
-# keepfit.md §1.4 / flair.md §8.3 (first category mapped through the targets)
+# class counts of the shipped transfer dataframes (first category mapped through the targets)
 EXPECTED = {
     "25_REFUGE": [360, 40],
     "13_FIVES": [200, 200, 200, 200],

@@ -51,7 +51,7 @@ def test_binary_metrics_match_sklearn():
 
 
 def test_task_metrics_are_task_appropriate():
-    """keepfit.md §7 bug 7: no binary-only metrics on multi-class tasks; kappa only when graded."""
+    """No binary-only metrics on multi-class tasks; kappa only when graded."""
     assert "f1_pos" not in task_metrics("multiclass") and "kappa" not in task_metrics("multiclass")
     assert "kappa" in task_metrics("graded") and "f1_pos" in task_metrics("binary")
     with pytest.raises(ValueError):

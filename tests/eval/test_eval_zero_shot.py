@@ -56,7 +56,7 @@ def test_known_prototypes_give_known_answer():
     assert probs.argmax(1).tolist() == [0, 1, 1]
     logits = 10.0 * images @ protos.T
     torch.testing.assert_close(probs, logits.softmax(-1))
-    assert kb.data == {"glaucoma": ["big cup", "thin rim"]}  # flair.md §11.15: never mutated
+    assert kb.data == {"glaucoma": ["big cup", "thin rim"]}  # never mutated
 
 
 def test_renormalised_vs_unnormalised_prototypes():

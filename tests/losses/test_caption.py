@@ -1,4 +1,4 @@
-"""Teacher-forced caption loss (keepfit.md §3, §4.3)."""
+"""Teacher-forced caption loss (masked-mean NLL: docs/reference.md#keepfit-ffa-captioner)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Label-aware targets and ClipLoss (keepfit.md §2.3, flair.md §6.4) in a single process."""
+"""Label-aware targets and ClipLoss (docs/reference.md#label-aware-contrastive-loss) in a single process."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
-"""ViLReF WSC loss: the unit tests listed in vilref_and_peers.md §1.4 (queue and EMA ones in test_momentum.py)."""
+"""ViLReF WSC loss: the properties of the reconstruction (docs/reference.md#vilref-wsc-loss);
+queue and EMA ones in test_momentum.py."""
 from __future__ import annotations
 
 import math
@@ -36,7 +37,7 @@ def test_label_cosine_similarity_values_and_normal():
 
 
 def test_zero_similarity_without_queue_equals_clip_infonce():
-    """§1.4 test 1: W ≡ 0 and K = 0 gives the CLIP InfoNCE of the released code."""
+    """W ≡ 0 and K = 0 gives the CLIP InfoNCE of the released code."""
     img, txt = unit(5, 8, seed=0), unit(5, 8, seed=1)
     expected = ClipLoss()(img, txt, SCALE)
     zero_labels = torch.zeros(5, 3)  # all-zero labels and no normal_index: W ≡ 0
@@ -46,7 +47,7 @@ def test_zero_similarity_without_queue_equals_clip_infonce():
 
 
 def test_fully_masked_rows_give_zero_loss():
-    """§1.4 test 2: every candidate but the positive eliminated → loss 0."""
+    """Every candidate but the positive eliminated → loss 0."""
     img, txt = unit(4, 8, seed=2), unit(4, 8, seed=3)
     same_labels = torch.tensor([[1.0, 0.0, 1.0]]).repeat(4, 1)
     loss = _no_queue_loss(img, txt, same_labels)
@@ -61,7 +62,7 @@ def test_fully_masked_rows_give_zero_loss():
 
 
 def test_gradient_scales_linearly_with_weight():
-    """§1.4 test 3: ∂L/∂S_ij ∝ ω_ij for kept negatives (same logit, different weights)."""
+    """∂L/∂S_ij ∝ ω_ij for kept negatives (same logit, different weights)."""
     W = torch.tensor([[1.0, 0.8, 0.4, 0.0, 1.0]])
     valid = torch.ones(5, dtype=torch.bool)
     A = wsc_logit_adjustment(W, torch.tensor([0]), valid)

@@ -1,4 +1,5 @@
-"""Importing FLAIR-layout weights (flair.md §4): strict renaming, same outputs, clear errors."""
+"""Importing FLAIR-layout weights (docs/reference.md#flair-released-weights): strict renaming, same outputs,
+clear errors."""
 from __future__ import annotations
 
 import pytest

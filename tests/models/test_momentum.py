@@ -1,4 +1,4 @@
-"""EMA updates and the feature queue (vilref_and_peers.md §1.4, tests 4 and 5)."""
+"""EMA updates and the feature queue (the pointer wraps; EMA with m = 0 copies the weights)."""
 from __future__ import annotations
 
 import torch

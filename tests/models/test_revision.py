@@ -1,4 +1,4 @@
-"""KeepFIT v1 revision cross-attention (keepfit.md §2.4)."""
+"""KeepFIT v1 revision cross-attention (docs/reference.md#keepfit-v1-revision-attention)."""
 from __future__ import annotations
 
 import math

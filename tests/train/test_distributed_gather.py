@@ -1,4 +1,4 @@
-"""Distributed helpers and DDP gradient equivalence of the gathered losses (style_and_ecosystem.md §1.1, §3.1).
+"""Distributed helpers and DDP gradient equivalence of the gathered losses.
 
 One ``mp.spawn`` of 2 gloo ranks runs every collective check (a spawn costs ~9 s on 2 cores); the parent
 process compares the ranks' DDP-averaged gradients with single-process references on the concatenated batch.

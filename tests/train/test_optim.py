@@ -42,5 +42,5 @@ def test_warmup_then_cosine_reaches_min_lr_at_the_last_step():
     assert lrs[10] == pytest.approx(1.0) and lrs[55] == pytest.approx(0.1 + 0.9 * 0.5, rel=1e-6)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1)  # min_lr exactly after the last step
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
-    # the official schedule's 100-epoch horizon (flair.md §6.5) would still be at ~0.98 lr here
+    # the official schedule's 100-epoch horizon would still be at ~0.98 lr here
     assert lr_factor(99, 10, 100 * 25, "cosine") > 0.99 and math.isclose(lr_factor(100, 10, 100, "cosine"), 0.0)

@@ -115,7 +115,7 @@ def test_config_typo_is_an_error(capsys):
 
 @pytest.mark.parametrize("modalities, rows", [(["CFP"], 12), (["FFA"], 4), (["FFA", "OCT"], 8)])
 def test_elite_sets_are_selected_by_modality(modalities, rows, tiny_overrides, tmp_path):
-    """keepfit_v2 on the demo world draws elite pairs of the configured modalities only (keepfit.md §4.2)."""
+    """keepfit_v2 on the demo world draws elite pairs of the configured modalities only."""
     from fundus_vlp.data.config import DataNeeds
     from fundus_vlp.data.loader import build_train_data
     from fundus_vlp.factory import create_model
