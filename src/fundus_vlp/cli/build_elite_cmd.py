@@ -30,7 +30,7 @@ def register(sub) -> None:
                                                  "(default: colour/texture statistics)")
     p.add_argument("--config", action="append", default=[], metavar="FILE.yaml", help="settings file (repeatable)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (with --model)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, trailing_positionals="inputs")
 
 
 def split_inputs(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:
