@@ -153,7 +153,8 @@ def test_lone_capital_letters_are_not_panels():
 def test_panel_caption_keeps_the_lead_in():
     split = split_panels("Diabetic retinopathy A. colour photograph B. angiogram")
     assert split.caption_for("B") == "Diabetic retinopathy. angiogram"
-    assert split_panels("糖尿病视网膜病变 A．彩照 B．造影").caption_for("A", chinese=True) == "糖尿病视网膜病变。彩照"
+    zh = split_panels("糖尿病视网膜病变 A．彩照 B．造影")
+    assert zh.caption_for("A", chinese=True) == "糖尿病视网膜病变。彩照"
 
 
 # ------------------------------------------------------------------------------------------ images
@@ -264,7 +265,8 @@ def test_a_crash_loses_nothing_finished_and_the_rerun_skips_it(world, atlas, tmp
     assert not stray.exists()  # leftovers of the interrupted run are cleared before the PDF is redone
     assert len(_read(out / "elite.csv")) == 13
     rejected = _read(out / "rejected.csv")
-    assert (rejected[rejected["source"] == "second.pdf"]["reason"].str.startswith("duplicate of images/first-")).sum() == 14  # 13 + its repeat figure
+    reasons = rejected[rejected["source"] == "second.pdf"]["reason"]
+    assert reasons.str.startswith("duplicate of images/first-").sum() == 14  # 13 pictures + its repeat figure
 
 
 # ------------------------------------------------------------------------------------------ review page
@@ -294,7 +296,8 @@ def test_review_page_csv_export_quotes_fields(built, tmp_path):
         js[js.index("function toCsv"):js.index("function exportCsv")]
     script = tmp_path / "t.js"
     script.write_text("const COLUMNS=['image','caption'];\n" + to_csv +
-                      "process.stdout.write(toCsv([{image:'a.png',caption:'x, \"y\"\\nz 视网膜'}]));", encoding="utf-8")
+                      "process.stdout.write(toCsv([{image:'a.png',caption:'x, \"y\"\\nz 视网膜'}]));",
+                      encoding="utf-8")
     out = subprocess.run(["node", str(script)], capture_output=True, text=True, encoding="utf-8", timeout=60)
     assert out.returncode == 0, out.stderr
     frame = pd.read_csv(__import__("io").StringIO(out.stdout.lstrip("\ufeff")), dtype=str)

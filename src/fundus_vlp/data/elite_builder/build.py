@@ -33,7 +33,7 @@ from PIL import Image
 from .captions import split_panels
 from .config import EliteBuildCfg
 from .dedup import DuplicateIndex, dhash
-from .imagestats import image_stats
+from .imagestats import ImageStats, image_stats
 from .layout import FigureCaption, match_document
 from .modality import FUNDUS_MODALITIES, ModalityClassifier, classify_modalities, non_fundus_reason
 from .panels import panel_boxes, reading_order
@@ -134,7 +134,7 @@ class _PdfWork:
         if self.cfg.max_image_side and max(image.size) > self.cfg.max_image_side:
             image = image.copy()
             image.thumbnail((self.cfg.max_image_side, self.cfg.max_image_side), Image.LANCZOS)
-        image.save(target)
+        image.save(target, compress_level=1)  # lossless; level 1 is several times faster than the default 6
 
     def reject(self, page: int, figure: str, panel: str, reason: str, caption: str = "",
                image: Optional[Image.Image] = None) -> None:
@@ -146,7 +146,10 @@ class _PdfWork:
                                   reason=reason, caption=caption))
 
 
-def _panel_pairs(images: List[Image.Image], caption: str, caption_zh: str) -> Tuple[List[Tuple[Image.Image, str, str, str]], str]:
+_Pair = Tuple[Image.Image, str, str, str]  # picture, panel letter, caption, caption_zh
+
+
+def _panel_pairs(images: List[Image.Image], caption: str, caption_zh: str) -> Tuple[List[_Pair], str]:
     """(image, panel letter, caption, caption_zh) for each panel of a figure, or ([], why not)."""
     primary = caption or caption_zh
     split = split_panels(primary)
@@ -159,7 +162,8 @@ def _panel_pairs(images: List[Image.Image], caption: str, caption_zh: str) -> Tu
     if len(images) == 1:  # a composite that does not split: the whole figure with the whole caption
         return [(images[0], "", primary, caption_zh)], ""
     if len(images) != len(letters):
-        return [], f"panel count mismatch: {len(images)} picture(s) but {len(letters)} panel caption(s) ({', '.join(letters)})"
+        return [], (f"panel count mismatch: {len(images)} picture(s) but {len(letters)} panel caption(s) "
+                    f"({', '.join(letters)})")
     zh_matches = split_zh is not None and list(split_zh.panels) == letters
     out = []
     for im, letter in zip(images, letters):
@@ -172,28 +176,34 @@ def _panel_pairs(images: List[Image.Image], caption: str, caption_zh: str) -> Tu
     return out, ""
 
 
-def _figure_pictures(work: _PdfWork, doc, fig: FigureCaption, page_images) -> List[Image.Image]:
-    """The fundus pictures of a figure in reading order: drawings/tables rejected, composites split."""
+def _figure_pictures(work: _PdfWork, doc, fig: FigureCaption, page_images) -> List[Tuple[Image.Image, ImageStats]]:
+    """The fundus pictures of a figure (with their statistics) in reading order: drawings/tables rejected,
+    composites split."""
     page_no = fig.image_page or fig.page
     caption = fig.texts.get("en") or fig.texts.get("zh", "")
     placed = [page_images[i] for i in fig.images]
     order = reading_order([tuple(p.bbox) for p in placed])
     placed = sorted(placed, key=lambda p: order.index(tuple(p.bbox)))
     embedded = [load_pixels(doc, page_no, p) for p in placed]
-    pictures: List[Image.Image] = []
+    pictures: List[Tuple[Image.Image, ImageStats]] = []
     for n, image in enumerate(embedded):
-        reason = non_fundus_reason(image_stats(image), image.size, work.cfg)
+        stats = image_stats(image)
+        reason = non_fundus_reason(stats, image.size, work.cfg)
         if reason:
             work.reject(page_no, fig.figure, f"#{n + 1}" if len(embedded) > 1 else "", reason, caption, image)
             continue
         boxes = panel_boxes(image, work.cfg)
-        pieces = [image.crop(b) for b in boxes] if len(boxes) > 1 else [image]
-        for k, piece in enumerate(pieces):
-            reason = non_fundus_reason(image_stats(piece), piece.size, work.cfg) if len(pieces) > 1 else None
+        if len(boxes) <= 1:
+            pictures.append((image, stats))
+            continue
+        for k, box in enumerate(boxes):
+            piece = image.crop(box)
+            piece_stats = image_stats(piece)
+            reason = non_fundus_reason(piece_stats, piece.size, work.cfg)
             if reason:
                 work.reject(page_no, fig.figure, f"#{n + 1}.{k + 1}", reason, caption, piece)
             else:
-                pictures.append(piece)
+                pictures.append((piece, piece_stats))
     return pictures
 
 
@@ -238,12 +248,13 @@ def _process_pdf(work: _PdfWork) -> int:
             pictures = _figure_pictures(work, doc, fig, pages[page_no - 1].images)
             if not pictures:
                 continue
-            pairs, why_not = _panel_pairs(pictures, caption, caption_zh)
+            stats_of = {id(picture): stats for picture, stats in pictures}
+            pairs, why_not = _panel_pairs([p for p, _ in pictures], caption, caption_zh)
             if why_not:
-                for k, picture in enumerate(pictures):
+                for k, (picture, _) in enumerate(pictures):
                     work.reject(page_no, fig.figure, f"#{k + 1}", why_not, caption or caption_zh, picture)
                 continue
-            calls = classify_modalities([p[0] for p in pairs], [image_stats(p[0]) for p in pairs], work.classifier)
+            calls = classify_modalities([p[0] for p in pairs], [stats_of[id(p[0])] for p in pairs], work.classifier)
             for (picture, panel, text, zh), call in zip(pairs, calls):
                 if call.modality not in FUNDUS_MODALITIES:
                     work.reject(page_no, fig.figure, panel, f"not a fundus image: {call.modality} "
@@ -343,7 +354,8 @@ def build_elite(pdfs: Sequence[str | Path], out: str | Path, cfg: Optional[Elite
             if result.key and result.key not in order:
                 order.append(result.key)
             report.results.append(result)
-            ordered = [states[k] for k in order if k in states] + [s for k, s in sorted(states.items()) if k not in order]
+            ordered = [states[k] for k in order if k in states] + \
+                [s for k, s in sorted(states.items()) if k not in order]  # PDFs of earlier runs last
             _write_outputs(out, ordered, cfg, report)
             if on_result:
                 on_result(result)

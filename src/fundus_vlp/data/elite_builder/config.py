@@ -14,7 +14,7 @@ class EliteBuildCfg:
     # composite figures: interior white bands at least this wide split panels
     gutter_level: int = 235  # a pixel this bright (0-255, every channel) is paper white
     gutter_min_px: int = 3
-    gutter_min_fraction: float = 0.012  # of the composite's width or height
+    gutter_min_fraction: float = 0.005  # of the composite's shorter side
     min_panel_fraction: float = 0.12  # a piece narrower/shorter than this fraction of the composite is a label
     # non-fundus figures (drawings, tables) are mostly paper white
     max_white_fraction: float = 0.4

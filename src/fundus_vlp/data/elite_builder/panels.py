@@ -72,7 +72,8 @@ def panel_boxes(image: Image.Image, cfg: EliteBuildCfg) -> List[Box]:
             continue
         todo.extend(t for t in (_trim(white, p) for p in pieces) if t is not None)
     fw, fh = full[2] - full[0], full[3] - full[1]
-    kept = [b for b in done if (b[2] - b[0]) >= cfg.min_panel_fraction * fw and (b[3] - b[1]) >= cfg.min_panel_fraction * fh]
+    kept = [b for b in done
+            if b[2] - b[0] >= cfg.min_panel_fraction * fw and b[3] - b[1] >= cfg.min_panel_fraction * fh]
     return reading_order(kept)
 
 

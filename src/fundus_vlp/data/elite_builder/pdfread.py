@@ -90,21 +90,36 @@ def load_pixels(doc: fitz.Document, page_number: int, placed: PlacedImage) -> Im
     return _to_pil(doc[page_number - 1].get_pixmap(clip=fitz.Rect(placed.bbox), dpi=200))
 
 
+def _placements(page: fitz.Page) -> List[Tuple[dict, int]]:
+    """(image info, xref) of every image drawn on the page.
+
+    ``get_image_info(xrefs=True)`` decodes and hashes every image to find its xref, which costs more than
+    the rest of the page; the xref is found instead from the page's image list by pixel size, and only a
+    page where two images share a size pays for the exact lookup."""
+    infos = page.get_image_info()
+    by_size: dict = {}
+    for item in page.get_images(full=True):
+        by_size.setdefault((item[2], item[3]), set()).add(item[0])
+    sizes = [(i["width"], i["height"]) for i in infos]
+    if all(len(by_size.get(s, ())) == 1 for s in sizes):
+        return [(i, next(iter(by_size[s]))) for i, s in zip(infos, sizes)]
+    return [(i, int(i.get("xref") or 0)) for i in page.get_image_info(xrefs=True)]
+
+
 def read_page(doc: fitz.Document, index: int, min_side_pt: float) -> PageContent:
     """Image rectangles and text blocks of page ``index`` (0-based); no pixels are decoded here."""
     page = doc[index]
     content = PageContent(index + 1, page.rect.width, page.rect.height)
-    for info in page.get_image_info(xrefs=True):
+    for info, xref in _placements(page):
         bbox = fitz.Rect(info["bbox"]) & page.rect
         if bbox.is_empty or min(bbox.width, bbox.height) < min_side_pt:
             continue
-        content.images.append(PlacedImage(tuple(bbox), int(info.get("xref") or 0)))
-    for block in page.get_text("dict", sort=True)["blocks"]:
-        if block.get("type") != 0:
-            continue
-        text = join_lines("".join(span["text"] for span in line["spans"]) for line in block["lines"])
+        content.images.append(PlacedImage(tuple(bbox), xref))
+    # "blocks" rather than "dict": the dict form copies every image's bytes into the result
+    for x0, y0, x1, y1, text, _, kind in page.get_text("blocks", sort=True):
+        text = join_lines(text.split("\n")) if kind == 0 else ""
         if text:
-            content.blocks.append(TextBlock(tuple(block["bbox"]), text))
+            content.blocks.append(TextBlock((x0, y0, x1, y1), text))
     return content
 
 

@@ -21,10 +21,14 @@ from PIL import Image, ImageDraw
 
 ZH_MODALITY = {"CFP": "彩色眼底照相", "FFA": "荧光素眼底血管造影", "OCT": "光学相干断层扫描"}
 ZH_CONDITION = {
-    "normal": "正常眼底", "glaucoma": "青光眼", "mild diabetic retinopathy": "轻度糖尿病视网膜病变",
-    "moderate diabetic retinopathy": "中度糖尿病视网膜病变", "severe diabetic retinopathy": "重度糖尿病视网膜病变",
-    "age related macular degeneration": "年龄相关性黄斑变性", "hypertensive retinopathy": "高血压性视网膜病变",
-    "pathologic myopia": "病理性近视", "cataract": "白内障", "macular hole": "黄斑裂孔", "retinitis pigmentosa": "视网膜色素变性",
+    "normal": "正常眼底", "glaucoma": "青光眼",
+    "mild diabetic retinopathy": "轻度糖尿病视网膜病变",
+    "moderate diabetic retinopathy": "中度糖尿病视网膜病变",
+    "severe diabetic retinopathy": "重度糖尿病视网膜病变",
+    "age related macular degeneration": "年龄相关性黄斑变性",
+    "hypertensive retinopathy": "高血压性视网膜病变",
+    "pathologic myopia": "病理性近视", "cataract": "白内障", "macular hole": "黄斑裂孔",
+    "retinitis pigmentosa": "视网膜色素变性",
 }
 PAGE_W, PAGE_H = 595.0, 842.0  # A4 in points
 _MARGIN = 56.0
@@ -88,7 +92,8 @@ def composite(images: Sequence[Image.Image], columns: int, gutter: int = 10, mar
                               2 * margin + rows * side + (rows - 1) * gutter), "white")
     for i, im in enumerate(images):
         r, c = divmod(i, columns)
-        sheet.paste(im.convert("RGB").resize((side, side)), (margin + c * (side + gutter), margin + r * (side + gutter)))
+        at = (margin + c * (side + gutter), margin + r * (side + gutter))
+        sheet.paste(im.convert("RGB").resize((side, side)), at)
     return sheet
 
 
@@ -118,8 +123,9 @@ def drawing_image(size: int = 240) -> Image.Image:
 
 
 class _Writer:
-    def __init__(self, doc):
+    def __init__(self, doc, picture_side: int = 0):
         self.doc = doc
+        self.picture_side = picture_side
         self.page = None
         self.y = _MARGIN
 
@@ -160,15 +166,15 @@ class _Writer:
         self.y = bottom + 6
 
 
-def _open(fig: DemoFigure) -> Image.Image:
-    with Image.open(fig.image) as im:
-        return im.convert("RGB")
-
-
 def _chapter(w: _Writer, atlas: SampleAtlas, chapter: int, figs: List[DemoFigure], repeat_of: DemoFigure) -> None:
     """One chapter of nine pages using 13 figures from ``figs``."""
     c = chapter
     f = iter(figs)
+
+    def _open(fig: DemoFigure) -> Image.Image:
+        with Image.open(fig.image) as im:
+            im = im.convert("RGB")
+        return im.resize((w.picture_side, w.picture_side), Image.BICUBIC) if w.picture_side else im
 
     def expect(page, number, panel, fig, caption, caption_zh=""):
         atlas.pairs.append(ExpectedPair(page, number, panel, fig.image, caption, caption_zh, fig.modality))
@@ -265,9 +271,12 @@ FIGURES_PER_CHAPTER = 13
 PAGES_PER_CHAPTER = 9
 
 
-def write_sample_atlas(world, path: str | Path, chapters: int = 1, first_chapter: int = 1) -> SampleAtlas:
+def write_sample_atlas(world, path: str | Path, chapters: int = 1, first_chapter: int = 1,
+                       picture_side: int = 0) -> SampleAtlas:
     """Write a synthetic atlas of ``chapters`` chapters to ``path`` and return what it contains.
 
+    ``picture_side``: embed each picture resampled to that many pixels a side (0: as the world made it),
+    for a speed measure closer to a scanned book.
     Figures cycle through the demo world's elite images; with more chapters than the world has images
     for, later chapters repeat pictures (the builder then rejects them as duplicates — the expected pairs
     list only the first chapter that uses a picture, so use one chapter per distinct set for accuracy).
@@ -280,7 +289,7 @@ def write_sample_atlas(world, path: str | Path, chapters: int = 1, first_chapter
     path = Path(path)
     atlas = SampleAtlas(path, 0)
     doc = fitz.open()
-    writer = _Writer(doc)
+    writer = _Writer(doc, picture_side)
     seen: set = set()
     for k in range(chapters):
         start = (k * FIGURES_PER_CHAPTER) % len(figures)
