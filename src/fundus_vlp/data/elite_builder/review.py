@@ -10,7 +10,8 @@ import json
 from typing import Dict, List, Sequence
 
 _CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;background:#f4f5f7;color:#222}
+body{font-family:system-ui,-apple-system,'Segoe UI','Noto Sans CJK SC','PingFang SC','Microsoft YaHei',
+ 'WenQuanYi Zen Hei',sans-serif;margin:0;background:#f4f5f7;color:#222}
 header{position:sticky;top:0;background:#20303f;color:#fff;padding:10px 16px;display:flex;gap:12px;
  align-items:center;flex-wrap:wrap;z-index:1}
 header h1{font-size:17px;margin:0 12px 0 0}
