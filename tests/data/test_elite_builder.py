@@ -199,6 +199,41 @@ def test_dhash_finds_the_same_picture_rescaled_but_not_another(world):
     assert min(distances) > EliteBuildCfg().dedup_max_distance
 
 
+def test_a_caption_in_the_other_language_printed_elsewhere_joins_by_figure_number(world, tmp_path):
+    fig = demo_figures(world)[0]
+    doc = fitz.open()
+    page = doc.new_page()
+    page.insert_image(fitz.Rect(72, 72, 272, 272), filename=str(fig.image))
+    page.insert_textbox(fitz.Rect(72, 280, 520, 400), f"Fig. 5-1 {fig.caption}", fontname="helv", fontsize=9)
+    doc.new_page().insert_textbox(fitz.Rect(72, 72, 520, 120), f"图5-1 {fig.caption_zh}", fontname="china-s",
+                                  fontsize=9)  # e.g. the Chinese captions of a chapter listed on the next page
+    doc.save(tmp_path / "split.pdf")
+    report = build_elite([tmp_path / "split.pdf"], tmp_path / "out")
+    (row,) = _read(tmp_path / "out" / "elite.csv").itertuples()
+    assert (row.figure, row.caption, row.caption_zh) == ("5-1", fig.caption, fig.caption_zh)
+    assert report.rejected == 0  # the Chinese caption is used, not reported as a caption without image
+
+
+def test_a_full_page_plate_gets_the_caption_on_the_facing_page(world, tmp_path):
+    figs = demo_figures(world)
+    doc = fitz.open()
+    doc.new_page().insert_image(fitz.Rect(72, 72, 520, 520), filename=str(figs[0].image))  # plate, no text
+    doc.new_page().insert_textbox(fitz.Rect(72, 72, 520, 200), f"Fig. 6-1 {figs[0].caption}", fontname="helv",
+                                  fontsize=9)
+    doc.save(tmp_path / "plate.pdf")
+    build_elite([tmp_path / "plate.pdf"], tmp_path / "out")
+    (row,) = _read(tmp_path / "out" / "elite.csv").itertuples()
+    assert (row.page, row.figure, row.caption) == ("1", "6-1", figs[0].caption)
+
+
+def test_panel_count_mismatch_is_rejected_not_guessed(world):
+    pictures = [Image.open(f.image) for f in demo_figures(world)[:3]]
+    pairs, why = build_module._panel_pairs(pictures, "Drusen. A. Left eye. B. Right eye.", "")
+    assert pairs == [] and "3 picture(s) but 2 panel caption(s)" in why
+    pairs, why = build_module._panel_pairs(pictures[:1], "Drusen. A. Left eye. B. Right eye.", "")
+    assert why == "" and [p[1:3] for p in pairs] == [("", "Drusen. A. Left eye. B. Right eye.")]
+
+
 # ------------------------------------------------------------------------------------------ bad PDFs, resuming
 
 
@@ -213,7 +248,7 @@ def _bad_pdfs(folder: Path):
     drawing_image().save(buf, format="PNG")
     scan.new_page().insert_image(fitz.Rect(72, 72, 372, 372), stream=buf.getvalue())
     scan.save(folder / "scanned.pdf")
-    return {"encrypted.pdf": "encrypted", "corrupt.pdf": "not a readable PDF", "empty.pdf": "empty file",
+    return {"encrypted.pdf": "encrypted: the PDF needs a password", "corrupt.pdf": "not a readable PDF", "empty.pdf": "empty file",
             "scanned.pdf": "no text layer", "missing.pdf": "file not found"}
 
 
