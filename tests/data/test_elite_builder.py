@@ -226,6 +226,24 @@ def test_a_full_page_plate_gets_the_caption_on_the_facing_page(world, tmp_path):
     assert (row.page, row.figure, row.caption) == ("1", "6-1", figs[0].caption)
 
 
+def test_a_picture_stored_as_strips_is_one_picture(world, tmp_path):
+    fig = demo_figures(world)[0]
+    picture = Image.open(fig.image).convert("RGB")
+    doc = fitz.open()
+    page = doc.new_page()
+    h = picture.height // 4
+    for k in range(4):  # four horizontal strips drawn edge to edge, as some PDF producers store images
+        strip = picture.crop((0, k * h, picture.width, (k + 1) * h))
+        buf = __import__("io").BytesIO()
+        strip.save(buf, format="PNG")
+        page.insert_image(fitz.Rect(72, 72 + k * 50, 272, 72 + (k + 1) * 50), stream=buf.getvalue())
+    page.insert_textbox(fitz.Rect(72, 280, 520, 400), f"Fig. 7-1 {fig.caption}", fontname="helv", fontsize=9)
+    doc.save(tmp_path / "strips.pdf")
+    build_elite([tmp_path / "strips.pdf"], tmp_path / "out")
+    (row,) = _read(tmp_path / "out" / "elite.csv").itertuples()
+    assert row.panel == "" and image_matches(Image.open(tmp_path / "out" / row.image), picture)
+
+
 def test_panel_count_mismatch_is_rejected_not_guessed(world):
     pictures = [Image.open(f.image) for f in demo_figures(world)[:3]]
     pairs, why = build_module._panel_pairs(pictures, "Drusen. A. Left eye. B. Right eye.", "")
@@ -248,7 +266,8 @@ def _bad_pdfs(folder: Path):
     drawing_image().save(buf, format="PNG")
     scan.new_page().insert_image(fitz.Rect(72, 72, 372, 372), stream=buf.getvalue())
     scan.save(folder / "scanned.pdf")
-    return {"encrypted.pdf": "encrypted: the PDF needs a password", "corrupt.pdf": "not a readable PDF", "empty.pdf": "empty file",
+    return {"encrypted.pdf": "encrypted: the PDF needs a password", "corrupt.pdf": "not a readable PDF",
+            "empty.pdf": "empty file",
             "scanned.pdf": "no text layer", "missing.pdf": "file not found"}
 
 

@@ -36,7 +36,7 @@ from .dedup import DuplicateIndex, dhash
 from .imagestats import ImageStats, image_stats
 from .layout import FigureCaption, match_document
 from .modality import FUNDUS_MODALITIES, ModalityClassifier, classify_modalities, non_fundus_reason
-from .panels import panel_boxes, reading_order
+from .panels import join_strips, panel_boxes, reading_order
 from .pdfread import PdfError, load_pixels, open_pdf, read_page, require_text_layer, has_vector_art
 from .review import write_review_page
 
@@ -184,7 +184,7 @@ def _figure_pictures(work: _PdfWork, doc, fig: FigureCaption, page_images) -> Li
     placed = [page_images[i] for i in fig.images]
     order = reading_order([tuple(p.bbox) for p in placed])
     placed = sorted(placed, key=lambda p: order.index(tuple(p.bbox)))
-    embedded = [load_pixels(doc, page_no, p) for p in placed]
+    embedded = join_strips([tuple(p.bbox) for p in placed], [load_pixels(doc, page_no, p) for p in placed])
     pictures: List[Tuple[Image.Image, ImageStats]] = []
     for n, image in enumerate(embedded):
         stats = image_stats(image)

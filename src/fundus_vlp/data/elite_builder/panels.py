@@ -91,3 +91,47 @@ def reading_order(boxes: List[Box]) -> List[Box]:
         else:
             rows.append([b])
     return [b for row in rows for b in sorted(row, key=lambda b: b[0])]
+
+
+def join_strips(boxes: List[Tuple[float, float, float, float]], images: List[Image.Image],
+                tolerance: float = 1.0) -> List[Image.Image]:
+    """Undo the slicing of one picture into abutting strips (some PDF producers store a large image as
+    several): consecutive boxes (in reading order) that share their left and right edges and touch
+    vertically, or share top and bottom and touch horizontally, are pasted back into one image."""
+    groups: List[Tuple[str, list, list]] = []  # (direction, boxes, images)
+    for box, image in zip(boxes, images):
+        if groups:
+            direction, gb, gi = groups[-1]
+            last = gb[-1]
+            below = abs(box[0] - last[0]) <= tolerance and abs(box[2] - last[2]) <= tolerance \
+                and -tolerance <= box[1] - last[3] <= tolerance
+            beside = abs(box[1] - last[1]) <= tolerance and abs(box[3] - last[3]) <= tolerance \
+                and -tolerance <= box[0] - last[2] <= tolerance
+            if (below and direction in ("", "v")) or (beside and direction in ("", "h")):
+                groups[-1] = ("v" if below else "h", gb + [box], gi + [image])
+                continue
+        groups.append(("", [box], [image]))
+    return [_paste(direction, gi) for direction, _, gi in groups]
+
+
+def _paste(direction: str, images: List[Image.Image]) -> Image.Image:
+    if len(images) == 1:
+        return images[0]
+    images = [im.convert("RGB") for im in images]
+    if direction == "v":
+        width = max(im.width for im in images)
+        images = [im if im.width == width else im.resize((width, round(im.height * width / im.width))) for im in images]
+        sheet = Image.new("RGB", (width, sum(im.height for im in images)))
+        y = 0
+        for im in images:
+            sheet.paste(im, (0, y))
+            y += im.height
+        return sheet
+    height = max(im.height for im in images)
+    images = [im if im.height == height else im.resize((round(im.width * height / im.height), height)) for im in images]
+    sheet = Image.new("RGB", (sum(im.width for im in images), height))
+    x = 0
+    for im in images:
+        sheet.paste(im, (x, 0))
+        x += im.width
+    return sheet
