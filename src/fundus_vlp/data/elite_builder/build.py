@@ -372,7 +372,8 @@ def _build_one(path: Path, key: str, out: Path, cfg: EliteBuildCfg, classifier, 
     start = time.perf_counter()
     try:
         pages = _process_pdf(work)
-    except (PdfError, RuntimeError, ValueError, OSError) as exc:  # MuPDF raises RuntimeError subclasses
+    # MuPDF raises RuntimeError subclasses; Pillow refuses decompression bombs
+    except (PdfError, RuntimeError, ValueError, OSError, Image.DecompressionBombError) as exc:
         for folder in ("images", "rejected"):
             shutil.rmtree(out / folder / key, ignore_errors=True)
         for h in work.hashes:  # forget this PDF's images so a fixed rerun does not call them duplicates
