@@ -19,13 +19,10 @@ _WHITE = 232  # value above which a pixel with little saturation counts as paper
 @dataclass(frozen=True)
 class ImageStats:
     white_fraction: float  # paper-white pixels: drawings and tables are mostly white
-    dark_fraction: float  # black surround / background
-    saturation: float  # mean HSV saturation of the content (non-dark) pixels, 0-1
     warm_fraction: float  # content pixels whose hue is red-orange-yellow (the colours of a fundus)
     greyness: float  # mean max channel difference of the content, 0-1 (0 = perfectly grey)
     layering: float  # vertical / (vertical + horizontal) gradient energy after smoothing: > 0.5 = horizontal layers
-    ruled_lines: int  # rows + columns that are almost entirely dark: the rules of a table
-    distinct_levels: float  # fraction of the 64 grey levels (4-bit bins) in use: line art uses few
+    ruled_lines: int  # runs of rows/columns that are almost all ink next to paper white: the rules of a table
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,14 +79,10 @@ def image_stats(image: Image.Image) -> ImageStats:
     gy = float(np.abs(np.diff(smooth, axis=0)).mean()) if smooth.shape[0] > 1 else 0.0
     gx = float(np.abs(np.diff(smooth, axis=1)).mean()) if smooth.shape[1] > 1 else 0.0
     ruled = _ruled_lines(v < 110, white)
-    levels = np.unique((grey // 4).astype(np.int32)).size / 64.0
     return ImageStats(
         white_fraction=float(white.mean()),
-        dark_fraction=float(dark.mean()),
-        saturation=float(s[content].sum() / n_content),
         warm_fraction=float(warm[content].sum() / n_content),
         greyness=float(spread[content].sum() / n_content),
         layering=gy / (gx + gy) if gx + gy > 0 else 0.5,
         ruled_lines=ruled,
-        distinct_levels=float(min(levels, 1.0)),
     )
