@@ -14,7 +14,7 @@ from typing import List, Optional
 from ..config.loading import ConfigError
 
 SUBCOMMANDS = ("demo", "pretrain", "text_pretrain", "eval", "predict", "caption", "export", "import_flair", "prepare",
-               "check_data", "list_models")
+               "check_data", "build_elite", "list_models")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # A subcommand with a positional list (`build-elite PDF... --out DIR key=value`) takes the words that
+    # follow its options too; anything else left over is an error, as with parse_args.
+    if extra and getattr(args, "trailing_positionals", None) and not any(e.startswith("-") for e in extra):
+        setattr(args, args.trailing_positionals, getattr(args, args.trailing_positionals) + extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from ..runtime.distributed import world_info_from_env
     from ..train.logger import setup_logging
 

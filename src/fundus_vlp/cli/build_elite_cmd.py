@@ -1,0 +1,103 @@
+"""``fundus-vlp build-elite PDF... --out DIR``: an elite image–caption set from atlas PDFs."""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import List, Mapping, Sequence, Tuple
+
+HELP = """Extract figure/caption pairs from atlas PDFs into an elite caption file
+(image, caption, caption_zh, modality, source, page, figure, panel, confidence), the images, rejected.csv
+and review.html (accept/reject in a browser, then "Export accepted CSV"). Re-running with the same --out
+skips the PDFs already built; a PDF that cannot be read is reported and the others go on.
+
+  fundus-vlp build-elite atlas1.pdf atlas2.pdf --out elite/
+  fundus-vlp build-elite books/*.pdf --out elite/ --model runs/v2/model     # zero-shot modality
+  fundus-vlp build-elite atlas.pdf --out elite/ max_caption_gap=0.4 dedup_max_distance=0
+
+Settings (key=value, or --config FILE.yaml): see fundus_vlp.data.elite_builder.EliteBuildCfg.
+"""
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("build-elite", help="build an elite image-caption set from atlas PDFs", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="PDF|key=value", help="atlas PDF files, then optional overrides")
+    p.add_argument("--out", required=True, help="output folder (created; reused to resume)")
+    p.add_argument("--model", default=None, help="a saved fundus-vlp model folder: classify modality zero-shot "
+                                                 "(default: colour/texture statistics)")
+    p.add_argument("--config", action="append", default=[], metavar="FILE.yaml", help="settings file (repeatable)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (with --model)")
+    p.set_defaults(func=run, trailing_positionals="inputs")
+
+
+def split_inputs(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """(PDF paths, key=value overrides): an argument is an override when it looks like one and is no file."""
+    pdfs, overrides = [], []
+    for item in inputs:
+        (overrides if _OVERRIDE.match(item) and not Path(item).exists() else pdfs).append(item)
+    return pdfs, overrides
+
+
+def model_modality_classifier(model, device: str = "cpu"):
+    """Zero-shot modality probabilities from a fundus-vlp model: the image embedding against the mean text
+    embedding of each class's prompts (``MODALITY_PROMPTS``), softmax at the model's logit scale."""
+    import numpy as np
+    import torch
+
+    from ..data.elite_builder import MODALITIES, MODALITY_PROMPTS
+    from ..data.transforms import build_transform
+    from ..eval.zero_shot import encode_texts, prototypes_from_embeddings, zero_shot_probs
+
+    model.to(device).eval()
+    with torch.no_grad():
+        prototypes = prototypes_from_embeddings([encode_texts(model, MODALITY_PROMPTS[m], device=device)
+                                                 for m in MODALITIES])
+    transform = build_transform(model.cfg.preprocess, train=False)
+
+    def classify(images) -> List[Mapping[str, float]]:
+        tensors = [torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
+                   for im in images]
+        with torch.no_grad():
+            x = torch.stack([transform(t) for t in tensors]).to(device)
+            probs = zero_shot_probs(model.encode_image(x).float().cpu(), prototypes, model.scale())
+        return [{m: float(p) for m, p in zip(MODALITIES, row)} for row in probs]
+
+    return classify
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config.loading import build_config
+    from ..data.elite_builder import EliteBuildCfg, build_elite
+
+    pdfs, overrides = split_inputs(args.inputs)
+    if not pdfs:
+        raise ValueError("no PDF given")
+    cfg = build_config(EliteBuildCfg, args.config, overrides)
+    classifier = None
+    if args.model:
+        from ..factory import from_pretrained
+        from ..runtime.device import resolve_device
+
+        if not Path(args.model).is_dir():
+            raise FileNotFoundError(f"model folder not found: {args.model}")
+        classifier = model_modality_classifier(from_pretrained(args.model), resolve_device(args.device))
+
+    def show(result) -> None:
+        if result.status == "failed":
+            print(f"FAILED  {result.error}")
+        else:
+            print(f"{result.status:<13} {result.source}: {result.pages} pages, {result.pairs} pairs, "
+                  f"{result.rejected} rejected ({result.seconds:.1f} s)")
+
+    report = build_elite(pdfs, args.out, cfg, classifier, on_result=show)
+    out = Path(args.out)
+    print(f"{report.pairs} pairs -> {out / 'elite.csv'} (review: {out / 'review.html'}); "
+          f"{report.rejected} rejected -> {out / 'rejected.csv'}")
+    if report.failed:
+        print(f"{len(report.failed)} of {len(report.results)} PDF(s) failed (listed above); fix them and re-run: "
+              f"finished PDFs are skipped")
+        return 1
+    return 0
