@@ -147,3 +147,21 @@ def pretrain_overrides(ds: dict, tiny_overrides: dict, out: Path, method: str, *
     ov += [f"model.{k}={v}" for k, v in tiny_overrides.items()]
     ov += [f"{k}={v}" for k, v in extra.items()]
     return ov
+
+
+def build_trainer(method: str, ds: dict, tiny_overrides: dict, out: Path, model: str = "tiny", batch: int = 4,
+                  **extra):
+    """A Trainer (task, data, optimiser) of a tiny run on `ds`, without running the loop."""
+    from fundus_vlp.config.loading import build_config
+    from fundus_vlp.train.config import PretrainCfg
+    from fundus_vlp.train.loop import Trainer
+
+    ov = pretrain_overrides(ds, tiny_overrides, out, method, run_name="t", **extra)
+    ov = [o for o in ov if not o.startswith("model=")] + [f"model={model}", f"train.batch_size={batch}"]
+    return Trainer(build_config(PretrainCfg, [], ov, has_model=True))
+
+
+def first_batch(trainer) -> dict:
+    batch = next(iter(trainer.data.loader))
+    batch.pop("skipped")
+    return batch

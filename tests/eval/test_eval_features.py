@@ -88,3 +88,25 @@ def test_bad_image_names_file_and_row(model, tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(ValueError, match=r"broken\.png.*rows\.csv, row 7"):
         extract_features(model, [bad], ["rows.csv, row 7"], progress=False)
+
+
+def test_cache_key_follows_image_content_and_preprocessing(model, tmp_path):
+    """An image rewritten in place, or another preprocessing, is a new cache entry (never stale features)."""
+    rng = np.random.default_rng(5)
+    paths = [tmp_path / f"c{i}.png" for i in range(3)]
+    for p in paths:
+        Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(p)
+    cache, fp = FeatureCache(tmp_path / "cache"), model_fingerprint(model)
+    first = cache.get(model, paths, tag="t", fingerprint=fp, progress=False)
+    cache.get(model, paths, tag="t", fingerprint=fp, progress=False)
+    assert (cache.hits, cache.misses) == (1, 1)
+
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(paths[1])  # same name, new pixels
+    rewritten = cache.get(model, paths, tag="t", fingerprint=fp, progress=False)
+    assert cache.misses == 2 and not torch.allclose(rewritten[1], first[1])
+    torch.testing.assert_close(rewritten[0], first[0])
+
+    other = copy.deepcopy(model)
+    other.cfg.preprocess.size = 48
+    cache.get(other, paths, tag="t", fingerprint=fp, progress=False)  # same weights, other preprocessing
+    assert cache.misses == 3

@@ -99,13 +99,35 @@ def test_threshold_and_probe_ignore_test_labels(model, binary_experiment, tmp_pa
 
 
 def test_unnormalised_prototypes_switch(model, binary_experiment, tmp_path):
-    a = evaluate(model, binary_experiment, ["zero-shot"], small_cfg(tmp_path))
+    """Fixed: softmax(s·x·p̂) with unit prototypes p̂; bug_compat: softmax(s·x·p) with the raw ensemble mean p,
+    whose norm < 1 shrinks that class's logits. Both are checked against the formula, and they differ."""
+    import torch.nn.functional as F
+
+    from fundus_vlp.eval.features import model_fingerprint
+    from fundus_vlp.eval.modes.zero_shot import zero_shot_probs_all
+    from fundus_vlp.eval.zero_shot import class_prompts, encode_texts, load_knowledge
+
+    def probs(switch: bool):
+        cfg = small_cfg(tmp_path)
+        cfg.bug_compat.unnormalised_prototypes = switch
+        ctx = EvalContext(model, "m", model_fingerprint(model), binary_experiment, cfg, tmp_path, FeatureCache(None),
+                          torch.device("cpu"))
+        return ctx.features(), zero_shot_probs_all(ctx)
+
+    X, fixed = probs(False)
+    _, compat = probs(True)
+    kb = load_knowledge(EvalCfg().zero_shot.knowledge)
+    raw = torch.stack([encode_texts(model, class_prompts(c, EvalCfg().zero_shot.templates, kb)).mean(0)
+                       for c in binary_experiment.classes])
+    assert not torch.allclose(raw.norm(dim=1), torch.ones(2), atol=1e-3)  # ensembles: the switch matters here
+    scale = float(model.scale())
+    np.testing.assert_allclose(fixed, (scale * X @ F.normalize(raw, dim=1).T).softmax(-1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(compat, (scale * X @ raw.T).softmax(-1).numpy(), atol=1e-5)
+    assert np.abs(fixed - compat).max() > 1e-4  # well above the 1e-5 tolerance of the formula checks
     cfg = small_cfg(tmp_path)
     cfg.bug_compat.unnormalised_prototypes = True
-    b = evaluate(model, binary_experiment, ["zero-shot"], cfg)
-    assert a["rows"][0]["metrics"].keys() == b["rows"][0]["metrics"].keys()
-    saved = (tmp_path / "run" / "config.yaml").read_text()
-    assert "unnormalised_prototypes: true" in saved
+    evaluate(model, binary_experiment, ["zero-shot"], cfg)
+    assert "unnormalised_prototypes: true" in (tmp_path / "run" / "config.yaml").read_text()
 
 
 def test_demo_experiment_and_captioning(tmp_path, monkeypatch):

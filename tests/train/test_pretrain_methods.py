@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import pretrain_overrides
+from conftest import build_trainer, pretrain_overrides
 from fundus_vlp.cli.main import main
 from fundus_vlp.config.loading import build_config
 from fundus_vlp.train.checkpoint import load_checkpoint
@@ -39,35 +39,12 @@ def test_method_trains_from_cli_and_exports(method, image_dataset, tiny_override
         assert all("revision" in r and "elite" in r for r in train)
 
 
-def _task_and_batch(method, image_dataset, tiny_overrides, tmp_path, model="tiny-vit", batch=4, **extra):
-    """Build the trainer's task and one batch without running the loop."""
-    from fundus_vlp.train.loop import Trainer
-
-    ov = pretrain_overrides(image_dataset, tiny_overrides, tmp_path, method, run_name="t", **extra)
-    ov = [o for o in ov if not o.startswith("model=")] + [f"model={model}", f"train.batch_size={batch}"]
-    cfg = build_config(PretrainCfg, [], ov, has_model=True)
-    trainer = Trainer(cfg)
-    return trainer
-
-
-def test_keepfit_v2_every_parameter_gets_gradient(image_dataset, tiny_overrides, tmp_path):
-    trainer = _task_and_batch("keepfit_v2", image_dataset, tiny_overrides, tmp_path, model="tiny",
-                              **{"keepfit_v2.revision.enabled": "true"})
-    batch = next(iter(trainer.data.loader))
-    batch.pop("skipped")
-    losses = trainer.task(batch)
-    losses["loss"].backward()
-    missing = [n for n, p in trainer.task.named_parameters() if p.requires_grad and p.grad is None]
-    assert missing == []
-    assert {"public", "elite", "caption", "revision"} <= set(losses)
-
-
 @pytest.mark.parametrize("method", ["flair", "keepfit", "keepfit_v2"])
 def test_gradient_accumulation_equals_full_batch(method, image_dataset, tiny_overrides, tmp_path):
     """accum_freq=2 with the feature cache gives the gradient of one full batch (BN-free, dropout-free model)."""
     extra = {"keepfit.revision.attn_dropout": 0.0, "keepfit_v2.revision.attn_dropout": 0.0, "keepfit_v2.revision.enabled": "true",
              "model.decoder.dropout": 0.0}
-    trainer = _task_and_batch(method, image_dataset, tiny_overrides, tmp_path, **extra)
+    trainer = build_trainer(method, image_dataset, tiny_overrides, tmp_path, model="tiny-vit", **extra)
     full = next(iter(trainer.data.loader))
     full.pop("skipped")
 

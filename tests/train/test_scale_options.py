@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import make_image_dataset, pretrain_overrides
 from fundus_vlp.cli.main import main
@@ -66,3 +67,51 @@ def test_torchrun_two_processes_train_checkpoint_and_resume(image_dataset, tiny_
     recs = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
     assert (tmp_path / "ddp" / "model" / "model.safetensors").is_file()
+
+
+def _first_step(method, image_dataset, tiny_overrides, tmp_path, name, **options):
+    """Run one real optimiser step; return the trainer, the first step's loss and what the first conv saw."""
+    from conftest import build_trainer
+
+    trainer = build_trainer(method, image_dataset, tiny_overrides, tmp_path / name,
+                            **{"train.max_steps": 1, "model.decoder.dropout": 0.0, **options})
+    conv = next(m for m in trainer.model.visual.modules() if isinstance(m, torch.nn.Conv2d))
+    seen = {}
+
+    def record(module, inputs, output):  # returns None: the hook only looks
+        seen.setdefault("io", (inputs[0], output))
+
+    conv.register_forward_hook(record)
+    trainer.fit()
+    recs = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
+    return trainer, next(r["loss"] for r in recs if r["kind"] == "train"), seen["io"]
+
+
+@pytest.mark.parametrize("precision, dtype", [("amp_bf16", torch.bfloat16), ("amp_fp16", torch.float16)])
+def test_mixed_precision_runs_the_towers_in_low_precision(precision, dtype, image_dataset, tiny_overrides, tmp_path):
+    """Activations under autocast have the low-precision dtype, and the loss stays within 3 % of fp32."""
+    _, ref, (_, out32) = _first_step("flair", image_dataset, tiny_overrides, tmp_path, "fp32")
+    trainer, loss, (_, out) = _first_step("flair", image_dataset, tiny_overrides, tmp_path, "amp",
+                                          **{"train.precision": precision})
+    assert out32.dtype == torch.float32 and out.dtype == dtype
+    assert trainer.scaler.is_enabled() == (precision == "amp_fp16")
+    assert loss == pytest.approx(ref, rel=3e-2)
+
+
+def test_channels_last_reaches_weights_and_inputs(image_dataset, tiny_overrides, tmp_path):
+    _, ref, _ = _first_step("flair", image_dataset, tiny_overrides, tmp_path, "plain")
+    trainer, loss, (inp, _) = _first_step("flair", image_dataset, tiny_overrides, tmp_path, "cl",
+                                          **{"train.channels_last": "true"})
+    convs = [m.weight for m in trainer.model.visual.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert inp.is_contiguous(memory_format=torch.channels_last) and not inp.is_contiguous()
+    assert loss == pytest.approx(ref, rel=1e-4)
+
+
+def test_compile_wraps_the_task_and_keeps_the_loss(image_dataset, tiny_overrides, tmp_path):
+    _, ref, _ = _first_step("flair", image_dataset, tiny_overrides, tmp_path, "eager")
+    trainer, loss, _ = _first_step("flair", image_dataset, tiny_overrides, tmp_path, "compiled",
+                                   **{"train.compile": "true", "train.compile_backend": "eager"})
+    assert isinstance(trainer.wrapped, torch._dynamo.eval_frame.OptimizedModule)
+    assert trainer.wrapped._orig_mod is trainer.task
+    assert loss == pytest.approx(ref, rel=1e-5)

@@ -25,7 +25,6 @@ class EliteKnowledge:
 
     def init_elite_knowledge(self, revision: RevisionCfg) -> None:
         self.elite_loss = ClipLoss()  # identity targets on elite pairs (the expert-caption branch)
-        self.revision_weight = revision.weight
         self.revision = RevisionAttention(
             self.model.cfg.embed_dim, revision.attn_heads, revision.attn_dropout,
             softmax_over_heads=self.cfg.bug_compat.softmax_over_heads) if revision.enabled else None
@@ -35,7 +34,7 @@ class EliteKnowledge:
 
     def add_revision_term(self, terms, feats) -> None:
         if self.revision is not None:
-            terms["revision"] = (self.revision_weight, self.revision_term(feats))
+            terms["revision"] = (self.options.revision.weight, self.revision_term(feats))
 
     def loss_side_modules(self):
         return super().loss_side_modules() + ([self.revision] if self.revision is not None else [])
