@@ -105,7 +105,7 @@ def test_unnormalised_prototypes_switch(model, binary_experiment, tmp_path):
 
     from fundus_vlp.eval.features import model_fingerprint
     from fundus_vlp.eval.modes.zero_shot import zero_shot_probs_all
-    from fundus_vlp.eval.zero_shot import class_prompts, encode_texts, load_knowledge
+    from fundus_vlp.models.zero_shot import class_prompts, encode_texts, load_knowledge
 
     def probs(switch: bool):
         cfg = small_cfg(tmp_path)
