@@ -49,7 +49,7 @@ def model_modality_classifier(model, device: str = "cpu"):
 
     from ..data.elite_builder import MODALITIES, MODALITY_PROMPTS
     from ..data.transforms import build_transform
-    from ..eval.zero_shot import encode_texts, prototypes_from_embeddings, zero_shot_probs
+    from ..models.zero_shot import encode_texts, prototypes_from_embeddings, zero_shot_probs
 
     model.to(device).eval()
     with torch.no_grad():
