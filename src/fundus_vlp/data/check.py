@@ -107,7 +107,7 @@ def check_image_rows(frame: pd.DataFrame, root: str | Path, decode: bool = False
     return [problems_at[i] for i in bad], bad
 
 
-def _file_problem(df_path: Path, exc: Exception) -> Problem:
+def file_problem(df_path: str | Path, exc: Exception) -> Problem:
     """A whole file that cannot be used: the message without the repeated file name."""
     msg = str(exc)
     if msg.startswith(str(df_path)):
@@ -126,7 +126,7 @@ def check_sources(sources: Sequence[Tuple[str | Path, str | Path, str]], workers
         try:
             kind, frame = read_any(df_path, kind, encoding, on_empty_caption, problems=found)
         except DataFormatError as exc:
-            report.add([_file_problem(df_path, exc)])
+            report.add([file_problem(df_path, exc)])
             continue
         report.add(found)
         report.kinds[str(df_path)] = kind
