@@ -37,7 +37,10 @@ def load_torch_file(path: str | Path) -> Any:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = str(exc).split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0][:160]
+        # torch's message suggests retrying with weights_only=False; keep only the line that says what was found
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        found = next((ln for ln in lines if "weights_only" not in ln and "torch.load" not in ln), "unsupported object")
+        found = found.removeprefix("WeightsUnpickler error:").strip()[:160]
         raise CheckpointError(
             f"{path}: not a safe checkpoint: it holds Python objects besides tensors and plain containers "
             f"({found}); fundus-vlp only reads weights and will not unpickle it. Use a checkpoint written by "

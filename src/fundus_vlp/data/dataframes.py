@@ -66,6 +66,12 @@ def _python_encoding(encoding: str) -> str:
 
 
 def _suggest_encoding(raw: bytes) -> str:
+    """gb18030 for Chinese text (non-ASCII bytes come in runs: two or four per character), else latin-1
+    (accented letters: one non-ASCII byte between ASCII ones)."""
+    import re
+
+    if all(len(run) == 1 for run in re.findall(rb"[\x80-\xff]+", raw)):
+        return "latin-1"
     try:
         text = raw.decode("gb18030")
         if any("\u4e00" <= ch <= "\u9fff" for ch in text):

@@ -66,7 +66,7 @@ def _check_pixels(img: Image.Image, path: Path, where: Optional[str], max_pixels
     limit = DEFAULT_MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     w, h = img.size
     if limit > 0 and w * h > limit:
-        raise BadImageError(path, f"{w}x{h} = {w * h / 1e6:.1f} Mpixel is over the limit of {limit / 1e6:g} Mpixel "
+        raise BadImageError(path, f"{w}x{h} = {w * h:,} pixels is over the limit of {limit:,} "
                                   "(data.max_image_pixels; a decompression bomb?)", where)
 
 
