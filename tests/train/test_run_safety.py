@@ -61,7 +61,7 @@ def test_stop_signal_writes_a_checkpoint_and_exits_130(image_dataset, tiny_overr
     assert code == 130, stderr[-3000:]
     ckpt = torch.load(run / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
     assert 2 <= ckpt["step"] < 6 and ckpt["step"] == _steps_logged(run)  # nothing logged is lost
-    assert f"{sig.name} received" in stderr and "--resume latest" in stderr
+    assert f"{sig.name}: stopped at step {ckpt['step']}" in stderr and "--resume latest" in stderr
     assert (run / "loss_curves.png").stat().st_size > 0
     assert main(["pretrain", "--resume", "latest"] + args) == 0  # and the run continues from there
     assert _steps_logged(run) == 6
