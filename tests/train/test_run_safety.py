@@ -42,6 +42,7 @@ def _steps_logged(run) -> int:
     return max((r.get("step", 0) for r in lines if r.get("kind") == "train"), default=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_stop_signal_writes_a_checkpoint_and_exits_130(image_dataset, tiny_overrides, tmp_path, sig):
     args = pretrain_overrides(image_dataset, tiny_overrides, tmp_path, "clip", run_name="stopped")  # 6 steps, 1 epoch
