@@ -51,9 +51,9 @@ def _print_plan(cfg, plan) -> int:
     print(f"dry run: method={cfg.method} model={cfg.init_from or cfg.model.name} run dir: {plan.run_dir}")
     print_report(plan.report)
     if plan.error:
-        first = plan.error.splitlines()[0]
-        print(f"the run would stop before training: {first}" if plan.report.ok else
-              f"the run would stop before training ({first})")
+        first = plan.error.splitlines()[0].rstrip(":")
+        listed = " (listed above)" if not plan.report.ok and "problem(s) in the data" in first else ""
+        print(f"the run would stop before training: {first}{listed}")
     else:
         print("data:\n" + format_summary(plan.summary))
         print(f"steps: {plan.steps_per_epoch} per epoch x {cfg.train.epochs} epochs -> {plan.total_steps} optimiser "

@@ -107,6 +107,11 @@ def check_image_rows(frame: pd.DataFrame, root: str | Path, decode: bool = False
     return [problems_at[i] for i in bad], bad
 
 
+def _row_number(problem: Problem) -> int:
+    tail = problem.where.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
 def file_problem(df_path: str | Path, exc: Exception) -> Problem:
     """A whole file that cannot be used: the message without the repeated file name."""
     msg = str(exc)
@@ -128,14 +133,13 @@ def check_sources(sources: Sequence[Tuple[str | Path, str | Path, str]], workers
         except DataFormatError as exc:
             report.add([file_problem(df_path, exc)])
             continue
-        report.add(found)
         report.kinds[str(df_path)] = kind
         report.rows += len(frame) + len(found) + frame.attrs.get("skipped_empty_captions", 0)
         report.skipped_empty_captions += frame.attrs.get("skipped_empty_captions", 0)
         if kind == "categorical":
             report.classes.update(c for cats in frame["categories"] for c in cats)
         bad, positions = check_image_rows(frame, root, decode, workers, max_pixels, progress)
-        report.add(bad)
+        report.add(sorted(found + bad, key=_row_number))  # in file order, whatever found them
         report.images_ok += len(frame) - len(positions)
     return report
 

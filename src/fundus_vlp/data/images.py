@@ -80,7 +80,7 @@ def _open(path: Path, where: Optional[str], max_pixels: Optional[int]) -> Image.
     except Image.DecompressionBombError as exc:  # not an OSError: it would escape every `except OSError`
         raise BadImageError(path, f"over Pillow's pixel limit, a decompression bomb? ({exc})", where) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise BadImageError(path, f"corrupt or unreadable image header ({exc})", where) from None
+        raise BadImageError(path, f"corrupt or truncated image, header unreadable ({exc})", where) from None
     try:
         _check_pixels(img, path, where, max_pixels)
     except BadImageError:
