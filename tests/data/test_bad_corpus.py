@@ -2,7 +2,10 @@
 `pretrain --dry-run` report every bad row (file and row) and accept every valid one.
 
 ``BadCorpus`` knows which rows are bad and which are valid; ``assert_reports_exactly`` checks a command's
-output against it, so any command that reports bad rows (e.g. ``predict``) can be added with one test.
+output against it (by dataframe file and row), ``assert_reports_bad_images`` by image file, for commands
+that take images rather than dataframes: a ``predict`` test is
+``code, out = run_cli(["predict", "--model", M, *map(str, corpus.valid_images + corpus.bad_images)], capsys)``
+then ``assert code != 0`` and ``assert_reports_bad_images(out, corpus)``.
 """
 from __future__ import annotations
 
@@ -63,6 +66,8 @@ class BadCorpus:
     broken_files: Dict[Path, str] = field(default_factory=dict)  # whole files that cannot be used -> what to expect
     bad_rows: List[Tuple[str, int, str]] = field(default_factory=list)  # (csv name, row, expected words)
     valid_rows: List[Tuple[str, int]] = field(default_factory=list)
+    bad_images: List[Path] = field(default_factory=list)  # files that exist or not, none of them decodes
+    valid_images: List[Path] = field(default_factory=list)  # every unusual but valid image
 
     @property
     def dataframes(self) -> List[Path]:
@@ -110,6 +115,8 @@ def build_bad_corpus(base: Path) -> BadCorpus:
         else:
             corpus.valid_rows.append(("public.csv", i))
     corpus.public.write_text(PUBLIC_HEADER + "\n".join(rows) + "\n")
+    corpus.valid_images = [root / rel for rel in _valid_images(root)]
+    corpus.bad_images = [root / "bad" / name for name in ("bomb.png", "empty.png", "truncated.jpg", "missing.png")]
 
     corpus.captions.write_text("image,caption\nok/rgba.png,a normal fundus\nok/la.png,\nok/rgb.tif,optic disc\n")
     corpus.bad_rows.append(("captions.csv", 2, "empty caption"))
@@ -146,6 +153,15 @@ def assert_reports_exactly(output: str, corpus: BadCorpus, broken_files: bool = 
             assert hits, f"{path.name} ({words}) not reported in:\n{output}"
 
 
+def assert_reports_bad_images(output: str, corpus: BadCorpus) -> None:
+    """Every bad image file is named in the output; no valid one is named next to a problem."""
+    for path in corpus.bad_images:
+        assert path.name in output, f"{path.name} not reported in:\n{output}"
+    problems = [line for line in output.splitlines() if any(b.name in line for b in corpus.bad_images)]
+    for path in corpus.valid_images:
+        assert not any(path.name in line for line in problems), path
+
+
 def run_cli(args: List[str], capsys) -> Tuple[int, str]:
     code = main(args)
     captured = capsys.readouterr()
@@ -159,6 +175,7 @@ def test_check_data_reports_every_bad_row_and_accepts_every_valid_one(corpus, ca
     assert_reports_exactly(out, corpus)
     assert f"problems: {len(corpus.bad_rows) + len(corpus.broken_files)}" in out
     assert f"images decoded: {len(corpus.valid_rows)}" in out
+    assert_reports_bad_images(out, corpus)
 
 
 def test_check_data_without_decoding_still_finds_missing_empty_and_escaping_files(corpus, capsys):
