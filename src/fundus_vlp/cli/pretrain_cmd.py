@@ -16,8 +16,8 @@ key=value (list items by index: data.public.0.root=/data), e.g.
   fundus-vlp pretrain --config recipe:keepfit_v2 data.public.0.root=/data/FUNDUS --dry-run
   torchrun --nproc_per_node 4 -m fundus_vlp pretrain --config my_run.yaml
 
-Packaged recipes (`--config recipe:NAME`; copy one to start your own): {recipes}
-  in {recipe_dir}
+Packaged recipes (`--config recipe:NAME`, from any folder; copy one to start your own): {recipes}
+  in {recipe_dir}  (text_pretrain is for `fundus-vlp text-pretrain`)
 
 --dry-run builds every dataset, parses every dataframe row, decodes every image (JPEGs at reduced size),
 prints every problem with its file and row and the plan (rows, classes, steps), and trains nothing.
