@@ -19,7 +19,7 @@ from typing import Dict
 
 import torch
 
-from .hub import CheckpointError
+from .hub import CheckpointError, load_torch_file
 
 _logger = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ def _read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle objects
+            state = load_torch_file(path)  # weights only: never unpickles objects
+    except CheckpointError:
+        raise
     except Exception as exc:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from .train.plots import LOSS_CURVES, plot_loss_curves
+
 _logger = logging.getLogger(__name__)
 
 PROTOCOLS = [("zero-shot", None), ("few-shot", 1), ("few-shot", 5), ("few-shot", 10), ("linear-probe", None)]
@@ -126,31 +128,6 @@ def format_demo_table(rows: List[Dict], cfg: DemoCfg, chance: Dict[str, float]) 
     return "\n".join(lines)
 
 
-def plot_loss_curves(run_dir: Path, methods: List[str]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .train.logger import read_metrics
-
-    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3), squeeze=False)
-    for ax, method in zip(axes[0], methods):
-        recs = read_metrics(run_dir / method / "metrics.jsonl")
-        steps = [r["step"] for r in recs]
-        keys = [k for k in ("loss", "public", "elite", "caption", "revision", "contrastive", "wsc") if k in recs[0]]
-        for k in keys:
-            ax.plot(steps, [r[k] for r in recs], label=k)
-        ax.set_title(method)
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = run_dir / "loss_curves.png"
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
-
-
 def run_demo(cfg: DemoCfg) -> Dict:
     from .data.demo_presets import demo_world_cfg
     from .data.demo_world import build_demo_world
@@ -178,7 +155,7 @@ def run_demo(cfg: DemoCfg) -> Dict:
         timings[f"{method} eval"] = time.perf_counter() - t
     chance = {e: 1.0 / len(world.experiments[e]["classes"]) for e in cfg.experiments}
     table = format_demo_table(rows, cfg, chance)
-    curves = plot_loss_curves(run_dir, cfg.methods)
+    curves = plot_loss_curves({m: run_dir / m / "metrics.jsonl" for m in cfg.methods}, run_dir / LOSS_CURVES)
     total = time.perf_counter() - t0
     summary = {"config": asdict(cfg), "seconds": total, "timings_s": timings, "table": table, "rows": rows,
                "unseen_conditions": world.unseen_conditions, "loss_curves": str(curves)}

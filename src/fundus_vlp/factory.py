@@ -7,7 +7,7 @@ from typing import Any, Dict, Tuple, Union
 from .config import ModelCfg, from_dict, merge_dict, to_dict
 from .config.registry import get_model_config
 from .constants import CONFIG_NAME
-from .hub import load_config, load_weights
+from .hub import load_config, load_weights, resolve_model_dir
 from .models.clip import FundusCLIP
 from .models.tokenizer import Tokenizer
 
@@ -30,7 +30,7 @@ def _nest(overrides: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _is_pretrained_dir(spec: ModelSpec) -> bool:
-    return not isinstance(spec, ModelCfg) and (Path(spec) / CONFIG_NAME).is_file()
+    return not isinstance(spec, ModelCfg) and (resolve_model_dir(spec) / CONFIG_NAME).is_file()
 
 
 def resolve_model_config(spec: ModelSpec, **overrides: Any) -> ModelCfg:
@@ -44,7 +44,7 @@ def resolve_model_config(spec: ModelSpec, **overrides: Any) -> ModelCfg:
 def get_tokenizer(spec: ModelSpec, **overrides: Any) -> Tokenizer:
     """The tokenizer that belongs to a registered model, a config, or a saved model folder."""
     if _is_pretrained_dir(spec):
-        return _folder_tokenizer(Path(spec), load_config(spec))
+        return _folder_tokenizer(resolve_model_dir(spec), load_config(spec))
     cfg = resolve_model_config(spec, **overrides)
     name = cfg.text.hf_tokenizer_name or cfg.text.hf_model_name
     if name is None:
@@ -89,7 +89,9 @@ def create_model_from_pretrained(path: str | Path) -> Tuple[FundusCLIP, Any]:
 
 
 def from_pretrained(directory: str | Path) -> FundusCLIP:
-    """A saved model folder: read its config, build the architecture (``create_model``), load the weights."""
+    """A saved model folder (or a pretraining run folder: its ``model/``): read its config, build the
+    architecture (``create_model``), load the weights."""
+    directory = resolve_model_dir(directory)
     cfg = load_config(directory)
     model = create_model(cfg, tokenizer=_folder_tokenizer(Path(directory), cfg))
     load_weights(model, directory)

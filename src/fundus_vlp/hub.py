@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from .config import ModelCfg, from_dict, to_dict
+from .runtime.files import chmod_like_new
 from .constants import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
 from .version import __version__
 
@@ -24,6 +25,29 @@ FORMAT_VERSION = 1
 
 class CheckpointError(RuntimeError):
     """A model folder or training checkpoint that cannot be read; the message names the file."""
+
+
+def load_torch_file(path: str | Path) -> Any:
+    """``torch.load`` of a ``.pt``/``.pth`` with ``weights_only=True``. A file that holds other Python objects is
+    reported as not safe, and never retried in a way that would unpickle it (unpickling can run code)."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message suggests retrying with weights_only=False; keep only the line that says what was found
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        found = next((ln for ln in lines if "weights_only" not in ln and "torch.load" not in ln), "unsupported object")
+        found = found.removeprefix("WeightsUnpickler error:").strip()[:160]
+        raise CheckpointError(
+            f"{path}: not a safe checkpoint: it holds Python objects besides tensors and plain containers "
+            f"({found}); fundus-vlp only reads weights and will not unpickle it. Use a checkpoint written by "
+            f"fundus-vlp or weights saved as safetensors") from None
+    except Exception as exc:  # truncated zip, not a torch file at all, ...
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
 def _release_config(model) -> Dict[str, Any]:
@@ -52,6 +76,7 @@ def save_pretrained(model, directory: str | Path, tokenizer=None, card: Optional
         save_model(model, str(tmp / WEIGHTS_NAME))  # handles the decoder's tied embeddings
         tokenizer.save_pretrained(tmp)
         (tmp / MODEL_CARD_NAME).write_text(model_card(model.cfg, card or {}))
+        chmod_like_new(tmp)  # mkdtemp makes a private 0700 folder; a release is shared like any other output
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(tmp, directory)
@@ -61,8 +86,16 @@ def save_pretrained(model, directory: str | Path, tokenizer=None, card: Optional
     return directory
 
 
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model folder, or a pretraining run folder whose exported model is ``<run>/model``."""
+    path = Path(path)
+    if not (path / CONFIG_NAME).is_file() and (path / "model" / CONFIG_NAME).is_file():
+        return path / "model"
+    return path
+
+
 def load_config(directory: str | Path) -> ModelCfg:
-    path = Path(directory) / CONFIG_NAME
+    path = resolve_model_dir(directory) / CONFIG_NAME
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; a model folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
     try:
@@ -80,7 +113,7 @@ def load_weights(model, directory: str | Path) -> None:
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
-    weights = Path(directory) / WEIGHTS_NAME
+    weights = resolve_model_dir(directory) / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing")
     try:

@@ -37,7 +37,7 @@ def test_check_data_reports_bad_rows(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 1
     assert "rows: 8" in out and "problems: 2" in out
-    assert "public.csv, row 2: setA/normal_1.png" in out and "elite.csv, row 1: elite/e0.png file not found" in out
+    assert "public.csv, row 2: setA/normal_1.png" in out and "elite.csv, row 1: elite/e0.png: file not found" in out
     assert main(["check-data", "--root", str(ds["root"]), "--dataframe", str(ds["public_csv"]), "--no-decode"]) == 0
 
 

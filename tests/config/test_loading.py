@@ -57,3 +57,38 @@ def test_model_shorthand_only_where_model_is_an_architecture():
     cfg = build_config(PretrainCfg, [], ["model=rn18-minilm", "model.preprocess.size=96"], has_model=True)
     assert cfg.model.name == "rn18-minilm" and cfg.model.vision.timm_model_name == "resnet18"
     assert cfg.model.preprocess.size == 96
+
+
+def test_list_items_are_set_by_index_or_the_error_names_the_key(tmp_path):
+    a = tmp_path / "a.yaml"
+    a.write_text("data:\n  public:\n    - {root: /data, dataframes: [x.csv]}\n    - {root: /other, dataframes: [y.csv]}\n")
+    cfg = build_config(PretrainCfg, [a], ["data.public.0.dataframes=[a.csv, b.csv]", "data.public.1.root=/r"],
+                       has_model=True)
+    assert cfg.data.public[0].dataframes == ["a.csv", "b.csv"] and cfg.data.public[0].root == "/data"
+    assert cfg.data.public[1].root == "/r" and cfg.data.public[1].dataframes == ["y.csv"]
+    with pytest.raises(ConfigError, match=r"data.public.0.dataframes: data.public has 0 item\(s\)"):
+        build_config(PretrainCfg, [], ["data.public.0.dataframes=[a.csv]"], has_model=True)
+    with pytest.raises(ConfigError, match=r"data.public.0.dataframez"):
+        build_config(PretrainCfg, [a], ["data.public.0.dataframez=[a.csv]"], has_model=True)
+
+
+def test_pretrain_help_names_recipes_that_exist(capsys):
+    import re
+    from pathlib import Path
+
+    from fundus_vlp.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    out = capsys.readouterr().out
+    for path in re.findall(r"\S*recipes/\S+\.yaml", out):  # any recipe file the help shows must exist
+        assert Path(path).is_file(), path
+    names = re.findall(r"recipe:(\w+)", out)
+    assert "keepfit_v2" in names
+    listed = out.split("Packaged recipes", 1)[1].split("\n")[0]
+    for name in ("flair", "keepfit", "keepfit_v2", "text_pretrain"):
+        assert name in listed
+    cfg = build_config(PretrainCfg, ["recipe:flair"], [], has_model=True)
+    assert cfg.method == "flair"
+    with pytest.raises(ConfigError, match="unknown recipe 'nope'; packaged recipes: flair"):
+        build_config(PretrainCfg, ["recipe:nope"], [], has_model=True)

@@ -1,4 +1,7 @@
-"""``fundus-vlp eval MODE --model DIR --experiment NAME [--config F] [key=value ...]``."""
+"""``fundus-vlp eval MODE --model DIR --experiment NAME [--config F] [key=value ...]``.
+
+``--model`` takes a model folder or a pretraining run folder (its ``model/``); ``retrieval`` alone needs no
+experiment when ``retrieval.captions`` and ``retrieval.image_root`` are given."""
 from __future__ import annotations
 
 import argparse
@@ -58,8 +61,10 @@ def register(sub) -> None:
         sub._parser_class = parser_class
     p.add_argument("mode", nargs="?", metavar="MODE",
                    help="zero-shot | few-shot | linear-probe | fine-tune | retrieval | all (or a comma list)")
-    p.add_argument("--model", help="saved model folder (config.json + model.safetensors + tokenizer)")
-    p.add_argument("--experiment", help="experiment: built-in name, YAML file, or demo:<name>")
+    p.add_argument("--model", help="saved model folder (config.json + model.safetensors + tokenizer), or a "
+                                   "pretraining run folder (its model/ is used)")
+    p.add_argument("--experiment", help="experiment: built-in name, YAML file, or demo:<name> (retrieval alone: "
+                                        "optional, with retrieval.captions=CSV retrieval.image_root=DIR)")
     p.add_argument("--output-dir", help="run folder (default runs/eval/<experiment>-<mode>-<timestamp>)")
     p.add_argument("--dataframe-dir", help="folder of the experiment dataframes ($FUNDUS_VLP_DATAFRAMES)")
     p.add_argument("--image-root", help="folder the dataframe image paths are relative to ($FUNDUS_VLP_DATA)")
@@ -106,7 +111,24 @@ def run(args: argparse.Namespace) -> int:
             setattr(cfg, attr, value)
     if not cfg.model:
         raise ValueError("--model DIR is required (a folder written by save_pretrained / fundus-vlp export)")
-    if not cfg.experiment:
-        raise ValueError("--experiment NAME is required (see --list-experiments)")
-    evaluate(cfg.model, cfg.experiment, modes, cfg)
+    experiment = cfg.experiment or _caption_only_experiment(cfg, modes)
+    evaluate(cfg.model, experiment, modes, cfg)
     return 0
+
+
+def _caption_only_experiment(cfg, modes):
+    """``eval retrieval`` needs a caption set, not a classification experiment: build one from
+    ``retrieval.captions`` + ``retrieval.image_root``."""
+    from ..eval.experiments import Experiment
+
+    if modes != ["retrieval"]:
+        raise ValueError(f"--experiment NAME is required for {', '.join(m for m in modes if m != 'retrieval')} "
+                         "(see --list-experiments)")
+    rc = cfg.retrieval
+    if not rc.captions or not rc.image_root:
+        raise ValueError("retrieval needs a caption CSV and its image root: retrieval.captions=FILE "
+                         "retrieval.image_root=DIR (or an --experiment that defines a caption set)")
+    from pathlib import Path
+
+    return Experiment(name=Path(rc.captions).stem, classes=[], captions=rc.captions, captions_root=rc.image_root,
+                      description="caption set given on the command line")

@@ -48,8 +48,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as exc:
         print(f"fundus-vlp {args.command}: config error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"fundus-vlp {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # train.loop.RunInterrupted says where its checkpoint is
+        print(f"fundus-vlp {args.command}: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
     except (FileNotFoundError, ValueError, RuntimeError, ArithmeticError) as exc:
         if logging.getLogger().isEnabledFor(logging.DEBUG):

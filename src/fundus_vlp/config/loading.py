@@ -21,8 +21,33 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema; the message says which key."""
 
 
+RECIPE_PREFIX = "recipe:"
+
+
+def recipe_dir() -> Path:
+    """The packaged example recipes (``src/fundus_vlp/configs/recipes``), installed with the package."""
+    return Path(__file__).resolve().parents[1] / "configs" / "recipes"
+
+
+def recipe_names() -> List[str]:
+    return sorted(p.stem for p in recipe_dir().glob("*.yaml"))
+
+
+def resolve_config_path(spec: str | Path) -> Path:
+    """A YAML path, or ``recipe:NAME`` for a packaged recipe (works from any folder and any install)."""
+    text = str(spec)
+    if not text.startswith(RECIPE_PREFIX):
+        return Path(spec)
+    name = text[len(RECIPE_PREFIX):].removesuffix(".yaml")
+    path = recipe_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown recipe {name!r}; packaged recipes: {', '.join(recipe_names())} "
+                          f"(in {recipe_dir()})")
+    return path
+
+
 def _load_yaml(path: str | Path):
-    path = Path(path)
+    path = resolve_config_path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -38,6 +63,34 @@ def _dotlist(overrides: Sequence[str], has_model: bool):
     if has_model:  # `model=NAME` is shorthand for `model.name=NAME` (and must not clobber other model.* overrides)
         overrides = [f"model.name={o[len('model='):]}" if o.startswith("model=") else o for o in overrides]
     return OmegaConf.from_dotlist(list(overrides))
+
+
+def _is_indexed(override: str) -> bool:
+    """``data.public.0.root=...``: a key that addresses a list item by index."""
+    return any(part.isdigit() for part in override.split("=", 1)[0].split("."))
+
+
+def _apply_indexed(merged, overrides: Sequence[str]) -> None:
+    """Set list items by index on the merged config (a dotlist layer would turn the list into a dict and
+    fail to merge). The item must exist; the error names the key and the list's length."""
+    for override in overrides:
+        key, text = override.split("=", 1)
+        value = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={text}"]))["value"]
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            if not part.isdigit():
+                continue
+            parent = ".".join(parts[:i])
+            node = OmegaConf.select(merged, parent, default=None) if parent else merged
+            if not OmegaConf.is_list(node):
+                raise ConfigError(f"{key}: {parent or 'the config'} is not a list, so it has no item {part}")
+            if int(part) >= len(node):
+                raise ConfigError(f"{key}: {parent} has {len(node)} item(s), so there is no item {part}; set the "
+                                  f"whole list first, e.g. {parent}=[{{...}}] (in a config file or on the command line)")
+        try:
+            OmegaConf.update(merged, key, value, merge=False)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"{key}: {str(exc).strip().splitlines()[0]}") from exc
 
 
 def _model_name(layers: List[Any]) -> Optional[str]:
@@ -64,6 +117,8 @@ def build_config(schema: Type[T], config_files: Sequence[str | Path] = (), overr
     (or ``model=NAME``) is taken from the registry first, so files and overrides only state what differs
     from it. Elsewhere ``model`` is a plain field (e.g. a model folder for ``eval``).
     """
+    indexed = [o for o in overrides if "=" in o and _is_indexed(o)]
+    overrides = [o for o in overrides if o not in indexed]
     try:
         layers = [OmegaConf.create(defaults or {})] + [_load_yaml(f) for f in config_files]
         layers.append(_dotlist(overrides, has_model))
@@ -74,6 +129,7 @@ def build_config(schema: Type[T], config_files: Sequence[str | Path] = (), overr
             if name:
                 base = OmegaConf.merge(base, {"model": to_dict(get_model_config(name))})
         merged = OmegaConf.merge(base, *layers)
+        _apply_indexed(merged, indexed)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise ConfigError(str(exc).strip().splitlines()[0] + _key_hint(exc)) from exc

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import List
 
 from ..config import AugmentCfg
+from ..constants import DEFAULT_MAX_IMAGE_PIXELS
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,13 @@ class DataCfg:
     elite: List[DataSourceCfg] = field(default_factory=list)
     elite_modalities: List[str] = field(default_factory=lambda: ["CFP"])
     balance: bool = False  # dataset-balanced sampling: each source dataset gets an equal share
-    on_bad_image: str = "error"  # "error" or "skip" (skipped images are counted and reported per epoch)
+    # "error" or "skip": a row whose image path escapes the root, is missing, empty or unreadable is found
+    # when the datasets are built (all of them, reported at once); with skip those rows are dropped and
+    # counted, and images that fail to decode later are substituted, counted and reported per epoch
+    on_bad_image: str = "error"
+    on_empty_caption: str = "error"  # caption files: "error" or "skip" (drop rows with an empty caption, counted)
+    encoding: str = "utf-8"  # text encoding of every dataframe (utf-8 with or without BOM; latin-1, gb18030, ...)
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images are bad images (decompression bombs); 0 = Pillow's limit only
     num_workers: int = 2
     prompt: PromptCfg = field(default_factory=PromptCfg)
     ban: BanCfg = field(default_factory=BanCfg)

@@ -8,33 +8,118 @@ All returned frames carry ``source`` and ``row`` columns so later errors can poi
 from __future__ import annotations
 
 import ast
+import csv
+import io
+import os
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
 CATEGORICAL_COLUMNS = ("image", "atributes", "categories")
+CAPTION_COLUMN_SETS = (("image", "caption"), ("Image_ID", "en_caption"))
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".ppm")
+KINDS = ("auto", "categorical", "captions")
+ON_EMPTY_CAPTION = ("error", "skip")
+MAX_LISTED_IN_ERROR = 10  # problems quoted in one exception message (the count covers all of them)
 
 
 class DataFormatError(ValueError):
     """A dataframe that does not have the expected columns or values; the message says where."""
 
 
+@dataclass
+class Problem:
+    """One bad row (or a whole bad file, ``row`` 0): where it is, the image path it names, what is wrong."""
+
+    where: str
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.path + ': ' if self.path else ''}{self.reason}"
+
+
 def where(source: str | Path, row: int) -> str:
     return f"{source}, row {row}"
 
 
-def _read_csv(path: str | Path) -> pd.DataFrame:
+def problems_message(problems: Sequence[Problem], hint: str = "") -> str:
+    """All problems as one message: the first few quoted, the rest counted."""
+    listed = "\n  ".join(str(p) for p in problems[:MAX_LISTED_IN_ERROR])
+    more = f"\n  ... and {len(problems) - MAX_LISTED_IN_ERROR} more" if len(problems) > MAX_LISTED_IN_ERROR else ""
+    return f"{len(problems)} problem(s) in the data:\n  {listed}{more}{hint}"
+
+
+def _finish(problems: List[Problem], sink: Optional[List[Problem]]) -> None:
+    """Hand the problems of one file to the caller's list, or raise them all at once."""
+    if sink is not None:
+        sink.extend(problems)
+    elif problems:
+        raise DataFormatError(problems_message(problems))
+
+
+def _python_encoding(encoding: str) -> str:
+    # "utf-8" also accepts a byte-order mark (Excel writes one); any other name is passed to Python as is
+    return "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+
+
+def _suggest_encoding(raw: bytes) -> str:
+    """gb18030 for Chinese text (non-ASCII bytes come in runs: two or four per character), else latin-1
+    (accented letters: one non-ASCII byte between ASCII ones)."""
+    import re
+
+    if all(len(run) == 1 for run in re.findall(rb"[\x80-\xff]+", raw)):
+        return "latin-1"
+    try:
+        text = raw.decode("gb18030")
+        if any("\u4e00" <= ch <= "\u9fff" for ch in text):
+            return "gb18030"
+    except UnicodeDecodeError:
+        pass
+    return "latin-1"
+
+
+def _decode(path: Path, encoding: str) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode(_python_encoding(encoding))
+    except LookupError:
+        raise DataFormatError(f"{path}: unknown encoding {encoding!r} (data.encoding / --encoding)") from None
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        row = f" (data row {line - 1})" if line > 1 else " (the header)"
+        suggestion = _suggest_encoding(raw)
+        raise DataFormatError(
+            f"{path}, line {line}{row}, column {column}: byte 0x{raw[exc.start]:02x} is not valid {encoding}; "
+            f"the file looks like {suggestion}: pass --encoding {suggestion} (or data.encoding={suggestion}), "
+            f"or re-save it as UTF-8") from None
+
+
+def _read_csv(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
+    """A CSV as strings; whole-file problems (missing, undecodable, duplicate columns, no rows) raise."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: dataframe not found")
+    text = _decode(path, encoding)
+    if not text.strip():
+        raise DataFormatError(f"{path}: empty file (no header, no rows)")
+    header = next(csv.reader(io.StringIO(text)), [])
+    names = [h.strip() for h in header]
+    dups = sorted({n for n in names if n and names.count(n) > 1})
+    if dups:  # pandas would rename the second one `name.1` and one of them would be ignored silently
+        raise DataFormatError(f"{path}: duplicate column(s) {dups} in the header; keep one of each")
     try:
         # keep_default_na=False: an empty caption stays "" (reported as empty) instead of becoming NaN
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataFormatError(f"{path}: not a readable CSV ({exc})") from exc
-    return frame.drop(columns=[c for c in frame.columns if c.startswith("Unnamed:") or c == ""], errors="ignore")
+    frame = frame.drop(columns=[c for c in frame.columns if c.startswith("Unnamed:") or c == ""], errors="ignore")
+    if len(frame) == 0:
+        raise DataFormatError(f"{path}: no data rows (only a header)")
+    return frame
 
 
 def parse_list(text: str, source: str | Path, row: int, column: str) -> List[str]:
@@ -51,6 +136,10 @@ def parse_list(text: str, source: str | Path, row: int, column: str) -> List[str
     return [v for v in value]
 
 
+def _row_problem(exc: DataFormatError, source: Path, row: int) -> Problem:
+    return Problem(where(source, row), "", str(exc).split(": ", 1)[-1])
+
+
 def _require_columns(frame: pd.DataFrame, path: Path, required: Sequence[str]) -> None:
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -64,31 +153,67 @@ def _add_provenance(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     return frame
 
 
-def read_categorical(path: str | Path) -> pd.DataFrame:
-    """Read ``image, atributes, categories`` (the misspelling is the real column name)."""
+def detect_kind(columns: Iterable[str]) -> Optional[str]:
+    """``captions`` for the caption column sets, ``categorical`` for ``image, atributes, categories``, else None.
+
+    The KeepFIT-FFA caption form shares the categorical columns; it is read as captions only when asked
+    (``kind="captions"``, as the elite sources of a run are)."""
+    cols = set(columns)
+    if any(set(pair) <= cols for pair in CAPTION_COLUMN_SETS):
+        return "captions"
+    if set(CATEGORICAL_COLUMNS) <= cols:
+        return "categorical"
+    return None
+
+
+def read_categorical(path: str | Path, encoding: str = "utf-8", problems: Optional[List[Problem]] = None,
+                     frame: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """Read ``image, atributes, categories`` (the misspelling is the real column name).
+
+    Every bad row of the file is found: with ``problems`` (a list) they are appended there and the rows
+    dropped; without, one ``DataFormatError`` lists them all."""
     path = Path(path)
-    frame = _read_csv(path)
+    frame = _read_csv(path, encoding) if frame is None else frame
     _require_columns(frame, path, CATEGORICAL_COLUMNS)
     frame = _add_provenance(frame[list(CATEGORICAL_COLUMNS)], path)
-    for i, image in enumerate(frame["image"], start=1):
+    found: List[Problem] = []
+    keep, atributes, categories = [], [], []
+    for i, (image, atr, cat) in enumerate(zip(frame["image"], frame["atributes"], frame["categories"]), start=1):
         if not image.strip():
-            raise DataFormatError(f"{where(path, i)}: empty image path")
-    frame["atributes"] = [parse_list(t, path, i, "atributes") for i, t in enumerate(frame["atributes"], start=1)]
-    frame["categories"] = [parse_list(t, path, i, "categories") for i, t in enumerate(frame["categories"], start=1)]
-    return frame.reset_index(drop=True)
+            found.append(Problem(where(path, i), "", "empty image path"))
+            continue
+        try:
+            parsed = parse_list(atr, path, i, "atributes"), parse_list(cat, path, i, "categories")
+        except DataFormatError as exc:
+            found.append(_row_problem(exc, path, i))
+            continue
+        keep.append(i - 1)
+        atributes.append(parsed[0])
+        categories.append(parsed[1])
+    _finish(found, problems)
+    frame = frame.iloc[keep].reset_index(drop=True)
+    frame["atributes"] = atributes
+    frame["categories"] = categories
+    return frame
 
 
-def read_captions(path: str | Path, on_empty: str = "error") -> pd.DataFrame:
+def read_captions(path: str | Path, on_empty: str = "error", encoding: str = "utf-8",
+                  problems: Optional[List[Problem]] = None, frame: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """Image–caption pairs, returned as columns ``image, caption`` (+ provenance).
 
     Accepted forms: ``image, caption``; the MM-Retinal raw release ``Image_ID, en_caption`` (no file
     extension: ``image`` is the bare id, resolved against the disk by ``resolve_image_path``); and the
     KeepFIT-FFA form ``image, atributes, categories`` with the caption in a one-element list.
-    ``on_empty``: "error" (default) or "skip" rows whose caption is empty.
+    ``on_empty`` (``data.on_empty_caption``): "error" (default: every empty caption is a problem) or "skip"
+    (the rows are dropped; their number is in ``frame.attrs["skipped_empty_captions"]``).
+    Bad rows are collected as in ``read_categorical``.
     """
+    if on_empty not in ON_EMPTY_CAPTION:
+        raise ValueError(f"on_empty_caption must be one of {ON_EMPTY_CAPTION}, got {on_empty!r}")
     path = Path(path)
-    frame = _read_csv(path)
+    frame = _read_csv(path, encoding) if frame is None else frame
     cols = set(frame.columns)
+    found: List[Problem] = []
     if {"image", "caption"} <= cols:
         images, captions = list(frame["image"]), list(frame["caption"])
     elif {"Image_ID", "en_caption"} <= cols:
@@ -97,43 +222,58 @@ def read_captions(path: str | Path, on_empty: str = "error") -> pd.DataFrame:
         images = list(frame["image"])
         captions = []
         for i, text in enumerate(frame["categories"], start=1):
-            items = parse_list(text, path, i, "categories")
+            try:
+                items = parse_list(text, path, i, "categories")
+            except DataFormatError as exc:
+                found.append(_row_problem(exc, path, i))
+                items = [None]
             if len(items) > 1:
-                raise DataFormatError(f"{where(path, i)}: caption form expects one caption in 'categories', got {len(items)}")
+                found.append(Problem(where(path, i), "",
+                                     f"caption form expects one caption in 'categories', got {len(items)}"))
+                items = [None]
             captions.append(items[0] if items else "")
     else:
         raise DataFormatError(
             f"{path}: not a caption file; expected columns (image, caption), (Image_ID, en_caption) or "
             f"(image, atributes, categories); found {list(frame.columns)}"
         )
-    out = _add_provenance(pd.DataFrame({"image": images, "caption": [c.strip() for c in captions]}), path)
-    empty = out["caption"] == ""
-    if empty.any():
-        rows = out.loc[empty, "row"].tolist()
-        if on_empty == "error":
-            raise DataFormatError(f"{path}: empty caption in row(s) {rows[:10]}{' ...' if len(rows) > 10 else ''} "
-                                  f"({len(rows)} in all); fix them or pass on_empty='skip'")
-        out = out[~empty]
-    bad = out["image"].str.strip() == ""
-    if bad.any():
-        raise DataFormatError(f"{where(path, int(out.loc[bad, 'row'].iloc[0]))}: empty image path")
-    return out.reset_index(drop=True)
+    keep, skipped = [], 0
+    for i, (image, caption) in enumerate(zip(images, captions), start=1):
+        if caption is None:
+            continue  # already reported
+        if not image.strip():
+            found.append(Problem(where(path, i), "", "empty image path"))
+        elif not caption.strip():
+            if on_empty == "skip":
+                skipped += 1
+            else:
+                found.append(Problem(where(path, i), image, "empty caption (set data.on_empty_caption=skip to "
+                                                            "drop such rows)"))
+        else:
+            keep.append(i - 1)
+    _finish(found, problems)
+    out = _add_provenance(pd.DataFrame({"image": images, "caption": [(c or "").strip() for c in captions]}), path)
+    out = out.iloc[keep].reset_index(drop=True)
+    out.attrs["skipped_empty_captions"] = skipped
+    return out
 
 
-def read_any(path: str | Path, kind: str = "auto") -> Tuple[str, pd.DataFrame]:
-    """``(kind, frame)`` of a dataframe whose kind is ``categorical``, ``captions``, or ``auto``: categorical
-    if it parses as such, else captions (the categorical error is raised when neither fits)."""
+def read_any(path: str | Path, kind: str = "auto", encoding: str = "utf-8", on_empty_caption: str = "error",
+             problems: Optional[List[Problem]] = None) -> Tuple[str, pd.DataFrame]:
+    """``(kind, frame)`` of a dataframe whose kind is ``categorical``, ``captions``, or ``auto``: decided from
+    the columns (``detect_kind``), so a caption file's problems are reported as caption problems."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    frame = _read_csv(path, encoding)
+    if kind == "auto":
+        kind = detect_kind(frame.columns) or ""
+        if not kind:
+            raise DataFormatError(
+                f"{path}: unknown dataframe kind; expected columns (image, atributes, categories) for labels or "
+                f"(image, caption) / (Image_ID, en_caption) for captions; found {list(frame.columns)}")
     if kind == "categorical":
-        return "categorical", read_categorical(path)
-    if kind == "captions":
-        return "captions", read_captions(path)
-    try:
-        return "categorical", read_categorical(path)
-    except DataFormatError as first:
-        try:
-            return "captions", read_captions(path)
-        except DataFormatError:
-            raise first from None
+        return kind, read_categorical(path, encoding, problems, frame=frame)
+    return kind, read_captions(path, on_empty_caption, encoding, problems, frame=frame)
 
 
 def read_corpus(paths: Iterable[str | Path]) -> List[str]:
@@ -164,18 +304,23 @@ def read_corpus(paths: Iterable[str | Path]) -> List[str]:
 def resolve_image_path(root: str | Path, relative: str, source: str | Path = "?", row: int = 0) -> Path:
     """Join a dataframe path to the data root, rejecting absolute paths and paths that escape the root.
 
-    A path without an extension (MM-Retinal ``Image_ID``) is resolved by probing the disk for the
-    known image extensions, as the official loader does.
+    Whether a path escapes is decided on its text, normalised but not resolved: ``a/../b`` stays inside,
+    ``../b`` does not, and a symbolic link inside the root (a big dataset linked in from another disk) is
+    followed when the file is read. A path without an extension (MM-Retinal ``Image_ID``) is resolved by
+    probing the disk for the known image extensions, as the official loader does.
     """
-    rel = PurePosixPath(relative.replace("\\", "/"))
-    if rel.is_absolute() or Path(relative).is_absolute() or (len(relative) > 1 and relative[1] == ":"):
+    text = relative.replace("\\", "/")
+    if text.startswith("/") or Path(relative).is_absolute() or (len(relative) > 1 and relative[1] == ":"):
         raise DataFormatError(f"{where(source, row)}: image path {relative!r} is absolute; paths must be relative to the data root")
-    root = Path(root).resolve()
-    candidate = (root / Path(*rel.parts)).resolve() if rel.parts else root
-    try:
-        candidate.relative_to(root)
-    except ValueError:
-        raise DataFormatError(f"{where(source, row)}: image path {relative!r} escapes the data root {root}") from None
+    parts: List[str] = []
+    for part in PurePosixPath(text).parts:
+        if part == "..":
+            if not parts:
+                raise DataFormatError(f"{where(source, row)}: image path {relative!r} escapes the data root {root}")
+            parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    candidate = Path(os.path.abspath(root)).joinpath(*parts)
     if candidate.suffix.lower() not in IMAGE_EXTENSIONS and not candidate.exists():
         for ext in IMAGE_EXTENSIONS:
             probe = candidate.with_name(candidate.name + ext)

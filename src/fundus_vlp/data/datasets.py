@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from .dataframes import dataset_key, where
+from .dataframes import DataFormatError, dataset_key, where
 from .images import BadImageError, load_image
 from .knowledge import normalize_label
 from .prepare import CacheIndex
@@ -66,7 +66,8 @@ class SkippedImage:
 class _ImageSource:
     """Shared image loading with the bad-image policy: ``error`` raises, ``skip`` substitutes the next row."""
 
-    def __init__(self, frame: pd.DataFrame, root: str | Path, transform: Callable, on_bad_image: str):
+    def __init__(self, frame: pd.DataFrame, root: str | Path, transform: Callable, on_bad_image: str,
+                 max_pixels: Optional[int] = None):
         if on_bad_image not in ("error", "skip"):
             raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
         if len(frame) == 0:
@@ -75,6 +76,7 @@ class _ImageSource:
         self.index = CacheIndex(root)  # a `fundus-vlp prepare` cache, or a plain image root
         self.transform = transform
         self.on_bad_image = on_bad_image
+        self.max_pixels = max_pixels
         self.images = list(self.frame["image"])
         self.sources = list(self.frame["source"])
         self.rows = list(self.frame["row"])
@@ -84,8 +86,11 @@ class _ImageSource:
 
     def _load(self, index: int, rng: np.random.Generator) -> torch.Tensor:
         loc = where(self.sources[index], self.rows[index])
-        path = self.index.resolve(self.images[index], self.sources[index], self.rows[index])
-        return self.transform(load_image(path, loc), rng)
+        try:
+            path = self.index.resolve(self.images[index], self.sources[index], self.rows[index])
+        except DataFormatError as exc:  # rows are validated when the data is built; this keeps `skip` honest anyway
+            raise BadImageError(self.images[index], str(exc).split(": ", 1)[-1], loc) from None
+        return self.transform(load_image(path, loc, self.max_pixels), rng)
 
     def load_with_policy(self, index: int, rng: np.random.Generator) -> Tuple[int, torch.Tensor, List[SkippedImage]]:
         """Returns (index actually used, image, skipped list). Substitution keeps batches full, which
@@ -108,8 +113,9 @@ class CategoricalDataset(Dataset):
 
     def __init__(self, frame: pd.DataFrame, root: str | Path, transform: Callable, vocab: LabelVocab,
                  template: str = PRETRAIN_TEMPLATE, knowledge=None, augment_description: bool = False,
-                 description_mode: str = "replace", skip_datasets: Sequence[str] = (), on_bad_image: str = "error"):
-        self.src = _ImageSource(frame, root, transform, on_bad_image)
+                 description_mode: str = "replace", skip_datasets: Sequence[str] = (), on_bad_image: str = "error",
+                 max_pixels: Optional[int] = None):
+        self.src = _ImageSource(frame, root, transform, on_bad_image, max_pixels)
         self.atributes = list(self.src.frame["atributes"])
         self.categories = list(self.src.frame["categories"])
         self.label_ids = [vocab.ids(c) for c in self.categories]  # once, not per sample
@@ -144,8 +150,9 @@ class CategoricalDataset(Dataset):
 class CaptionDataset(Dataset):
     """Elite image–caption pairs (no augmentation by default: KeepFIT v1 does not augment elite images)."""
 
-    def __init__(self, frame: pd.DataFrame, root: str | Path, transform: Callable, on_bad_image: str = "error"):
-        self.src = _ImageSource(frame, root, transform, on_bad_image)
+    def __init__(self, frame: pd.DataFrame, root: str | Path, transform: Callable, on_bad_image: str = "error",
+                 max_pixels: Optional[int] = None):
+        self.src = _ImageSource(frame, root, transform, on_bad_image, max_pixels)
         self.captions = list(self.src.frame["caption"])
 
     def __len__(self) -> int:

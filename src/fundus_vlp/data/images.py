@@ -1,6 +1,7 @@
 """Image decoding that is correct for every mode fundus datasets ship, with errors that name file and row."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -8,8 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-# Pillow refuses images above ~179 Mpixel by default; fundus photographs are at most ~30 Mpixel, so keep
-# the guard against decompression bombs as it is.
+from ..constants import DEFAULT_MAX_IMAGE_PIXELS
 
 
 class BadImageError(ValueError):
@@ -43,34 +43,93 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.clip(arr, 0.0, 1.0)
 
 
+def check_file(path: str | Path, where: Optional[str] = None) -> Path:
+    """Raise ``BadImageError`` unless ``path`` is a non-empty, readable regular file (no decoding)."""
+    path = Path(path)
+    try:
+        st = path.stat()  # follows symlinks: a link to a dataset elsewhere is read where it points
+    except FileNotFoundError:
+        raise BadImageError(path, "file not found" if not path.is_symlink() else "broken symbolic link",
+                            where) from None
+    except OSError as exc:
+        raise BadImageError(path, f"cannot access ({exc.strerror or exc})", where) from None
+    if not path.is_file():
+        raise BadImageError(path, "not a regular file (a folder?)", where)
+    if st.st_size == 0:
+        raise BadImageError(path, "empty file (0 bytes)", where)
+    if not os.access(path, os.R_OK):
+        raise BadImageError(path, "not readable (permission denied)", where)
+    return path
+
+
+def _check_pixels(img: Image.Image, path: Path, where: Optional[str], max_pixels: Optional[int]) -> None:
+    limit = DEFAULT_MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    w, h = img.size
+    if limit > 0 and w * h > limit:
+        raise BadImageError(path, f"{w}x{h} = {w * h:,} pixels is over the limit of {limit:,} "
+                                  "(data.max_image_pixels; a decompression bomb?)", where)
+
+
+def _open(path: Path, where: Optional[str], max_pixels: Optional[int]) -> Image.Image:
+    """Open (header only) with every failure as a ``BadImageError``; the caller closes the image."""
+    check_file(path, where)
+    try:
+        img = Image.open(path)
+    except UnidentifiedImageError:
+        raise BadImageError(path, "not a recognised image format (corrupt?)", where) from None
+    except Image.DecompressionBombError as exc:  # not an OSError: it would escape every `except OSError`
+        raise BadImageError(path, f"over Pillow's pixel limit, a decompression bomb? ({exc})", where) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadImageError(path, f"corrupt or truncated image, header unreadable ({exc})", where) from None
+    try:
+        _check_pixels(img, path, where, max_pixels)
+    except BadImageError:
+        img.close()
+        raise
+    return img
+
+
 def load_image(path: str | Path, where: Optional[str] = None, max_pixels: Optional[int] = None) -> torch.Tensor:
     """Decode an image file to a float32 tensor 3×H×W in [0, 1].
 
-    Raises ``BadImageError`` for a missing, empty, truncated or otherwise undecodable file, and for one
-    with more than ``max_pixels`` pixels (checked from the header, before decoding).
+    Raises ``BadImageError`` for a missing, empty, truncated, over-sized (``max_pixels``, default
+    ``DEFAULT_MAX_IMAGE_PIXELS``; 0 = no limit of ours) or otherwise undecodable file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise BadImageError(path, "file not found", where)
-    if path.stat().st_size == 0:
-        raise BadImageError(path, "empty file (0 bytes)", where)
     try:
-        with Image.open(path) as img:
-            if max_pixels is not None and img.width * img.height > max_pixels:
-                raise BadImageError(path, f"image too large ({img.width}x{img.height} > {max_pixels} pixels)", where)
+        with _open(path, where, max_pixels) as img:
             img.load()  # force the full decode so truncated files fail here, not later
             arr = _to_rgb_array(img)
-    except BadImageError:
-        raise
-    except UnidentifiedImageError:
-        raise BadImageError(path, "not a recognised image format (corrupt?)", where) from None
-    except Image.DecompressionBombError as exc:
-        raise BadImageError(path, f"image too large ({exc})", where) from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, BadImageError):
+            raise
         raise BadImageError(path, f"corrupt or truncated image ({exc})", where) from None
     if arr.shape[0] < 2 or arr.shape[1] < 2:
         raise BadImageError(path, f"image too small ({arr.shape[1]}x{arr.shape[0]})", where)
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def verify_image(path: str | Path, where: Optional[str] = None, max_pixels: Optional[int] = None) -> tuple:
+    """Check that an image decodes, cheaply; returns ``(width, height, mode)``.
+
+    JPEGs are decoded at reduced scale (``Image.draft``: libjpeg still reads every compressed block, so a
+    truncated or corrupt file still fails, but a 4000x3000 photo needs 1/64 of the memory); other formats
+    are decoded fully in their own mode, without the float conversion of ``load_image``.
+    """
+    path = Path(path)
+    try:
+        with _open(path, where, max_pixels) as img:
+            size, mode = img.size, img.mode
+            if img.format == "JPEG":
+                img.draft(img.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
+            img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, BadImageError):
+            raise
+        raise BadImageError(path, f"corrupt or truncated image ({exc})", where) from None
+    if size[0] < 2 or size[1] < 2:
+        raise BadImageError(path, f"image too small ({size[0]}x{size[1]})", where)
+    return size[0], size[1], mode
 
 
 def image_from_array(array: np.ndarray) -> torch.Tensor:

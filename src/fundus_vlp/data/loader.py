@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pandas as pd
 import torch
@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from ..config import ModelCfg
 from .config import DataNeeds
-from .dataframes import read_captions, read_categorical
+from .dataframes import DataFormatError, Problem, problems_message, read_captions, read_categorical
 from .datasets import CaptionDataset, CategoricalDataset, ConcatParts, LabelVocab, TrainingDataset
 from .samplers import PairedBatchSampler
 from .transforms import build_transform
@@ -22,8 +22,14 @@ _logger = logging.getLogger(__name__)
 
 def _single_threaded_worker(_: int) -> None:
     """Loader workers decode and resize small images; intra-op threads there would fight the training
-    process for the same cores (on a 2-core machine that oversubscription costs several times the step time)."""
+    process for the same cores (on a 2-core machine that oversubscription costs several times the step time).
+    Ctrl-C / SIGTERM are the training process's to handle (it finishes the step and writes a checkpoint):
+    a worker that died of them would break the batch being loaded. Workers end with their parent."""
+    import signal
+
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class Collator:
@@ -90,9 +96,71 @@ def _load_file_sources(cfg) -> Dict[str, Any]:
     return {"public": public, "elite": elite}
 
 
-def _read_with_root(pairs, reader) -> pd.DataFrame:
-    """(csv, image root) pairs read with ``reader`` into one frame that remembers each row's root."""
-    return pd.concat([reader(csv).assign(root=str(root)) for csv, root in pairs], ignore_index=True)
+CHECK_HINT = ("\nRun `fundus-vlp pretrain --dry-run` (same config) or `fundus-vlp check-data` for the full list "
+              "and a decode check of every image.")
+
+
+def _read_with_root(pairs, reader, problems: List[Problem]) -> pd.DataFrame:
+    """(csv, image root) pairs read with ``reader`` into one frame that remembers each row's root;
+    the problems of every file (whole files and single rows) are appended to ``problems``."""
+    from .check import file_problem
+
+    frames = []
+    for csv, root in pairs:
+        try:
+            frames.append(reader(csv, problems).assign(root=str(root)))
+        except DataFormatError as exc:
+            problems.append(file_problem(csv, exc))
+    if not frames:
+        return pd.DataFrame(columns=["image", "source", "row", "root"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _validate_paths(frame: pd.DataFrame, on_bad_image: str, what: str) -> Tuple[pd.DataFrame, List[Problem]]:
+    """Every row's image path: inside its root, present, non-empty, readable (no decoding: seconds for 10^5
+    rows). ``error``: the caller raises them all; ``skip``: the rows are dropped, counted and logged."""
+    from .check import check_image_rows
+
+    problems: List[Problem] = []
+    keep = []
+    for root, part in frame.groupby("root", sort=False):
+        bad, positions = check_image_rows(part, root, decode=False)
+        problems += bad
+        drop = set(part.index[positions])
+        keep += [i for i in part.index if i not in drop]
+    if problems and on_bad_image == "skip":
+        _logger.warning("%s: dropped %d row(s) whose image cannot be read (data.on_bad_image=skip):\n  %s%s", what,
+                        len(problems), "\n  ".join(str(p) for p in problems[:20]),
+                        "\n  ..." if len(problems) > 20 else "")
+        return frame.loc[sorted(keep)].reset_index(drop=True), problems
+    return frame, problems
+
+
+def read_sources(cfg, sources: Dict[str, Any], use_elite: bool) -> Tuple[pd.DataFrame, Optional[pd.DataFrame],
+                                                                         Dict[str, Any]]:
+    """Read every dataframe of the run and validate every row before anything trains; all problems of all
+    files are reported at once. Returns (public, elite or None, counts for the run summary)."""
+    data = cfg.data
+    parse: List[Problem] = []
+    public = _read_with_root(sources["public"], lambda csv, pr: read_categorical(csv, data.encoding, pr), parse)
+    elite = _read_with_root(sources["elite"], lambda csv, pr: read_captions(csv, data.on_empty_caption,
+                                                                              data.encoding, pr), parse) \
+        if use_elite else None
+    if parse:  # a malformed dataframe is fixed in the file, whatever data.on_bad_image says
+        raise DataFormatError(problems_message(parse, CHECK_HINT))
+    public, bad_public = _validate_paths(public, data.on_bad_image, "public data")
+    bad_elite: List[Problem] = []
+    if elite is not None:
+        elite, bad_elite = _validate_paths(elite, data.on_bad_image, "elite data")
+    if data.on_bad_image == "error" and (bad_public or bad_elite):
+        raise DataFormatError(problems_message(bad_public + bad_elite, "\n(data.on_bad_image=skip drops such rows)"
+                                               + CHECK_HINT))
+    for name, frame, pairs in (("public", public, sources["public"]), ("elite", elite, sources["elite"])):
+        if frame is not None and len(frame) == 0:
+            raise DataFormatError(f"no usable {name} rows left in {[str(c) for c, _ in pairs]}" + CHECK_HINT)
+    counts = {"dataframes": len(sources["public"]) + (len(sources["elite"]) if use_elite else 0),
+              "dropped_bad_rows": len(bad_public) + len(bad_elite)}
+    return public, elite, counts
 
 
 def _apply_ban(cfg, public: pd.DataFrame, elite: Optional[pd.DataFrame], knowledge, out_dir: Optional[Path]):
@@ -120,11 +188,16 @@ def _split_by_root(frame: pd.DataFrame):
         yield root, part.drop(columns=["root"]).reset_index(drop=True)
 
 
+def run_sources(cfg) -> Dict[str, Any]:
+    """``{"public": [(csv, root)], "elite": [(csv, root)]}`` of a run (demo world or configured files)."""
+    return _load_demo_sources(cfg) if cfg.data.source == "demo" else _load_file_sources(cfg)
+
+
 def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs: DataNeeds, rank: int = 0, world_size: int = 1,
                      out_dir: Optional[Path] = None, pin_memory: bool = False) -> TrainData:
     """Everything the trainer iterates over, shaped by the method's ``needs``."""
     needs_elite, pool_elite = needs.elite, needs.pool_elite
-    sources = _load_demo_sources(cfg) if cfg.data.source == "demo" else _load_file_sources(cfg)
+    sources = run_sources(cfg)
     if not sources["public"]:
         raise ValueError("no public dataframes configured (data.public[...].dataframes or data.source=demo)")
     use_elite = needs_elite or pool_elite
@@ -134,8 +207,7 @@ def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs: DataNeeds, rank
     from .knowledge import KnowledgeBase
 
     knowledge = KnowledgeBase.load(cfg.data.prompt.knowledge)
-    public = _read_with_root(sources["public"], read_categorical)
-    elite = _read_with_root(sources["elite"], read_captions) if use_elite else None
+    public, elite, read_counts = read_sources(cfg, sources, use_elite)
     public, elite, ban_counts = _apply_ban(cfg, public, elite, knowledge, out_dir)
     vocab = LabelVocab.from_frame(public)
     train_tf = build_transform(model_cfg.preprocess, train=True, aug=cfg.data.augment)
@@ -143,9 +215,9 @@ def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs: DataNeeds, rank
     prompt = cfg.data.prompt
     main = [CategoricalDataset(part, root, train_tf, vocab, prompt.template, knowledge,
                                needs.augment_description and prompt.augment_description, prompt.description_mode,
-                               prompt.skip_datasets, cfg.data.on_bad_image)
+                               prompt.skip_datasets, cfg.data.on_bad_image, cfg.data.max_image_pixels)
             for root, part in _split_by_root(public)]
-    elite_parts = [CaptionDataset(part, root, elite_tf, cfg.data.on_bad_image)
+    elite_parts = [CaptionDataset(part, root, elite_tf, cfg.data.on_bad_image, cfg.data.max_image_pixels)
                    for root, part in _split_by_root(elite)] if elite is not None else []
     elite_ds = ConcatParts(elite_parts) if elite_parts else None
     if pool_elite:
@@ -174,10 +246,31 @@ def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs: DataNeeds, rank
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=cfg.data.num_workers,
                         pin_memory=pin_memory, persistent_workers=False, worker_init_fn=_single_threaded_worker)
     summary = {
-        "public_rows": len(public), "elite_rows": 0 if elite is None else len(elite), "classes": len(vocab),
+        **read_counts, "public_rows": len(public), "elite_rows": 0 if elite is None else len(elite), "classes": len(vocab),
         "main_stream": dataset.main_size, "batches_per_epoch": len(sampler), "micro_batch": micro,
         "elite_micro_batch": elite_bs, "ban": ban_counts,
     }
     if "world" in sources:
         summary["demo_world"] = str(sources["world"].root)
     return TrainData(dataset, sampler, loader, vocab, summary)
+
+
+_SUMMARY_LABELS = (("dataframes", "dataframes"), ("public_rows", "public rows"), ("elite_rows", "elite rows"),
+                   ("dropped_bad_rows", "rows dropped (bad image, data.on_bad_image=skip)"),
+                   ("classes", "classes"), ("main_stream", "main stream samples"),
+                   ("batches_per_epoch", "micro-batches per epoch"), ("micro_batch", "micro-batch"),
+                   ("elite_micro_batch", "elite micro-batch"), ("demo_world", "demo world"))
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+    """The data summary as aligned ``label: value`` lines (logs and ``pretrain --dry-run``)."""
+    lines = []
+    for key, label in _SUMMARY_LABELS:
+        if key in summary:
+            value = summary[key]
+            lines.append(f"  {label + ':':<50} {value:,}" if isinstance(value, int) else f"  {label + ':':<50} {value}")
+    for name, counts in (summary.get("ban") or {}).items():
+        terms = ", ".join(f"{t} {n}" for t, n in counts.get("by_term", {}).items())
+        lines.append(f"  {'ban (' + name + '):':<50} removed {counts['removed']:,}, kept {counts['kept']:,}"
+                     + (f" ({terms})" if terms else ""))
+    return "\n".join(lines)

@@ -24,6 +24,7 @@ from ..constants import ENV_CACHE
 from ..runtime.device import resolve_device
 from ..data.images import load_image
 from ..data.transforms import build_transform
+from ..runtime.files import chmod_like_new
 
 _logger = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ class FeatureCache:
         os.close(fd)
         try:
             save_file({"features": features.contiguous()}, tmp, metadata={k: str(v) for k, v in meta.items()})
+            chmod_like_new(tmp)  # mkstemp files are 0600; a shared feature cache follows the umask
             os.replace(tmp, self._path(tag, key))
         finally:
             if os.path.exists(tmp):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..constants import WEIGHTS_NAME
+from ..hub import resolve_model_dir
 from ..runtime.device import resolve_device
 from .config import EvalCfg
 from .context import EvalContext
@@ -41,7 +42,7 @@ def load_model(model_or_dir) -> Tuple[Any, Optional[Path], str]:
     if isinstance(model_or_dir, (str, Path)):
         from ..factory import from_pretrained
 
-        directory = Path(model_or_dir)
+        directory = resolve_model_dir(model_or_dir)  # a run folder means its exported model/
         if not directory.is_dir():
             raise FileNotFoundError(f"model folder not found: {directory}")
         # runs/<run>/model -> "<run>": the exported folder of a pretraining run is always called "model"

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..config import TextCfg
-from ..runtime.sources import resolve_hf_source
+from ..runtime.sources import has_weights, load_from_hf
 from .heads import ProjectionHead
 
 
@@ -41,12 +41,18 @@ def _build_hf_text_model(cfg: TextCfg, vocab_size: Optional[int]) -> nn.Module:
         config = AutoConfig.for_model(**cfg.hf_config)
         return _without_pooler(AutoModel.from_config, config)
     if cfg.hf_model_name is not None:
-        source = resolve_hf_source(cfg.hf_model_name)
+        name = cfg.hf_model_name
         if cfg.pretrained:
             if overrides:
                 raise ValueError("text.config_overrides cannot change a pretrained encoder; set text.pretrained=false")
-            return _without_pooler(AutoModel.from_pretrained, source)
-        config = AutoConfig.from_pretrained(source)
+            return load_from_hf(lambda src: _without_pooler(AutoModel.from_pretrained, src), name,
+                                "text model (model.text.hf_model_name)")
+        if has_weights(name):  # e.g. a stage-0 text_model folder: building from its config alone would drop them
+            raise ValueError(
+                f"model.text.hf_model_name={name} is a folder with trained weights, but model.text.pretrained=false "
+                f"would build a randomly initialised text tower from its config only. Set model.text.pretrained=true "
+                f"to load them (the architecture of the folder is used), or name a folder without weights")
+        config = load_from_hf(AutoConfig.from_pretrained, name, "text model config (model.text.hf_model_name)")
         for key, value in overrides.items():
             setattr(config, key, value)
     else:

@@ -10,7 +10,7 @@ from typing import List, Sequence, Union
 
 import torch
 
-from ..runtime.sources import resolve_hf_source
+from ..runtime.sources import load_from_hf
 
 
 class Tokenizer:
@@ -27,7 +27,8 @@ class Tokenizer:
     def from_pretrained(cls, name_or_path: str, context_length: int = 77, padding: str = "max_length") -> "Tokenizer":
         from transformers import AutoTokenizer
 
-        return cls(AutoTokenizer.from_pretrained(resolve_hf_source(name_or_path)), context_length, padding)
+        hf = load_from_hf(AutoTokenizer.from_pretrained, name_or_path, "tokenizer")
+        return cls(hf, context_length, padding)
 
     @property
     def pad_token_id(self) -> int:

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..hub import CheckpointError
+from ..hub import CheckpointError, load_torch_file
 
 _logger = logging.getLogger(__name__)
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
@@ -48,10 +48,7 @@ def load_checkpoint(path: str | Path) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, bad pickle opcode, disallowed global...
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(exc).__name__}: {exc})") from exc
+    ckpt = load_torch_file(path)  # weights_only; unsafe pickles and truncated files raise CheckpointError
     if not isinstance(ckpt, dict) or "task" not in ckpt or "step" not in ckpt:
         raise CheckpointError(f"{path}: not a fundus-vlp training checkpoint (missing 'task'/'step')")
     ckpt["task"] = _strip_prefixes(ckpt["task"])

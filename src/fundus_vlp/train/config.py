@@ -70,6 +70,7 @@ class PretrainCfg:
     output_dir: str = "runs"
     run_name: str = ""  # default: <method>-<timestamp>
     resume: str = ""  # "", "latest" or a checkpoint path
+    allow_config_change: bool = False  # resume although the config differs from the run's config.yaml
     init_from: str = ""  # a saved model folder to start from (e.g. continue from a FLAIR-style model)
 
     def __post_init__(self) -> None:

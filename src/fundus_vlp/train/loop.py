@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..data.loader import TrainData, build_train_data
+from ..data.loader import TrainData, build_train_data, format_summary
 from ..factory import create_model
 from ..methods import build_method, get_method
 from .accumulate import accumulate_gradients
@@ -67,6 +69,40 @@ class Callback:
 
     def on_step_end(self, trainer: "Trainer", values: Dict[str, float]) -> None:
         """After every optimiser step; ``values`` are this step's losses (rank-local), ``trainer.step`` is done."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM stopped training after a checkpoint was written; the CLI exits with 130."""
+
+
+class StopSignals:
+    """While active, the first SIGINT/SIGTERM only asks the loop to stop after the current step (so it can
+    write a checkpoint: a cluster scheduler sends SIGTERM some time before it kills a job); a second one
+    interrupts at once. Handlers can only be installed from the main thread; elsewhere this is inert."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: Optional[str] = None
+        self._previous: Dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        _logger.warning("%s received: writing a checkpoint after this step, then stopping (send it again to stop "
+                        "at once, without a checkpoint)", self.received)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
 
 class Trainer:
@@ -130,7 +166,7 @@ class Trainer:
         _logger.info("method=%s model=%s params=%.2fM (trainable %.2fM) device=%s world=%d",
                      self.cfg.method, self.model.cfg.name, n_params / 1e6, n_train / 1e6, self.device,
                      self.env.world_size)
-        _logger.info("data: %s", self.data.summary)
+        _logger.info("data:\n%s", format_summary(self.data.summary))
         _logger.info("steps: %d per epoch x %d epochs -> %d optimiser steps (global batch %d)",
                      self.steps_per_epoch, self.cfg.train.epochs, self.total_steps,
                      self.cfg.train.batch_size * self.env.world_size)
@@ -240,7 +276,31 @@ class Trainer:
                 group = []
                 t_data = time.perf_counter()
 
+    def _stop_requested(self, signals: StopSignals) -> bool:
+        """Every rank stops at the same step, whichever received the signal."""
+        stop = signals.received is not None
+        if self.env.is_distributed:
+            flag = torch.tensor([float(stop)], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
+
+    def _write_loss_curves(self) -> None:
+        if not self.env.is_main:
+            return
+        from .plots import LOSS_CURVES, plot_loss_curves
+
+        try:
+            plot_loss_curves({f"{self.cfg.method} ({self.run_dir.name})": self.run_dir / "metrics.jsonl"},
+                             self.run_dir / LOSS_CURVES)
+        except Exception as exc:  # a figure must never cost the run; say why it is missing
+            _logger.warning("could not write %s: %s: %s", LOSS_CURVES, type(exc).__name__, exc)
+
     def fit(self) -> TrainResult:
+        with StopSignals() as signals:
+            return self._fit(signals)
+
+    def _fit(self, signals: StopSignals) -> TrainResult:
         cfg = self.cfg.train
         self.wrapped.train()
         t_start = time.perf_counter()
@@ -272,6 +332,14 @@ class Trainer:
                     self.save_checkpoint()
                 for callback in self.callbacks:
                     callback.on_step_end(self, values)
+                if self._stop_requested(signals):
+                    self._report_skipped(skipped)
+                    self.save_checkpoint()
+                    self.metrics.close()
+                    self._write_loss_curves()
+                    raise RunInterrupted(f"{signals.received or 'a stop signal on another rank'}: stopped at step "
+                                         f"{self.step}; checkpoint in {self.ckpt.dir}; continue with --resume latest "
+                                         f"run_name={self.run_dir.name} output_dir={self.run_dir.parent}")
                 if self.step >= self.total_steps:
                     break
             if self.start_batch >= self.steps_per_epoch * cfg.accum_freq:  # the epoch's last whole step is done
@@ -285,6 +353,7 @@ class Trainer:
         self.metrics.write({"kind": "summary", "step": self.step, "seconds": seconds,
                             "samples_per_second": samples_done / max(seconds, 1e-9), "skipped_images": skipped_total})
         self.metrics.close()
+        self._write_loss_curves()
         return TrainResult(self.run_dir, model_dir, self.step, last_loss, seconds, samples_done / max(seconds, 1e-9))
 
     def _log_step(self, values: Dict[str, float], step_time: float, data_time: float, n: int) -> None:
@@ -326,3 +395,55 @@ def pretrain(cfg: PretrainCfg, callbacks: Sequence[Callback] = ()) -> TrainResul
         return Trainer(cfg, env, callbacks).fit()
     finally:
         dist.cleanup()
+
+
+@dataclass
+class DryRunPlan:
+    """What ``pretrain --dry-run`` found: the data check and, when the data can be built, the plan."""
+
+    report: Any  # data.check.CheckReport
+    run_dir: Path
+    summary: Dict[str, Any]
+    steps_per_epoch: int = 0
+    total_steps: int = 0
+    error: str = ""  # why the datasets could not be built (the run would stop here too)
+
+    def ok(self, on_bad_image: str) -> bool:
+        """The run would start and meet no bad data (with ``skip``: it would start, bad rows dropped or skipped)."""
+        return not self.error and (self.report.ok or on_bad_image == "skip")
+
+
+def dry_run(cfg: PretrainCfg, workers: Optional[int] = None, progress: bool = False) -> DryRunPlan:
+    """Build every dataset of the run and validate everything (every dataframe row, every image decoded at
+    reduced size) without building the model, touching the run folder or training."""
+    from ..data.check import check_sources
+    from ..data.loader import run_sources
+    from ..factory import get_tokenizer
+    from .rundir import resolve_run_dir
+
+    needs = get_method(cfg.method).data_needs(cfg)
+    sources = run_sources(cfg)
+    use_elite = needs.elite or needs.pool_elite
+    triples = [(csv, root, "categorical") for csv, root in sources["public"]]
+    triples += [(csv, root, "captions") for csv, root in sources["elite"]] if use_elite else []
+    report = check_sources(triples, workers, decode=True, progress=progress, encoding=cfg.data.encoding,
+                           on_empty_caption=cfg.data.on_empty_caption, max_pixels=cfg.data.max_image_pixels)
+    run_dir = resolve_run_dir(cfg.output_dir, cfg.run_name, cfg.method, cfg.resume)
+    plan = DryRunPlan(report, run_dir, {})
+    model_spec = cfg.init_from or cfg.model
+    try:
+        tokenizer = get_tokenizer(model_spec)
+        model_cfg = cfg.model
+        if cfg.init_from:
+            from ..hub import load_config
+
+            model_cfg = load_config(cfg.init_from)
+        data = build_train_data(cfg, model_cfg, tokenizer, needs, out_dir=None)
+    except (ValueError, OSError, RuntimeError) as exc:
+        plan.error = str(exc)
+        return plan
+    plan.summary = data.summary
+    plan.steps_per_epoch = len(data.sampler) // cfg.train.accum_freq
+    planned = plan.steps_per_epoch * cfg.train.epochs
+    plan.total_steps = min(planned, cfg.train.max_steps) if cfg.train.max_steps > 0 else planned
+    return plan

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import subprocess
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from ..runtime import distributed as dist
 
@@ -49,12 +50,74 @@ def resolve_run_dir(output_dir: str, run_name: str, prefix: str, resume: str) ->
     return Path(output_dir) / name
 
 
+# fields that say how this invocation continues a run, not what the run is
+_RESUME_FIELDS = ("resume", "allow_config_change")
+
+
+def _flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
+    if isinstance(node, dict):
+        out: Dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+    """``key: old -> new`` lines for every leaf that differs (lists compare whole)."""
+    a, b = _flatten(old), _flatten(new)
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if key.split(".")[0] in _RESUME_FIELDS:
+            continue
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            lines.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+    return lines
+
+
+def _next_config_version(run_dir: Path) -> Path:
+    n = 1
+    while (run_dir / f"config.{n}.yaml").exists():
+        n += 1
+    return run_dir / f"config.{n}.yaml"
+
+
+def _check_resumed_config(cfg, run_dir: Path) -> str:
+    """On resume: compare with the run's config.yaml. Returns an error message, or "" (and, when a change
+    is allowed, moves the old config to ``config.<n>.yaml`` so every version of the run is kept)."""
+    from omegaconf import OmegaConf
+
+    path = run_dir / "config.yaml"
+    if not getattr(cfg, "resume", "") or not path.is_file():
+        return ""
+    old = OmegaConf.to_container(OmegaConf.load(path))
+    new = OmegaConf.to_container(OmegaConf.structured(cfg))
+    diff = config_differences(old, new)
+    if not diff:
+        return ""
+    listing = "\n  ".join(diff)
+    if not getattr(cfg, "allow_config_change", False):
+        return (f"{path}: the config differs from the run being resumed:\n  {listing}\n"
+                f"resume with the same config, or pass --allow-config-change (the old config is kept as config.N.yaml)")
+    kept = _next_config_version(run_dir)
+    os.replace(path, kept)
+    _logger.warning("resuming with a changed config (old one kept as %s):\n  %s", kept.name, listing)
+    return ""
+
+
 def prepare_run_dir(cfg, env: dist.DistEnv, prefix: str | None = None) -> Path:
-    """Create (rank 0) and agree on (all ranks) the run directory; write config.yaml and env.json."""
+    """Create (rank 0) and agree on (all ranks) the run directory; write config.yaml and env.json.
+
+    On resume a config that differs from the run's ``config.yaml`` is refused (all ranks raise) unless
+    ``cfg.allow_config_change``; then the previous one is kept as ``config.<n>.yaml``."""
     from ..config.loading import save_resolved
 
     run_dir = resolve_run_dir(cfg.output_dir, cfg.run_name, prefix or cfg.method, getattr(cfg, "resume", ""))
     run_dir = Path(dist.broadcast_object(str(run_dir)))
+    error = _check_resumed_config(cfg, run_dir) if env.is_main else ""
+    error = dist.broadcast_object(error)
+    if error:
+        raise ValueError(error)
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_resolved(cfg, run_dir / "config.yaml")
