@@ -1,5 +1,6 @@
 """A corpus with every kind of bad input mixed with valid but unusual images: `check-data` and
-`pretrain --dry-run` report every bad row (file and row) and accept every valid one.
+`pretrain --dry-run` report every bad row (file and row) and accept every valid one; `predict` reports every
+bad image file, predicts every valid one and exits non-zero.
 
 ``BadCorpus`` knows which rows are bad and which are valid; ``assert_reports_exactly`` checks a command's
 output against it (by dataframe file and row), ``assert_reports_bad_images`` by image file, for commands
@@ -218,7 +219,7 @@ def test_pretrain_dry_run_of_valid_rows_prints_the_plan(corpus, tiny_overrides, 
     assert code == 0, out
     n_valid = sum(1 for name, _ in corpus.valid_rows if name == "public.csv")
     assert "problems: none" in out
-    assert f"public rows:" in out and f" {n_valid}\n" in out
+    assert "public rows:" in out and f" {n_valid}\n" in out
     assert "{" not in out.split("data:", 1)[1]  # readable lines, not a Python dict
     assert f"-> {2 * (n_valid // 2)} optimiser steps" in out
     assert not (tmp_path / "runs").exists()
@@ -259,3 +260,18 @@ def test_bomb_is_skipped_when_drawn_with_skip(corpus):
     ds = CaptionDataset(frame, corpus.root, lambda img, rng: img, on_bad_image="skip")
     item = ds.get(0, seed=0)
     assert item["text"] == "y" and item["skipped"][0].reason.startswith("over Pillow's pixel limit")
+
+
+def test_predict_reports_every_bad_image_and_predicts_every_valid_one(corpus, tiny_model, tmp_path, capsys):
+    import pandas as pd
+
+    tiny_model.save_pretrained(tmp_path / "m")
+    out = tmp_path / "pred.csv"
+    images = [*corpus.valid_images, *corpus.bad_images]
+    code, text = run_cli(["predict", "--model", str(tmp_path / "m"), "--classes", "normal,glaucoma",
+                          "--out", str(out), *map(str, images)], capsys)
+    assert code != 0
+    assert_reports_bad_images(text, corpus)
+    table = pd.read_csv(out)
+    predicted = table[table["error"].isna()]
+    assert sorted(Path(p).name for p in predicted["image"]) == sorted(p.name for p in corpus.valid_images)

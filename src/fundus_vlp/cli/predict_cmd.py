@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
+from ..constants import DEFAULT_MAX_IMAGE_PIXELS
+
 HELP = """Zero-shot classification of image files with prompt-ensemble prototypes (label name + knowledge-base
 descriptions). Research use only; not a medical device.
 
@@ -32,7 +34,6 @@ their error) and, with --patient-csv, FILE.eyes.csv and FILE.patients.csv; --out
 document with images, failed, calibration, eyes and patients.
 """
 
-DEFAULT_MAX_PIXELS = 60_000_000  # far above any fundus camera (~30 Mpixel), far below a decompression bomb
 
 
 def register(sub) -> None:
@@ -59,8 +60,8 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, metavar="FILE.csv|FILE.json", help="write the predictions to a file")
     p.add_argument("--json", action="store_true", help="print the JSON document instead of a table")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help=f"refuse images with more pixels (default {DEFAULT_MAX_PIXELS:,})")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                   help=f"refuse images with more pixels, e.g. decompression bombs (default {DEFAULT_MAX_IMAGE_PIXELS:,})")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     p.set_defaults(func=run)
 

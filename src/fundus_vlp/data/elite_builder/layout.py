@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from .captions import CaptionText, parse_caption_block
+from .captions import parse_caption_block
 from .pdfread import PageContent, Rect
 
 _TOL = 2.0  # points: touching rectangles
