@@ -174,6 +174,19 @@ def captions_html(analysis: Analysis) -> str:
     return f'<div id="captions"><h3>Generated captions</h3><ul>{items}</ul></div>'
 
 
+def neighbours_html(analysis: Analysis, index: Optional[EliteIndex]) -> str:
+    """The nearest elite examples as text: full captions and similarities (the gallery shows the images)."""
+    if not analysis.neighbours or index is None:
+        return ""
+    esc = html.escape
+    items = []
+    for name, hits in zip(analysis.names, analysis.neighbours):
+        for rank, (score, i) in enumerate(hits, 1):
+            items.append(f'<li data-image="{esc(name)}" data-rank="{rank}"><b>{esc(name)}</b> #{rank} '
+                         f'(cosine {score:.2f}, {esc(index.entries[i]["image"])}): {esc(index.entries[i]["caption"])}</li>')
+    return f'<div id="neighbour-captions"><h3>Nearest elite examples</h3><ol>{"".join(items)}</ol></div>'
+
+
 def status_markdown(analysis: Analysis, index_note: Optional[str] = None) -> str:
     lines = []
     if analysis.problem:

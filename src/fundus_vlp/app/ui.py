@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .analysis import (Analyzer, bar_chart, captions_html, default_labels, gallery_items, parse_labels,
-                       probability_table_html, status_markdown)
+from .analysis import (NEIGHBOURS_PER_IMAGE, Analyzer, bar_chart, captions_html, default_labels, gallery_items,
+                       neighbours_html, parse_labels, probability_table_html, status_markdown)
 from .uploads import ALLOWED_EXTENSIONS, ALLOWED_FORMATS, DEFAULT_MAX_IMAGES, DEFAULT_MAX_UPLOAD_MB, check_uploads
 
 _logger = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ def build_app(analyzer: Analyzer, labels: Optional[Sequence[str]] = None,
         result = analyzer.run(uploads, parse_labels(labels_text), bool(multilabel))
         note = analyzer.index_note
         return (status_markdown(result, note), bar_chart(result, uploads.images), probability_table_html(result),
-                captions_html(result), gallery_items(result, analyzer.index))
+                captions_html(result), gallery_items(result, analyzer.index),
+                neighbours_html(result, analyzer.index))
 
     with gr.Blocks(title="fundus-vlp") as page:
         gr.Markdown(
@@ -78,10 +79,11 @@ def build_app(analyzer: Analyzer, labels: Optional[Sequence[str]] = None,
                 chart = gr.Plot(label="Zero-shot probabilities", format="png", elem_id="chart")
                 table = gr.HTML(elem_id="table")
                 captions = gr.HTML(elem_id="captions-box", visible=analyzer.has_decoder)
-                gallery = gr.Gallery(label="Nearest elite examples (image retrieval)", columns=3, height="auto",
-                                     visible=has_index, elem_id="neighbours")
+                gallery = gr.Gallery(label="Nearest elite examples (image retrieval)", columns=NEIGHBOURS_PER_IMAGE,
+                                     height=300, object_fit="contain", visible=has_index, elem_id="neighbours")
+                neighbours = gr.HTML(elem_id="neighbours-box", visible=has_index)
         button.click(analyse, inputs=[files, labels_box, multilabel],
-                     outputs=[status, chart, table, captions, gallery], concurrency_limit=1)
+                     outputs=[status, chart, table, captions, gallery, neighbours], concurrency_limit=1)
     return page
 
 
