@@ -20,7 +20,7 @@ FLOORS = [
     {"models", "losses", "data", "hub"},  # towers, pure losses, readers/datasets, release folders
     {"factory", "convert"},  # models + their preprocessing; imported weights
     {"methods"},  # pretraining objectives composed of losses and model parts
-    {"train", "eval"},  # the training loop and stage 0; evaluation protocols
+    {"train", "eval", "retrieval"},  # the training loop and stage 0; evaluation protocols; folder search
     {"demo", "app"},  # the end-to-end demo (trains and evaluates); the web app (uses the model API)
     {"cli", "__main__"},  # the command line
 ]

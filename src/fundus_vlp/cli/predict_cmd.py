@@ -31,7 +31,7 @@ def predict_files(model, images: List[Path], classes: List[str], templates=None,
 
     from ..data.images import load_image
     from ..data.transforms import build_transform
-    from ..eval.zero_shot import DEFAULT_TEMPLATES, build_zero_shot_classifier, zero_shot_probs
+    from ..models.zero_shot import DEFAULT_TEMPLATES, build_zero_shot_classifier, zero_shot_probs
 
     protos = build_zero_shot_classifier(model, classes, templates or DEFAULT_TEMPLATES, knowledge, device=device)
     transform = build_transform(model.cfg.preprocess, train=False)
@@ -58,7 +58,7 @@ def format_predictions(results: List[Dict], classes: List[str]) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..runtime.device import resolve_device
     from ..eval.runner import load_model
-    from ..eval.zero_shot import load_knowledge
+    from ..models.zero_shot import load_knowledge
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     if len(classes) < 2:

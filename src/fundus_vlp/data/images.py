@@ -43,10 +43,11 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.clip(arr, 0.0, 1.0)
 
 
-def load_image(path: str | Path, where: Optional[str] = None) -> torch.Tensor:
+def load_image(path: str | Path, where: Optional[str] = None, max_pixels: Optional[int] = None) -> torch.Tensor:
     """Decode an image file to a float32 tensor 3×H×W in [0, 1].
 
-    Raises ``BadImageError`` for a missing, empty, truncated or otherwise undecodable file.
+    Raises ``BadImageError`` for a missing, empty, truncated or otherwise undecodable file, and for one
+    with more than ``max_pixels`` pixels (checked from the header, before decoding).
     """
     path = Path(path)
     if not path.is_file():
@@ -55,10 +56,16 @@ def load_image(path: str | Path, where: Optional[str] = None) -> torch.Tensor:
         raise BadImageError(path, "empty file (0 bytes)", where)
     try:
         with Image.open(path) as img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise BadImageError(path, f"image too large ({img.width}x{img.height} > {max_pixels} pixels)", where)
             img.load()  # force the full decode so truncated files fail here, not later
             arr = _to_rgb_array(img)
+    except BadImageError:
+        raise
     except UnidentifiedImageError:
         raise BadImageError(path, "not a recognised image format (corrupt?)", where) from None
+    except Image.DecompressionBombError as exc:
+        raise BadImageError(path, f"image too large ({exc})", where) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadImageError(path, f"corrupt or truncated image ({exc})", where) from None
     if arr.shape[0] < 2 or arr.shape[1] < 2:
@@ -84,3 +91,8 @@ def image_from_array(array: np.ndarray) -> torch.Tensor:
     if arr.shape[2] != 3:
         raise ValueError(f"expected 1, 3 or 4 channels, got {arr.shape[2]}")
     return torch.from_numpy(np.ascontiguousarray(np.clip(arr, 0, 1).transpose(2, 0, 1)))
+
+
+def image_from_pil(img: Image.Image) -> torch.Tensor:
+    """An in-memory PIL image -> 3×H×W float in [0, 1], decoded exactly as ``load_image`` decodes files."""
+    return torch.from_numpy(np.ascontiguousarray(_to_rgb_array(img).transpose(2, 0, 1)))

@@ -16,7 +16,7 @@ from .features import FeatureCache
 from .metrics import aggregate_folds, bootstrap_ci, choose_threshold, compute_metrics
 from .report import prediction_key
 from .splits import Split, fold_seeds, make_splits
-from .zero_shot import build_zero_shot_classifier, load_knowledge
+from ..models.zero_shot import build_zero_shot_classifier, load_knowledge
 
 _logger = logging.getLogger(__name__)
 

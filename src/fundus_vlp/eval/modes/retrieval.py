@@ -10,7 +10,7 @@ def run_retrieval(ctx: EvalContext) -> List[Dict]:
     from ...data.dataframes import read_captions, resolve_image_path
     from ..experiments import check_images_exist
     from ..retrieval import recall_at_k
-    from ..zero_shot import encode_texts
+    from ...models.zero_shot import encode_texts
 
     rc, exp = ctx.cfg.retrieval, ctx.experiment
     csv = rc.captions or exp.captions

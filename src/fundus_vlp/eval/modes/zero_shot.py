@@ -8,7 +8,7 @@ import numpy as np
 from ..adapters import ZeroShot
 from ..context import EvalContext, fold_result
 from ..splits import SplitError
-from ..zero_shot import multilabel_scores, negative_prototypes
+from ...models.zero_shot import multilabel_scores, negative_prototypes
 
 
 def zero_shot_probs_all(ctx: EvalContext) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Zero-shot on a stub model with known prototypes; re-normalisation; the knowledge base is never mutated."""
+"""Zero-shot prototypes (models/zero_shot.py): prompt ensembles, re-normalisation, multi-label pairs."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fundus_vlp.eval.zero_shot import (build_multilabel_classifier, build_zero_shot_classifier, class_prompts,
+from fundus_vlp.models.zero_shot import (build_multilabel_classifier, build_zero_shot_classifier, class_prompts,
                                        multilabel_scores, zero_shot_probs)
 
 E = torch.eye(4)

@@ -1,4 +1,5 @@
-"""Zero-shot classification with domain-knowledge prompt ensembles (keepfit.md §5.2, flair.md §2.4, §9.2).
+"""Zero-shot classification with domain-knowledge prompt ensembles: the prototypes shared by the Python API
+(``FundusCLIP.classify``), ``predict``, evaluation and the ONNX runtime.
 
 A class prototype is the mean of the unit text embeddings of its prompt ensemble ([class name] + the
 knowledge base's descriptions, each in every template), **re-normalised** to unit length. The official
@@ -53,6 +54,11 @@ def class_prompts(classname: str, templates: Sequence[str] = DEFAULT_TEMPLATES, 
     return list(dict.fromkeys(prompts))
 
 
+def negative_prompts(classname: str, negative_templates: Sequence[str] = DEFAULT_NEGATIVE_TEMPLATES) -> List[str]:
+    """The "no [CLS]" prompts of one class (bare name, no descriptions): the negative half of a multi-label pair."""
+    return list(dict.fromkeys(fill_template(_slot(t), classname) for t in negative_templates))
+
+
 @torch.no_grad()
 def encode_texts(model, texts: Sequence[str], batch_size: int = 64, device: str | torch.device = "cpu") -> torch.Tensor:
     """Unit-norm projected text embeddings, P×D (float32, on CPU)."""
@@ -100,8 +106,7 @@ def negative_prototypes(model, classnames: Sequence[str],
                         negative_templates: Sequence[str] = DEFAULT_NEGATIVE_TEMPLATES, normalize: bool = True,
                         device: str | torch.device = "cpu") -> torch.Tensor:
     """K×D prototypes of "no [CLS]" prompts, the negative half of each multi-label prompt pair."""
-    groups = [encode_texts(model, [fill_template(_slot(t), c) for t in negative_templates], device=device)
-              for c in classnames]
+    groups = [encode_texts(model, negative_prompts(c, negative_templates), device=device) for c in classnames]
     return prototypes_from_embeddings(groups, normalize)
 
 

@@ -1,0 +1,49 @@
+"""Text -> image search over a folder: ``fundus_vlp.search(model, folder, "query", k=10)``.
+
+The folder's image embeddings are computed once and kept in the evaluation feature cache
+(``eval/features.py``): the key covers the model weights, every file's path, size and modification
+time and the preprocessing, so adding, replacing or touching an image recomputes them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .data.dataframes import IMAGE_EXTENSIONS
+from .eval.features import FeatureCache, model_fingerprint
+from .models.inference import embed_texts, list_images, model_device
+from .runtime.sources import cache_root
+
+
+def search_cache_dir() -> Path:
+    """``$FUNDUS_VLP_CACHE/features``, else ``~/.cache/fundus_vlp/features`` (never inside the image folder)."""
+    return cache_root() / "features"
+
+
+def search(model, folder: str | Path, query: str, k: int = 10, cache_dir: Optional[str | Path] = None,
+           batch_size: int = 32, device=None, progress: Optional[bool] = None):
+    """The ``k`` images of ``folder`` closest to ``query``: a DataFrame (rank 1..k) with ``image`` and ``score``
+    (cosine similarity of unit embeddings, highest first). ``cache_dir=False`` disables the cache."""
+    import pandas as pd
+
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError("search needs a non-empty query text")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    paths = list_images(folder)
+    if not paths:
+        raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    dev = str(device) if device is not None else str(model_device(model))
+    cache = FeatureCache(None if cache_dir is False else (cache_dir or search_cache_dir()))
+    feats = cache.get(model, paths, tag=f"search-{Path(folder).resolve().name}", fingerprint=model_fingerprint(model),
+                      batch_size=batch_size, device=dev, progress=progress if progress is not None else len(paths) >= 64)
+    text = embed_texts(model, [query], device=dev)[0]
+    scores = feats.float() @ text.float()
+    top = torch.topk(scores, min(k, len(paths)))
+    frame = pd.DataFrame({"image": [str(paths[i]) for i in top.indices.tolist()],
+                          "score": top.values.double().numpy()})
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name="rank")
+    frame.attrs["cache_hit"] = cache.hits > 0  # lets callers (and tests) see whether embeddings were reused
+    return frame
