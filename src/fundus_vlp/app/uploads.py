@@ -48,20 +48,18 @@ def check_upload(path: str | Path, max_bytes: int) -> Tuple[torch.Tensor | None,
     if size == 0:
         return None, "empty file (0 bytes)"
     if size > max_bytes:
-        return None, f"{size / 1e6:.1f} MB is over the upload limit of {max_bytes / 1e6:.0f} MB per image"
+        return None, f"{size / 1e6:.1f} MB is over the upload limit of {max_bytes / 1e6:g} MB per image"
     try:
         with Image.open(path) as img:
-            fmt, pixels = img.format, img.width * img.height
+            fmt = img.format
+    except Image.DecompressionBombError:
+        return None, f"too many pixels (more than {MAX_PIXELS // 1_000_000} Mpixel)"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return None, f"not an image file (accepted: {_allowed()})"
-    except Image.DecompressionBombError:
-        pixels, fmt = MAX_PIXELS + 1, None
-    if fmt is not None and fmt not in ALLOWED_FORMATS:
+    if fmt not in ALLOWED_FORMATS:
         return None, f"{fmt} images are not accepted (accepted: {_allowed()})"
-    if pixels > MAX_PIXELS:
-        return None, f"too many pixels (more than {MAX_PIXELS // 1_000_000} Mpixel)"
     try:
-        return load_image(path), None
+        return load_image(path, max_pixels=MAX_PIXELS), None
     except BadImageError as exc:
         return None, exc.reason
 
