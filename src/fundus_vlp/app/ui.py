@@ -52,7 +52,11 @@ def build_app(analyzer: Analyzer, labels: Optional[Sequence[str]] = None,
 
     def analyse(files: Optional[List[str]], labels_text: str, multilabel: bool):
         uploads = check_uploads(files, max_upload_mb, max_images)
-        result = analyzer.run(uploads, parse_labels(labels_text), bool(multilabel))
+        try:
+            result = analyzer.run(uploads, parse_labels(labels_text), bool(multilabel))
+        except (ValueError, RuntimeError) as exc:  # shown in the page; the server keeps serving
+            _logger.exception("analysis failed")
+            return f"**Could not analyse the images:** {exc}", None, "", "", [], ""
         note = analyzer.index_note
         return (status_markdown(result, note), bar_chart(result, uploads.images), probability_table_html(result),
                 captions_html(result), gallery_items(result, analyzer.index),
