@@ -80,7 +80,7 @@ def build_app(analyzer: Analyzer, labels: Optional[Sequence[str]] = None,
                 button = gr.Button("Classify", variant="primary", elem_id="classify")
                 status = gr.Markdown(elem_id="status")
             with gr.Column(scale=3):
-                chart = gr.Plot(label="Zero-shot probabilities", format="png", elem_id="chart")
+                chart = gr.Plot(label="Zero-shot probabilities", show_label=False, format="png", elem_id="chart")
                 table = gr.HTML(elem_id="table")
                 captions = gr.HTML(elem_id="captions-box", visible=analyzer.has_decoder)
                 gallery = gr.Gallery(label="Nearest elite examples (image retrieval)", columns=NEIGHBOURS_PER_IMAGE,
