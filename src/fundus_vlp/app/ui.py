@@ -36,6 +36,11 @@ def _quiet_gradio() -> None:
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 
+def _short(model_dir: Path) -> str:
+    """The folder's last two names: exported models are often all called "model"."""
+    return "/".join(model_dir.resolve().parts[-2:])
+
+
 def build_app(analyzer: Analyzer, labels: Optional[Sequence[str]] = None,
               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_images: int = DEFAULT_MAX_IMAGES):
     _quiet_gradio()
@@ -64,7 +69,7 @@ def build_app(analyzer: Analyzer, labels: Optional[Sequence[str]] = None,
 
     with gr.Blocks(title="fundus-vlp") as page:
         gr.Markdown(
-            f"## fundus-vlp · `{analyzer.model_dir.name}` ({model.cfg.name})\n"
+            f"## fundus-vlp · `{_short(analyzer.model_dir)}` ({model.cfg.name})\n"
             f"Upload fundus photographs and edit the labels to see {', '.join(what)}. "
             "Research use only: not a medical device, not for clinical decisions.")
         with gr.Row():
