@@ -16,7 +16,7 @@ _LAZY = {
     "create_model": "factory", "create_model_and_transforms": "factory", "create_model_from_pretrained": "factory",
     "get_tokenizer": "factory", "list_models": "config.registry",
     "get_model_config": "config.registry", "add_model_config": "config.registry", "from_pretrained": "factory", "save_pretrained": "hub", "FundusCLIP": "models.clip",
-    "ModelCfg": "config", "evaluate": "eval", "search": "retrieval",
+    "ModelCfg": "config", "evaluate": "eval", "search": "retrieval", "OnnxModel": "models.onnx",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -75,15 +75,44 @@ def flair_to_fundus_vlp(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tenso
     return out
 
 
-def import_flair(weights: str | Path, out_dir: str | Path, model: str = "rn50-bioclinicalbert", **overrides):
-    """Build ``model`` with FLAIR's text conventions, load the renamed weights strictly, save a release folder."""
-    from .factory import create_model
+_WORD_EMBEDDINGS = "text.transformer.embeddings.word_embeddings.weight"
+
+
+def import_flair(weights: str | Path, out_dir: str | Path, model: str = "rn50-bioclinicalbert",
+                 tokenizer: str | Path | None = None, **overrides):
+    """Build ``model`` with FLAIR's text and image conventions, load the renamed weights strictly, save a release folder.
+
+    ``tokenizer``: a local tokenizer folder (for machines without the network); when it also holds a
+    Hugging Face ``config.json`` the text architecture is read from there too. The text embedding table
+    gets as many rows as the checkpoint has (28,996 for Bio_ClinicalBERT), not as the tokenizer counts,
+    so any tokenizer whose ids fit the table works.
+    """
+    from .factory import create_model, get_tokenizer
 
     settings = {"text.pooling": "flair_compat", "text.padding": "longest", "text.pretrained": False,
-                "preprocess.mean": None, "preprocess.std": None, **overrides}
-    fundus = create_model(model, **settings)
+                "preprocess.mean": None, "preprocess.std": None, "preprocess.resize_mode": "pad"}
+    if tokenizer is not None:
+        folder = Path(tokenizer)
+        if not folder.is_dir():
+            raise CheckpointError(f"{folder}: tokenizer folder not found")
+        settings["text.hf_tokenizer_name"] = str(folder)
+        if (folder / "config.json").is_file():
+            settings["text.hf_model_name"] = str(folder)
+    settings.update(overrides)
     state = flair_to_fundus_vlp(_read_state_dict(Path(weights)))
-    missing, unexpected = fundus.load_state_dict(state, strict=False)
+    if _WORD_EMBEDDINGS not in state:
+        raise CheckpointError(f"{weights}: no text word-embedding table "
+                              "(text_model.model.embeddings.word_embeddings.weight)")
+    rows = int(state[_WORD_EMBEDDINGS].shape[0])
+    tok = get_tokenizer(model, **settings)
+    if len(tok) > rows:
+        raise CheckpointError(f"{weights}: the tokenizer has {len(tok)} tokens but the checkpoint's text embedding "
+                              f"table only {rows} rows; use the tokenizer the weights were trained with")
+    fundus = create_model(model, tokenizer=tok, vocab_size=rows, **settings)
+    try:
+        missing, unexpected = fundus.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches: a checkpoint of another architecture
+        raise CheckpointError(f"{weights}: does not fit {model}: {str(exc).splitlines()[-1].strip()}") from None
     if missing or unexpected:
         raise CheckpointError(f"{weights}: does not fit {model}: missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]}")

@@ -52,11 +52,13 @@ def get_tokenizer(spec: ModelSpec, **overrides: Any) -> Tokenizer:
     return Tokenizer.from_pretrained(name, cfg.text.context_length, cfg.text.padding)
 
 
-def create_model(spec: ModelSpec, tokenizer: Tokenizer | None = None, **overrides: Any) -> FundusCLIP:
+def create_model(spec: ModelSpec, tokenizer: Tokenizer | None = None, vocab_size: int | None = None,
+                 **overrides: Any) -> FundusCLIP:
     """Build a model from a registered name (``list_models()``), a ``ModelCfg`` or a saved folder.
 
     Overrides use nested dicts or dotted keys: ``create_model("tiny", **{"text.pooling": "cls"})``.
-    The returned model carries its tokenizer as ``model.tokenizer``.
+    The returned model carries its tokenizer as ``model.tokenizer``. ``vocab_size``: rows of the text
+    embedding table (default: the tokenizer's length; imported checkpoints fix it themselves).
     """
     if _is_pretrained_dir(spec):
         if overrides:
@@ -64,7 +66,7 @@ def create_model(spec: ModelSpec, tokenizer: Tokenizer | None = None, **override
         return from_pretrained(spec)
     cfg = resolve_model_config(spec, **overrides)
     tokenizer = tokenizer or get_tokenizer(cfg)
-    model = FundusCLIP(cfg, pad_token_id=tokenizer.pad_token_id, vocab_size=len(tokenizer),
+    model = FundusCLIP(cfg, pad_token_id=tokenizer.pad_token_id, vocab_size=vocab_size or len(tokenizer),
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     model.tokenizer = tokenizer
     return model

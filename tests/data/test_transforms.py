@@ -46,3 +46,12 @@ def test_eval_transform_is_deterministic_and_normalises():
     img = torch.rand(3, 20, 30)
     assert torch.equal(tf(img), tf(img))
     assert float(tf(torch.ones(3, 16, 16)).max()) == 1.0
+
+
+def test_canvas_size_truncates_like_the_official_code():
+    from fundus_vlp.data.transforms import canvas_size
+
+    assert canvas_size(100, 150, 64) == (42, 64)  # 42.67 truncated; rounding would give 43
+    assert canvas_size(150, 100, 64) == (64, 42)
+    assert canvas_size(77, 77, 64) == (64, 64)
+    assert resize_pad_to_square(torch.ones(3, 100, 150), 64)[:, 42:, :].abs().max() == 0

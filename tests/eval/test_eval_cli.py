@@ -165,7 +165,7 @@ def test_predict_on_the_skimage_retina(model_dir, tmp_path, capsys):
     code, out, err = _run(["predict", "--model", str(model_dir), "--classes", "normal,glaucoma", str(png), "--json"],
                           capsys)
     assert code == 0, err
-    res = json.loads(out)
+    res = json.loads(out)["images"]
     assert res[0]["prediction"] in ("normal", "glaucoma")
     assert sum(res[0]["probs"].values()) == pytest.approx(1.0, abs=1e-5)
     code, _, err = _run(["predict", "--model", str(model_dir), "--classes", "normal", str(png)], capsys)

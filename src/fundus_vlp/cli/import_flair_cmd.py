@@ -11,7 +11,15 @@ outputs match FLAIR's. The .pth is read with torch.load(weights_only=True).
   fundus-vlp eval zero-shot --model models/flair --experiment 02_MESSIDOR ...
 
 The text tower's architecture comes from the Hugging Face config of --model's text encoder
-(Bio_ClinicalBERT for rn50-bioclinicalbert): have it cached locally or network access.
+(Bio_ClinicalBERT for rn50-bioclinicalbert): have it cached locally or network access, or pass
+--tokenizer DIR, a local folder with the tokenizer files (vocab.txt, ...) and, if it also holds the
+encoder's config.json, the architecture too:
+
+  fundus-vlp import-flair --weights flair_resnet.pth --tokenizer ./Bio_ClinicalBERT --out models/flair
+
+The text embedding table is sized from the checkpoint (28,996 rows for FLAIR), so any tokenizer whose
+ids fit in it loads. Images are preprocessed as FLAIR does: [0, 1] inputs, longer side to 512 with the
+official truncating size rule, zero padding bottom/right.
 """
 
 
@@ -21,12 +29,14 @@ def register(sub) -> None:
     p.add_argument("--weights", required=True, help="FLAIR/KeepFIT state dict (.pth) or model.safetensors")
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--model", default="rn50-bioclinicalbert", help="architecture (default rn50-bioclinicalbert)")
+    p.add_argument("--tokenizer", default=None, metavar="DIR",
+                   help="local tokenizer folder (and text config.json) instead of the hub")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..convert import import_flair
 
-    import_flair(args.weights, args.out, args.model)
+    import_flair(args.weights, args.out, args.model, tokenizer=args.tokenizer)
     print(f"imported {args.weights} -> {args.out}")
     return 0

@@ -38,12 +38,25 @@ def fov_crop(image: torch.Tensor) -> torch.Tensor:
     return image[:, top:bottom, left:right]
 
 
+def canvas_size(h: int, w: int, size: int) -> tuple:
+    """The resized (height, width) of the FLAIR/KeepFIT canvas, computed exactly as the official code does.
+
+    A square image goes straight to ``size``; otherwise ``s = max(h, w) / size`` and the target is
+    ``(int(h / s), int(w / s))``: truncation, not rounding, so the shorter side (and, through floating
+    point, occasionally the longer one) can be a pixel smaller than rounding gives. Released FLAIR/KeepFIT
+    weights saw inputs made this way, so an imported model reproduces their outputs on non-square images.
+    """
+    if h == w:
+        return size, size
+    scale = max(h, w) / size
+    return max(1, int(h / scale)), max(1, int(w / scale))
+
+
 def resize_pad_to_square(image: torch.Tensor, size: int, antialias: bool = True,
                          interpolation: str = "bilinear") -> torch.Tensor:
-    """Longer side to `size` keeping the aspect ratio, zero-pad right and bottom (content top-left)."""
+    """Longer side to `size` keeping the aspect ratio (``canvas_size``), zero-pad right and bottom (content top-left)."""
     _, h, w = image.shape
-    scale = size / max(h, w)
-    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    new_h, new_w = canvas_size(h, w, size)
     resized = F.interpolate(image[None], size=(new_h, new_w), mode=interpolation, antialias=antialias,
                             align_corners=False if interpolation in ("bilinear", "bicubic") else None)[0]
     return F.pad(resized, (0, size - new_w, 0, size - new_h))

@@ -21,7 +21,7 @@ from ..data.images import BadImageError, image_from_array, image_from_pil, load_
 from ..data.transforms import build_transform
 from ..runtime.device import resolve_device
 from .zero_shot import (DEFAULT_TEMPLATES, build_zero_shot_classifier, encode_texts, load_knowledge,
-                        multilabel_scores, negative_prototypes, zero_shot_probs)
+                        multilabel_logits, negative_prototypes, zero_shot_logits)
 
 ImageLike = Union[str, Path, np.ndarray, torch.Tensor, "PIL.Image.Image"]  # noqa: F821
 Progress = Union[None, bool, Callable[[int, int], None]]
@@ -203,12 +203,24 @@ def zero_shot_heads(model, labels: Sequence[str], domain_knowledge=True, multila
     return positive, negative
 
 
+def label_logits(features: torch.Tensor, positive: torch.Tensor, negative: Optional[torch.Tensor],
+                 scale) -> torch.Tensor:
+    """N×K logits: s·V·Tᵀ (single-label) or the positive-minus-negative pair logits (multi-label)."""
+    if negative is None:
+        return zero_shot_logits(features, positive, scale)
+    return multilabel_logits(features, positive, negative, scale)
+
+
+def logits_to_probs(logits: torch.Tensor, multilabel: bool, temperature: float = 1.0) -> torch.Tensor:
+    """Softmax over labels, or one sigmoid per label; ``temperature`` divides the logits (calibration)."""
+    z = (logits if logits.is_floating_point() else logits.float()) / float(temperature)
+    return torch.sigmoid(z) if multilabel else z.softmax(dim=-1)
+
+
 def probabilities(features: torch.Tensor, positive: torch.Tensor, negative: Optional[torch.Tensor],
                   scale) -> torch.Tensor:
     """Softmax over labels (single-label) or one sigmoid per positive/negative pair (multi-label)."""
-    if negative is None:
-        return zero_shot_probs(features, positive, scale)
-    return multilabel_scores(features, positive, negative, scale)
+    return logits_to_probs(label_logits(features, positive, negative, scale), multilabel=negative is not None)
 
 
 def classify(model, images, labels, domain_knowledge=True, multilabel: bool = False, batch_size: int = 32,

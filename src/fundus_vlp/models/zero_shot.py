@@ -110,8 +110,14 @@ def negative_prototypes(model, classnames: Sequence[str],
     return prototypes_from_embeddings(groups, normalize)
 
 
+def multilabel_logits(features: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                      scale: float | torch.Tensor) -> torch.Tensor:
+    """N×K pair logits s·(v·t⁺ − v·t⁻): the log-odds of each label (temperature scaling divides these)."""
+    s = float(scale.detach()) if torch.is_tensor(scale) else float(scale)
+    return s * (features.float() @ positive.float().T - features.float() @ negative.float().T)
+
+
 def multilabel_scores(features: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
                       scale: float | torch.Tensor) -> torch.Tensor:
     """Per-class probabilities N×K: softmax over each (positive, negative) prompt pair."""
-    s = float(scale.detach()) if torch.is_tensor(scale) else float(scale)
-    return torch.sigmoid(s * (features.float() @ positive.float().T - features.float() @ negative.float().T))
+    return torch.sigmoid(multilabel_logits(features, positive, negative, scale))
