@@ -81,12 +81,18 @@ def served_model(tiny_overrides, tmp_path):
             proc.wait()
 
 
-def test_upload_relabel_and_read_probabilities(served_model, tmp_path):
-    chromium = _chromium()
-    if chromium is None:
+@pytest.fixture
+def chromium() -> str:
+    """The system Chromium, checked before anything is built or served."""
+    path = _chromium()
+    if path is None:
         pytest.skip("no Chromium on this machine (`apt-get install chromium`; `make test` installs it when run as "
                     "root with apt-get): the web app's browser test cannot run")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a test dependency (pip install .[test])")
+    return path
+
+
+def test_upload_relabel_and_read_probabilities(chromium, served_model, tmp_path):
+    from playwright import sync_api
     from skimage import data
 
     model, url, proc, log = served_model
