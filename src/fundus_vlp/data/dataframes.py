@@ -14,6 +14,8 @@ from typing import Iterable, List, Sequence, Tuple
 import pandas as pd
 
 CATEGORICAL_COLUMNS = ("image", "atributes", "categories")
+# Chinese caption/report columns, first found wins: ours, MM-Retinal's, FFA-IR's
+ZH_CAPTION_COLUMNS = ("caption_zh", "zh_caption", "Cn_Report")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".ppm")
 
 
@@ -79,20 +81,26 @@ def read_categorical(path: str | Path) -> pd.DataFrame:
 
 
 def read_captions(path: str | Path, on_empty: str = "error") -> pd.DataFrame:
-    """Image–caption pairs, returned as columns ``image, caption`` (+ provenance).
+    """Image–caption pairs, returned as columns ``image, caption`` (+ ``caption_zh`` when the file has
+    Chinese text, + provenance).
 
     Accepted forms: ``image, caption``; the MM-Retinal raw release ``Image_ID, en_caption`` (no file
     extension: ``image`` is the bare id, resolved against the disk by ``resolve_image_path``); and the
     KeepFIT-FFA form ``image, atributes, categories`` with the caption in a one-element list.
-    ``on_empty``: "error" (default) or "skip" rows whose caption is empty.
+    A Chinese column (``caption_zh``, MM-Retinal's ``zh_caption`` or FFA-IR's ``Cn_Report``) becomes
+    ``caption_zh``; with one, the English column may be absent or empty in a row (a row needs one of them).
+    ``on_empty``: "error" (default) or "skip" rows whose caption is empty (in every language).
     """
     path = Path(path)
     frame = _read_csv(path)
     cols = set(frame.columns)
-    if {"image", "caption"} <= cols:
-        images, captions = list(frame["image"]), list(frame["caption"])
-    elif {"Image_ID", "en_caption"} <= cols:
-        images, captions = list(frame["Image_ID"]), list(frame["en_caption"])
+    zh_column = next((c for c in ZH_CAPTION_COLUMNS if c in cols), None)
+    if {"image", "caption"} <= cols or ({"image"} <= cols and zh_column and "categories" not in cols):
+        images = list(frame["image"])
+        captions = list(frame["caption"]) if "caption" in cols else [""] * len(frame)
+    elif {"Image_ID", "en_caption"} <= cols or ({"Image_ID"} <= cols and zh_column):
+        images = list(frame["Image_ID"])
+        captions = list(frame["en_caption"]) if "en_caption" in cols else [""] * len(frame)
     elif set(CATEGORICAL_COLUMNS) <= cols:
         images = list(frame["image"])
         captions = []
@@ -104,10 +112,14 @@ def read_captions(path: str | Path, on_empty: str = "error") -> pd.DataFrame:
     else:
         raise DataFormatError(
             f"{path}: not a caption file; expected columns (image, caption), (Image_ID, en_caption) or "
-            f"(image, atributes, categories); found {list(frame.columns)}"
+            f"(image, atributes, categories), optionally with one of {list(ZH_CAPTION_COLUMNS)}; "
+            f"found {list(frame.columns)}"
         )
-    out = _add_provenance(pd.DataFrame({"image": images, "caption": [c.strip() for c in captions]}), path)
-    empty = out["caption"] == ""
+    columns = {"image": images, "caption": [c.strip() for c in captions]}
+    if zh_column is not None:
+        columns["caption_zh"] = [c.strip() for c in frame[zh_column]]
+    out = _add_provenance(pd.DataFrame(columns), path)
+    empty = (out["caption"] == "") & ((out["caption_zh"] == "") if zh_column is not None else True)
     if empty.any():
         rows = out.loc[empty, "row"].tolist()
         if on_empty == "error":
@@ -152,7 +164,7 @@ def read_corpus(paths: Iterable[str | Path]) -> List[str]:
     paragraphs: List[str] = []
     for f in files:
         try:
-            text = f.read_text(encoding="utf-8")
+            text = f.read_text(encoding="utf-8-sig")  # a byte-order mark is not text
         except UnicodeDecodeError as exc:
             raise DataFormatError(f"{f}: not UTF-8 text ({exc})") from exc
         paragraphs.extend(" ".join(block.split()) for block in text.split("\n\n") if block.strip())
