@@ -21,7 +21,7 @@ FLOORS = [
     {"factory", "convert"},  # models + their preprocessing; imported weights
     {"methods"},  # pretraining objectives composed of losses and model parts
     {"train", "eval"},  # the training loop and stage 0; evaluation protocols
-    {"demo"},  # the end-to-end demo (trains and evaluates)
+    {"demo", "demo_bilingual"},  # the end-to-end demos (train and evaluate)
     {"cli", "__main__"},  # the command line
 ]
 
