@@ -175,11 +175,14 @@ class BanList:
         return frame[keep].reset_index(drop=True), report
 
     def filter_captions(self, frame: pd.DataFrame, column: str = "caption") -> Tuple[pd.DataFrame, BanReport]:
-        """Drop image–caption pairs whose caption mentions a banned condition (the elite set)."""
+        """Drop image–caption pairs whose caption mentions a banned condition (the elite set); with a
+        ``caption_zh`` column, a mention in either language drops the pair."""
         report = self._report("captions", len(frame))
+        columns = [column] + (["caption_zh"] if column == "caption" and "caption_zh" in frame.columns else [])
         keep = []
-        for text, source, row in zip(frame[column], _col(frame, "source"), _col(frame, "row", 1)):
-            hit = self.match(text)
+        for i, (source, row) in enumerate(zip(_col(frame, "source"), _col(frame, "row", 1))):
+            texts = [frame[c].iloc[i] for c in columns]
+            hit, text = next(((h, t) for t in texts for h in [self.match(t)] if h is not None), (None, ""))
             keep.append(hit is None)
             if hit is not None:
                 self._record(report, source, row, hit[0], text, hit[1])
