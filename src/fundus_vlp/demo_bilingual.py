@@ -28,17 +28,21 @@ PROMPT_LANGUAGES = ("en", "zh")
 class BilingualDemoCfg(DemoCfg):
     """The demo's options plus the bilingual run's own (defaults differ: one method, whole tower trained)."""
 
+    # Defaults sized for a shared 2-core CPU: two KeepFIT V2 runs + stage 0 (see README "Bilingual").
     bilingual: bool = False  # `fundus-vlp demo` runs this demo when true
     methods: List[str] = field(default_factory=lambda: ["keepfit_v2"])
     caption_languages: List[str] = field(default_factory=lambda: ["both", "en"])  # one model per entry
-    experiments: List[str] = field(default_factory=lambda: ["demo_unseen", "demo_seen"])
+    experiments: List[str] = field(default_factory=lambda: ["demo_unseen"])
+    image_size: int = 64
+    steps: int = 60
+    batch_size: int = 16
     lock_text_layers: int = -1  # the from-scratch tower is trained with the rest
-    context_length: int = 128  # Chinese is one token per character: captions need more positions
-    text_pretrain_steps: int = 300
+    context_length: int = 96  # Chinese is one token per character: captions need more positions
+    text_pretrain_steps: int = 100
     text_pretrain_lr: float = 5e-4
     vocab_size: int = 4000
-    text_hidden_size: int = 256
-    text_layers: int = 4
+    text_hidden_size: int = 128
+    text_layers: int = 2
 
 
 def bilingual_text_pretrain_config(cfg: BilingualDemoCfg, run_dir: Path):
