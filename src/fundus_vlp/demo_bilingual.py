@@ -43,6 +43,7 @@ class BilingualDemoCfg(DemoCfg):
     vocab_size: int = 4000
     text_hidden_size: int = 128
     text_layers: int = 2
+    stage0_dir: str = ""  # a finished stage-0 text_model folder to reuse (e.g. to train caption languages in parallel)
 
 
 def bilingual_text_pretrain_config(cfg: BilingualDemoCfg, run_dir: Path):
@@ -119,8 +120,11 @@ def run_bilingual_demo(cfg: BilingualDemoCfg) -> Dict:
     world = build_demo_world(demo_world_cfg(cfg.world, cfg.seed, chinese=True))
     timings: Dict[str, float] = {"world": time.perf_counter() - t0}
     t = time.perf_counter()
-    stage0 = text_pretrain(bilingual_text_pretrain_config(cfg, run_dir))
-    timings["stage 0 (WordPiece + BERT from scratch, MLM)"] = time.perf_counter() - t
+    if cfg.stage0_dir:
+        stage0 = _reused_stage0(Path(cfg.stage0_dir))
+    else:
+        stage0 = text_pretrain(bilingual_text_pretrain_config(cfg, run_dir))
+        timings["stage 0 (WordPiece + BERT from scratch, MLM)"] = time.perf_counter() - t
     rows: List[Dict] = []
     for language in cfg.caption_languages:
         t = time.perf_counter()
@@ -139,6 +143,24 @@ def run_bilingual_demo(cfg: BilingualDemoCfg) -> Dict:
     (run_dir / "demo_results.json").write_text(json.dumps(summary, indent=2, default=_plain, ensure_ascii=False))
     (run_dir / "demo_table.md").write_text(table + "\n")
     return {"run_dir": run_dir, "table": table, "seconds": total, "timings": timings, "rows": rows}
+
+
+def _reused_stage0(model_dir: Path):
+    """A finished stage 0 (its folder and, when present next to it, its validation metrics)."""
+    from .train.text_pretrain import TextPretrainResult
+
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"stage0_dir {model_dir} is not a text_model folder (no config.json)")
+    val = {}
+    metrics = model_dir.parent / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("kind") == "val":
+                val = record
+    return TextPretrainResult(model_dir.parent, model_dir, int(val.get("step", 0)), float("nan"),
+                              float(val.get("val_loss", float("nan"))),
+                              float(val.get("val_masked_accuracy", float("nan"))), 0.0)
 
 
 def _caption_language_summary(world, cfg: BilingualDemoCfg) -> Dict[str, int]:
