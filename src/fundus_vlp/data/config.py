@@ -7,6 +7,8 @@ from typing import List
 from ..config import AugmentCfg
 from ..constants import DEFAULT_MAX_IMAGE_PIXELS
 
+CAPTION_LANGUAGES = ("en", "zh", "both")
+
 
 @dataclass(frozen=True)
 class DataNeeds:
@@ -47,6 +49,8 @@ class BanCfg:
 
     terms: List[str] = field(default_factory=list)
     use_synonyms: bool = True  # also ban the knowledge base's synonyms of each term
+    # knowledge bases in other languages whose names and synonyms of each term are banned too
+    extra_knowledge: List[str] = field(default_factory=lambda: ["fundus_zh"])
     apply_to: List[str] = field(default_factory=lambda: ["categories"])  # + "elite", "corpus"
 
 
@@ -71,3 +75,10 @@ class DataCfg:
     ban: BanCfg = field(default_factory=BanCfg)
     augment: AugmentCfg = field(default_factory=AugmentCfg)
     augment_elite: bool = False  # KeepFIT v1 does not augment elite images
+    # caption text of image-caption pairs: "en", "zh" (caption_zh) or "both" (one of the two drawn per sample,
+    # seeded); a row without the chosen language uses the other one (counted in the run summary)
+    caption_language: str = "en"
+
+    def __post_init__(self) -> None:
+        if self.caption_language not in CAPTION_LANGUAGES:
+            raise ValueError(f"data.caption_language must be one of {CAPTION_LANGUAGES}, got {self.caption_language!r}")

@@ -18,7 +18,10 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import pandas as pd
 
 CATEGORICAL_COLUMNS = ("image", "atributes", "categories")
-CAPTION_COLUMN_SETS = (("image", "caption"), ("Image_ID", "en_caption"))
+# Chinese caption/report columns, first found wins: ours, MM-Retinal's, FFA-IR's
+ZH_CAPTION_COLUMNS = ("caption_zh", "zh_caption", "Cn_Report")
+CAPTION_COLUMN_SETS = (("image", "caption"), ("Image_ID", "en_caption"),
+                       *(("image", zh) for zh in ZH_CAPTION_COLUMNS), *(("Image_ID", zh) for zh in ZH_CAPTION_COLUMNS))
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".ppm")
 KINDS = ("auto", "categorical", "captions")
 ON_EMPTY_CAPTION = ("error", "skip")
@@ -199,13 +202,16 @@ def read_categorical(path: str | Path, encoding: str = "utf-8", problems: Option
 
 def read_captions(path: str | Path, on_empty: str = "error", encoding: str = "utf-8",
                   problems: Optional[List[Problem]] = None, frame: Optional[pd.DataFrame] = None) -> pd.DataFrame:
-    """Image–caption pairs, returned as columns ``image, caption`` (+ provenance).
+    """Image–caption pairs, returned as columns ``image, caption`` (+ ``caption_zh`` when the file has
+    Chinese text, + provenance).
 
     Accepted forms: ``image, caption``; the MM-Retinal raw release ``Image_ID, en_caption`` (no file
     extension: ``image`` is the bare id, resolved against the disk by ``resolve_image_path``); and the
     KeepFIT-FFA form ``image, atributes, categories`` with the caption in a one-element list.
-    ``on_empty`` (``data.on_empty_caption``): "error" (default: every empty caption is a problem) or "skip"
-    (the rows are dropped; their number is in ``frame.attrs["skipped_empty_captions"]``).
+    A Chinese column (``caption_zh``, MM-Retinal's ``zh_caption`` or FFA-IR's ``Cn_Report``) becomes
+    ``caption_zh``; with one, the English column may be absent or empty in a row (a row needs one of them).
+    ``on_empty`` (``data.on_empty_caption``): "error" (default: every row with no caption in any language is a
+    problem) or "skip" (the rows are dropped; their number is in ``frame.attrs["skipped_empty_captions"]``).
     Bad rows are collected as in ``read_categorical``.
     """
     if on_empty not in ON_EMPTY_CAPTION:
@@ -214,10 +220,13 @@ def read_captions(path: str | Path, on_empty: str = "error", encoding: str = "ut
     frame = _read_csv(path, encoding) if frame is None else frame
     cols = set(frame.columns)
     found: List[Problem] = []
-    if {"image", "caption"} <= cols:
-        images, captions = list(frame["image"]), list(frame["caption"])
-    elif {"Image_ID", "en_caption"} <= cols:
-        images, captions = list(frame["Image_ID"]), list(frame["en_caption"])
+    zh_column = next((c for c in ZH_CAPTION_COLUMNS if c in cols), None)
+    if {"image", "caption"} <= cols or ({"image"} <= cols and zh_column and "categories" not in cols):
+        images = list(frame["image"])
+        captions = list(frame["caption"]) if "caption" in cols else [""] * len(frame)
+    elif {"Image_ID", "en_caption"} <= cols or ({"Image_ID"} <= cols and zh_column):
+        images = list(frame["Image_ID"])
+        captions = list(frame["en_caption"]) if "en_caption" in cols else [""] * len(frame)
     elif set(CATEGORICAL_COLUMNS) <= cols:
         images = list(frame["image"])
         captions = []
@@ -235,15 +244,18 @@ def read_captions(path: str | Path, on_empty: str = "error", encoding: str = "ut
     else:
         raise DataFormatError(
             f"{path}: not a caption file; expected columns (image, caption), (Image_ID, en_caption) or "
-            f"(image, atributes, categories); found {list(frame.columns)}"
+            f"(image, atributes, categories), optionally with one of {list(ZH_CAPTION_COLUMNS)}; "
+            f"found {list(frame.columns)}"
         )
+    captions_zh = [c.strip() if isinstance(c, str) else "" for c in frame[zh_column]] if zh_column else None
     keep, skipped = [], 0
     for i, (image, caption) in enumerate(zip(images, captions), start=1):
         if caption is None:
             continue  # already reported
+        has_text = bool(caption.strip()) or bool(captions_zh and captions_zh[i - 1])
         if not image.strip():
             found.append(Problem(where(path, i), "", "empty image path"))
-        elif not caption.strip():
+        elif not has_text:
             if on_empty == "skip":
                 skipped += 1
             else:
@@ -252,7 +264,10 @@ def read_captions(path: str | Path, on_empty: str = "error", encoding: str = "ut
         else:
             keep.append(i - 1)
     _finish(found, problems)
-    out = _add_provenance(pd.DataFrame({"image": images, "caption": [(c or "").strip() for c in captions]}), path)
+    columns = {"image": images, "caption": [(c or "").strip() for c in captions]}
+    if captions_zh is not None:
+        columns["caption_zh"] = captions_zh
+    out = _add_provenance(pd.DataFrame(columns), path)
     out = out.iloc[keep].reset_index(drop=True)
     out.attrs["skipped_empty_captions"] = skipped
     return out
@@ -292,7 +307,7 @@ def read_corpus(paths: Iterable[str | Path]) -> List[str]:
     paragraphs: List[str] = []
     for f in files:
         try:
-            text = f.read_text(encoding="utf-8")
+            text = f.read_text(encoding="utf-8-sig")  # a byte-order mark is not text
         except UnicodeDecodeError as exc:
             raise DataFormatError(f"{f}: not UTF-8 text ({exc})") from exc
         paragraphs.extend(" ".join(block.split()) for block in text.split("\n\n") if block.strip())

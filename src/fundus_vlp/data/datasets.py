@@ -148,19 +148,51 @@ class CategoricalDataset(Dataset):
 
 
 class CaptionDataset(Dataset):
-    """Elite image–caption pairs (no augmentation by default: KeepFIT v1 does not augment elite images)."""
+    """Elite image–caption pairs (no augmentation by default: KeepFIT v1 does not augment elite images).
+
+    ``language``: "en" uses ``caption``, "zh" uses ``caption_zh``, "both" draws one of the two per sample
+    from the sample's seeded generator (after the image, so "en" runs draw exactly as before). A row that
+    lacks the chosen language falls back to the other; :meth:`language_counts` says how many rows do.
+    """
 
     def __init__(self, frame: pd.DataFrame, root: str | Path, transform: Callable, on_bad_image: str = "error",
-                 max_pixels: Optional[int] = None):
+                 max_pixels: Optional[int] = None, language: str = "en"):
+        if language not in ("en", "zh", "both"):
+            raise ValueError(f"caption language must be en, zh or both, got {language!r}")
         self.src = _ImageSource(frame, root, transform, on_bad_image, max_pixels)
+        self.language = language
         self.captions = list(self.src.frame["caption"])
+        zh = self.src.frame["caption_zh"] if "caption_zh" in self.src.frame.columns else [""] * len(self.captions)
+        self.captions_zh = [c if isinstance(c, str) else "" for c in zh]  # NaN where concatenated frames lack it
 
     def __len__(self) -> int:
         return len(self.src)
 
+    def text(self, i: int, rng: np.random.Generator) -> str:
+        en, zh = self.captions[i], self.captions_zh[i]
+        if self.language == "en":
+            return en or zh
+        if self.language == "zh":
+            return zh or en
+        if en and zh:
+            return zh if rng.random() < 0.5 else en
+        return en or zh
+
+    def language_counts(self) -> Dict[str, int]:
+        """Rows with both languages, English only, Chinese only; ``fallback`` = rows that cannot give the
+        chosen language (for "both": rows with only one language, which always give that one)."""
+        en = [bool(c) for c in self.captions]
+        zh = [bool(c) for c in self.captions_zh]
+        counts = {"both": sum(a and b for a, b in zip(en, zh)), "en_only": sum(a and not b for a, b in zip(en, zh)),
+                  "zh_only": sum(b and not a for a, b in zip(en, zh))}
+        missing = {"en": counts["zh_only"], "zh": counts["en_only"],
+                   "both": counts["en_only"] + counts["zh_only"]}[self.language]
+        return {**counts, "fallback": missing}
+
     def get(self, index: int, seed: int) -> Dict[str, Any]:
-        i, image, skipped = self.src.load_with_policy(index, np.random.default_rng(seed))
-        return {"image": image, "text": self.captions[i], "label": LabelVocab.EMPTY, "label_ids": [],
+        rng = np.random.default_rng(seed)
+        i, image, skipped = self.src.load_with_policy(index, rng)
+        return {"image": image, "text": self.text(i, rng), "label": LabelVocab.EMPTY, "label_ids": [],
                 "skipped": skipped}
 
 

@@ -10,7 +10,8 @@ PRESETS = {
 }
 
 
-def demo_world_cfg(size: str = "demo", seed: int = 0) -> DemoWorldCfg:
+def demo_world_cfg(size: str = "demo", seed: int = 0, chinese: bool = False) -> DemoWorldCfg:
+    """The preset world; ``chinese=True``: the same world plus Chinese captions and corpus (bilingual)."""
     if size not in PRESETS:
         raise ValueError(f"unknown demo world size {size!r}; choose from {sorted(PRESETS)}")
-    return DemoWorldCfg(seed=seed, **PRESETS[size])
+    return DemoWorldCfg(seed=seed, chinese=chinese, **PRESETS[size])

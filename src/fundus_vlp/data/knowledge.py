@@ -10,7 +10,9 @@ Differences from the official dictionary, on purpose:
   spellings and plural ``s``, and try a trailing parenthesised abbreviation, so ``"age-related macular
   degeneration"``, ``"Drusen."`` and ``"central serous retinopathy (csr)"`` all resolve;
 * every accessor returns a fresh list, so callers can never mutate the shared table (FLAIR's helper appends to them);
-* the packaged ``fundus_en.yaml`` is written for fundus-vlp, not copied.
+* the packaged ``fundus_en.yaml`` is written for fundus-vlp, not copied; ``fundus_zh.yaml`` has the same
+  entries (keyed by the English label, so experiment class names resolve) with a Chinese ``name``, Chinese
+  synonyms and Chinese descriptions, for Chinese zero-shot prompts and Chinese ban-list terms.
 
 Example::
 
@@ -64,13 +66,14 @@ class KnowledgeBase:
         self.source = source
         self._desc: dict[str, tuple[str, ...]] = {}
         self._syn: dict[str, tuple[str, ...]] = {}
+        self._name: dict[str, str] = {}  # the entry's name in the knowledge base's language, when it has one
         self._index: dict[str, str] = {}  # folded spelling -> key
         for raw_key, entry in entries.items():
             key = normalize_label(raw_key)
             if key in self._desc:
                 raise ValueError(f"{source}: duplicate key {raw_key!r} (normalises to {key!r})")
             entry = entry or {}
-            unknown = set(entry) - {"descriptions", "synonyms"}
+            unknown = set(entry) - {"descriptions", "synonyms", "name"}
             if unknown:
                 raise ValueError(f"{source}: entry {raw_key!r} has unknown fields {sorted(unknown)}")
             desc = tuple(str(d).strip() for d in entry.get("descriptions") or [])
@@ -79,9 +82,13 @@ class KnowledgeBase:
                 raise ValueError(f"{source}: entry {raw_key!r} needs at least one description")
             self._desc[key] = desc
             self._syn[key] = syn
-        # Keys win over synonyms; among synonyms the first entry that claims a spelling keeps it.
+            if entry.get("name"):
+                self._name[key] = normalize_label(entry["name"])
+        # Keys win over names, names over synonyms; among synonyms the first entry that claims a spelling keeps it.
         for key in self._desc:
             self._index[_fold(key)] = key
+        for key, name in self._name.items():
+            self._index.setdefault(_fold(name), key)
         for key, syn in self._syn.items():
             for s in syn:
                 self._index.setdefault(_fold(s), key)
@@ -133,10 +140,21 @@ class KnowledgeBase:
         key = self.canonical(label)
         return list(self._syn[key]) if key is not None else []
 
-    def terms(self, label: str) -> list[str]:
-        """All names of ``label``'s entry: its key followed by its synonyms (for ban-lists)."""
+    def name(self, label: str) -> str | None:
+        """The entry's own ``name`` (e.g. the Chinese name in ``fundus_zh``), or ``None`` when it has none."""
         key = self.canonical(label)
-        return [key, *self._syn[key]] if key is not None else [normalize_label(label)]
+        return self._name.get(key) if key is not None else None
+
+    def display_name(self, label: str) -> str:
+        """What a prompt calls ``label``: the entry's ``name`` when it has one, else ``label`` unchanged."""
+        return self.name(label) or label
+
+    def terms(self, label: str) -> list[str]:
+        """All names of ``label``'s entry: its key, its ``name`` (if any) and its synonyms (for ban-lists)."""
+        key = self.canonical(label)
+        if key is None:
+            return [normalize_label(label)]
+        return [key, *([self._name[key]] if key in self._name else []), *self._syn[key]]
 
     def __contains__(self, label: object) -> bool:
         return isinstance(label, str) and self.canonical(label) is not None

@@ -81,7 +81,9 @@ def _load_demo_sources(cfg) -> Dict[str, Any]:
     from .demo_world import build_demo_world
     from .demo_presets import demo_world_cfg
 
-    world = build_demo_world(demo_world_cfg(cfg.data.demo_size, cfg.data.demo_seed))
+    # Chinese captions live in a bilingual world (the English-only world's files stay as they are)
+    world = build_demo_world(demo_world_cfg(cfg.data.demo_size, cfg.data.demo_seed,
+                                            chinese=cfg.data.caption_language != "en"))
     return {
         "public": [(world.public_csv, world.root)],
         "elite": [(world.elite_csvs[m], world.root) for m in cfg.data.elite_modalities if m in world.elite_csvs],
@@ -183,6 +185,22 @@ def _apply_ban(cfg, public: pd.DataFrame, elite: Optional[pd.DataFrame], knowled
                            for k, r in reports.items()}
 
 
+def _caption_language_report(language: str, parts: List[CaptionDataset]) -> Dict[str, Any]:
+    """Caption rows per language and the rows that fall back to the other language (logged, and a warning
+    when the chosen language is missing from every row)."""
+    if not parts:
+        return {}
+    counts = {k: sum(p.language_counts()[k] for p in parts) for k in ("both", "en_only", "zh_only", "fallback")}
+    total = sum(len(p) for p in parts)
+    report = {"language": language, "rows": total, **counts}
+    if counts["fallback"]:
+        level = logging.WARNING if counts["fallback"] == total and language != "both" else logging.INFO
+        _logger.log(level, "caption_language=%s: %d of %d caption rows lack it and use the other language "
+                    "(both: %d, English only: %d, Chinese only: %d)", language, counts["fallback"], total,
+                    counts["both"], counts["en_only"], counts["zh_only"])
+    return report
+
+
 def _split_by_root(frame: pd.DataFrame):
     for root, part in frame.groupby("root", sort=False):
         yield root, part.drop(columns=["root"]).reset_index(drop=True)
@@ -217,8 +235,10 @@ def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs: DataNeeds, rank
                                needs.augment_description and prompt.augment_description, prompt.description_mode,
                                prompt.skip_datasets, cfg.data.on_bad_image, cfg.data.max_image_pixels)
             for root, part in _split_by_root(public)]
-    elite_parts = [CaptionDataset(part, root, elite_tf, cfg.data.on_bad_image, cfg.data.max_image_pixels)
+    elite_parts = [CaptionDataset(part, root, elite_tf, cfg.data.on_bad_image, cfg.data.max_image_pixels,
+                                  cfg.data.caption_language)
                    for root, part in _split_by_root(elite)] if elite is not None else []
+    languages = _caption_language_report(cfg.data.caption_language, elite_parts)
     elite_ds = ConcatParts(elite_parts) if elite_parts else None
     if pool_elite:
         main = main + elite_parts
@@ -250,6 +270,8 @@ def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs: DataNeeds, rank
         "main_stream": dataset.main_size, "batches_per_epoch": len(sampler), "micro_batch": micro,
         "elite_micro_batch": elite_bs, "ban": ban_counts,
     }
+    if languages:
+        summary["caption_language"] = languages
     if "world" in sources:
         summary["demo_world"] = str(sources["world"].root)
     return TrainData(dataset, sampler, loader, vocab, summary)

@@ -8,6 +8,13 @@ import numpy as np
 
 PRETRAIN_TEMPLATE = "A [ATR] fundus photograph of [CLS]"
 ZERO_SHOT_TEMPLATE = "A fundus photograph of [CLS]"
+NEGATIVE_TEMPLATE = "A fundus photograph with no [CLS]"
+# Chinese zero-shot prompts ("a fundus photograph of [CLS]" / "a fundus photograph without [CLS]")
+ZERO_SHOT_TEMPLATE_ZH = "一张[CLS]的眼底照片"
+NEGATIVE_TEMPLATE_ZH = "一张没有[CLS]的眼底照片"
+# language -> (knowledge base, zero-shot template, negative template)
+PROMPT_LANGUAGES = {"en": ("fundus_en", ZERO_SHOT_TEMPLATE, NEGATIVE_TEMPLATE),
+                    "zh": ("fundus_zh", ZERO_SHOT_TEMPLATE_ZH, NEGATIVE_TEMPLATE_ZH)}
 
 
 def fill_template(template: str, category: str, attribute: str = "") -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ..config import BugCompatCfg
-from ..data.prompts import ZERO_SHOT_TEMPLATE
+from ..data.prompts import NEGATIVE_TEMPLATE, PROMPT_LANGUAGES, ZERO_SHOT_TEMPLATE
 from .adapters import DEFAULT_ALPHAS, DEFAULT_BETAS, DEFAULT_RATIOS, AdapterOptimCfg
 from .linear_probe import DEFAULT_C_GRID
 
@@ -22,9 +22,25 @@ FEW_SHOT_METHODS = ("clip_adapter", "tip_adapter", "tip_adapter_f", "linear_prob
 class ZeroShotCfg:
     templates: List[str] = field(default_factory=lambda: [ZERO_SHOT_TEMPLATE])  # "[CLS]" or "{}" slot
     domain_knowledge: bool = True  # add the knowledge base's descriptions to each class's ensemble
+    # knowledge base: descriptions, and the class names prompts use when its entries have a `name` (fundus_zh)
     knowledge: str = "fundus_en"
-    negative_templates: List[str] = field(default_factory=lambda: ["A fundus photograph with no [CLS]"])
+    negative_templates: List[str] = field(default_factory=lambda: [NEGATIVE_TEMPLATE])
     on_fold_splits: bool = True  # also report zero-shot on the folds' test splits (comparable to few-shot)
+    # prompt language shortcut: "zh" swaps each of knowledge/templates/negative_templates still at its
+    # English default for the Chinese one (fundus_zh, "一张[CLS]的眼底照片"); explicit values are kept
+    language: str = "en"
+
+    def __post_init__(self) -> None:
+        if self.language not in PROMPT_LANGUAGES:
+            raise ValueError(f"zero_shot.language must be one of {sorted(PROMPT_LANGUAGES)}, got {self.language!r}")
+        english = PROMPT_LANGUAGES["en"]
+        knowledge, template, negative = PROMPT_LANGUAGES[self.language]
+        if self.knowledge == english[0]:
+            self.knowledge = knowledge
+        if list(self.templates) == [english[1]]:
+            self.templates = [template]
+        if list(self.negative_templates) == [english[2]]:
+            self.negative_templates = [negative]
 
 
 @dataclass

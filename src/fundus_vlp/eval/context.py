@@ -16,7 +16,7 @@ from .features import FeatureCache
 from .metrics import aggregate_folds, bootstrap_ci, choose_threshold, compute_metrics
 from .report import prediction_key
 from .splits import Split, fold_seeds, make_splits
-from ..models.zero_shot import build_zero_shot_classifier, load_knowledge
+from ..models.zero_shot import build_zero_shot_classifier, display_names, load_knowledge
 
 _logger = logging.getLogger(__name__)
 
@@ -72,11 +72,15 @@ class EvalContext:
     def prototypes(self) -> torch.Tensor:
         if self._prototypes is None:
             zs = self.cfg.zero_shot
-            kb = load_knowledge(zs.knowledge) if zs.domain_knowledge else None
+            kb = load_knowledge(zs.knowledge)
             self._prototypes = build_zero_shot_classifier(
-                self.model, self.experiment.classes, zs.templates, kb,
+                self.model, self.prompt_class_names(), zs.templates, kb if zs.domain_knowledge else None,
                 normalize=not self.cfg.bug_compat.unnormalised_prototypes, device=self.device)
         return self._prototypes
+
+    def prompt_class_names(self) -> List[str]:
+        """The class names zero-shot prompts use (translated by a knowledge base with names, e.g. fundus_zh)."""
+        return display_names(load_knowledge(self.cfg.zero_shot.knowledge), self.experiment.classes)
 
     def splits(self, shots_train, shots_val, n_folds: Optional[int] = None) -> List[Split]:
         c = self.cfg

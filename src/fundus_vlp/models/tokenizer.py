@@ -5,12 +5,16 @@ collate, gather and shard easily.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import List, Sequence, Union
 
 import torch
 
 from ..runtime.sources import load_from_hf
+
+_CJK = "\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
+_CJK_GAP = re.compile(rf"(?<=[{_CJK}])\s+(?=[{_CJK}])")  # spaces between two CJK characters or CJK punctuation
 
 
 class Tokenizer:
@@ -74,7 +78,8 @@ class Tokenizer:
         return enc["input_ids"]
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
-        return self.hf.decode(ids, skip_special_tokens=True).strip()
+        # WordPiece decoders put a space between every token; Chinese is written without them
+        return _CJK_GAP.sub("", self.hf.decode(ids, skip_special_tokens=True)).strip()
 
     def batch_decode(self, ids: torch.Tensor) -> List[str]:
         return [self.decode(row) for row in ids]

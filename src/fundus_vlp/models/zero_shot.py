@@ -17,10 +17,10 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..data.prompts import ZERO_SHOT_TEMPLATE, fill_template, zero_shot_prompts
+from ..data.prompts import NEGATIVE_TEMPLATE, ZERO_SHOT_TEMPLATE, fill_template, zero_shot_prompts
 
 DEFAULT_TEMPLATES: Tuple[str, ...] = (ZERO_SHOT_TEMPLATE,)  # "A fundus photograph of [CLS]"
-DEFAULT_NEGATIVE_TEMPLATES: Tuple[str, ...] = ("A fundus photograph with no [CLS]",)
+DEFAULT_NEGATIVE_TEMPLATES: Tuple[str, ...] = (NEGATIVE_TEMPLATE,)  # "A fundus photograph with no [CLS]"
 
 
 def _slot(template: str) -> str:
@@ -38,6 +38,12 @@ def load_knowledge(name: Optional[str]):
     from ..data.knowledge import KnowledgeBase
 
     return KnowledgeBase.load(name)
+
+
+def display_names(knowledge, classnames: Sequence[str]) -> List[str]:
+    """The class names prompts use: each class's ``name`` in the knowledge base (e.g. its Chinese name in
+    ``fundus_zh``) when the entry has one, else the class name unchanged."""
+    return [knowledge.display_name(c) if knowledge is not None else c for c in classnames]
 
 
 def descriptions_of(knowledge, label: str) -> List[str]:

@@ -80,6 +80,35 @@ class PretrainCfg:
             self.model.decoder.enabled = True  # the generative branch is part of the method
 
 
+FROM_SCRATCH_BERT = "bert-from-scratch"  # text_model: a new BERT (sizes in TextPretrainCfg.scratch), no download
+
+
+@dataclass
+class TokenizerTrainCfg:
+    """A WordPiece vocabulary trained on the stage-0 corpus with the ``tokenizers`` library (``tokenizer.*``).
+
+    Text is normalised as BERT does (lower case, control characters removed) and every CJK ideograph becomes
+    its own word before WordPiece, so Chinese text turns into per-character tokens instead of [UNK]."""
+
+    train: bool = False
+    vocab_size: int = 8000
+    min_frequency: int = 2
+    lowercase: bool = True
+    split_cjk_chars: bool = True  # one word per CJK ideograph (BERT's basic tokenizer)
+
+
+@dataclass
+class ScratchBertCfg:
+    """Architecture of the encoder built when ``text_model=bert-from-scratch`` (``scratch.*``)."""
+
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    max_position: int = 512
+    dropout: float = 0.1
+
+
 @dataclass
 class TextPretrainCfg:
     """Stage 0 of KeepFIT V2: masked language modelling of the text tower on ophthalmic text.
@@ -109,3 +138,19 @@ class TextPretrainCfg:
     ban: BanCfg = field(default_factory=BanCfg)
     bug_compat: BugCompatCfg = field(default_factory=BugCompatCfg)
     val_fraction: float = 0.1  # held-out paragraphs for the MLM loss/accuracy report
+    # caption columns added to the corpus: "en" (caption), "zh" (caption_zh) or "both"; not "en" with demo=true
+    # uses the bilingual demo world (Chinese captions and corpus too)
+    caption_language: str = "en"
+    tokenizer: TokenizerTrainCfg = field(default_factory=TokenizerTrainCfg)
+    scratch: ScratchBertCfg = field(default_factory=ScratchBertCfg)
+
+    def __post_init__(self) -> None:
+        if self.caption_language not in ("en", "zh", "both"):
+            raise ValueError(f"caption_language must be en, zh or both, got {self.caption_language!r}")
+        if self.text_model == FROM_SCRATCH_BERT and not self.tokenizer.train:
+            raise ValueError(f"text_model={FROM_SCRATCH_BERT} needs a vocabulary: set tokenizer.train=true")
+        if self.tokenizer.train and self.text_model != FROM_SCRATCH_BERT:
+            raise ValueError(f"tokenizer.train=true makes a new vocabulary, which only a new encoder can use: "
+                             f"set text_model={FROM_SCRATCH_BERT} (got {self.text_model!r})")
+        if self.text_model == FROM_SCRATCH_BERT and self.scratch.max_position < self.context_length:
+            raise ValueError(f"scratch.max_position {self.scratch.max_position} < context_length {self.context_length}")

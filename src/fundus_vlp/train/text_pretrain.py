@@ -22,7 +22,7 @@ from ..data.ban import BanList
 from ..data.dataframes import read_captions, read_corpus
 from ..runtime.sources import resolve_hf_source
 from ..runtime import distributed as dist
-from .config import TextPretrainCfg
+from .config import FROM_SCRATCH_BERT, TextPretrainCfg
 from .logger import MetricsWriter
 from .optim import build_optimizer, build_scheduler
 from .rundir import prepare_run_dir
@@ -56,6 +56,12 @@ class _Paragraphs(Dataset):
         return dict(self.items[i])
 
 
+def caption_texts(frame, language: str) -> List[str]:
+    """The non-empty captions of a caption frame in ``language`` (en, zh, or both: each row's two texts)."""
+    columns = {"en": ["caption"], "zh": ["caption_zh"], "both": ["caption", "caption_zh"]}[language]
+    return [t for col in columns if col in frame.columns for t in frame[col] if isinstance(t, str) and t]
+
+
 def collect_texts(cfg: TextPretrainCfg) -> List[str]:
     """Corpus paragraphs (+ elite captions), after the ban list when one is configured."""
     sources = list(cfg.corpus)
@@ -64,11 +70,11 @@ def collect_texts(cfg: TextPretrainCfg) -> List[str]:
         from ..data.demo_presets import demo_world_cfg
         from ..data.demo_world import build_demo_world
 
-        world = build_demo_world(demo_world_cfg(cfg.demo_size, cfg.demo_seed))
+        world = build_demo_world(demo_world_cfg(cfg.demo_size, cfg.demo_seed, chinese=cfg.caption_language != "en"))
         sources.append(str(world.corpus_dir))
-        captions += [c for csv in world.elite_csvs.values() for c in read_captions(csv)["caption"]]
+        captions += [c for csv in world.elite_csvs.values() for c in caption_texts(read_captions(csv), cfg.caption_language)]
     for csv in cfg.include_elite_captions:
-        captions += list(read_captions(csv)["caption"])
+        captions += caption_texts(read_captions(csv), cfg.caption_language)
     if not sources and not captions:
         raise ValueError("text-pretrain needs a corpus: corpus=[dir_or_txt,...] and/or include_elite_captions, or demo=true")
     texts = (read_corpus(sources) if sources else []) + captions
@@ -148,6 +154,35 @@ def evaluate_mlm(model, loader, device) -> tuple[float, float]:
     return total_loss / max(total_tokens, 1), correct / max(total_tokens, 1)
 
 
+def _trained_tokenizer(cfg: TextPretrainCfg, texts: List[str], run_dir: Path, is_main: bool):
+    """A WordPiece vocabulary learnt from ``texts`` by the main process and loaded from disk by every rank."""
+    from transformers import AutoTokenizer
+
+    from ..models.wordpiece import train_wordpiece_tokenizer
+
+    folder = run_dir / "tokenizer"
+    if is_main:
+        t = cfg.tokenizer
+        tokenizer = train_wordpiece_tokenizer(texts, t.vocab_size, t.min_frequency, t.lowercase, t.split_cjk_chars)
+        tokenizer.model_max_length = cfg.scratch.max_position
+        tokenizer.save_pretrained(folder)
+        _logger.info("trained a WordPiece vocabulary of %d tokens on %d paragraphs", len(tokenizer), len(texts))
+    dist.barrier()
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def _scratch_bert(cfg: TextPretrainCfg, tokenizer):
+    """A freshly initialised BERT masked-LM sized by ``cfg.scratch`` for ``tokenizer``'s vocabulary."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    s = cfg.scratch
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=s.hidden_size, num_hidden_layers=s.num_layers,
+                        num_attention_heads=s.num_heads, intermediate_size=s.intermediate_size,
+                        max_position_embeddings=s.max_position, hidden_dropout_prob=s.dropout,
+                        attention_probs_dropout_prob=s.dropout, pad_token_id=tokenizer.pad_token_id)
+    return BertForMaskedLM(config)
+
+
 def text_pretrain(cfg: TextPretrainCfg) -> TextPretrainResult:
     from transformers import AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -156,15 +191,19 @@ def text_pretrain(cfg: TextPretrainCfg) -> TextPretrainResult:
     env = dist.init_distributed(cfg.device)
     seed_everything(cfg.seed, env.rank)
     run_dir = prepare_run_dir(cfg, env, prefix="text-pretrain")
-    source = resolve_hf_source(cfg.text_model)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    model = AutoModelForMaskedLM.from_pretrained(source).to(env.device)  # a missing MLM head is initialised
     order = rng_for(cfg.seed, "mlm-split").permutation(len(texts))
     n_val = int(round(len(texts) * cfg.val_fraction)) if len(texts) > 10 else 0
     val_texts = [texts[i] for i in order[:n_val]]
     train_texts = [texts[i] for i in order[n_val:]]
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    if cfg.text_model == FROM_SCRATCH_BERT:  # vocabulary from the training paragraphs only, then a new encoder
+        tokenizer = _trained_tokenizer(cfg, train_texts, run_dir, env.is_main)
+        model = _scratch_bert(cfg, tokenizer).to(env.device)
+    else:
+        source = resolve_hf_source(cfg.text_model)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForMaskedLM.from_pretrained(source).to(env.device)  # a missing MLM head is initialised
     collator = _collator(tokenizer, cfg, cfg.seed + env.rank)
     train_ds = _Paragraphs(train_texts, tokenizer, cfg.context_length)
     sampler = DistributedSampler(train_ds, env.world_size, env.rank, shuffle=True, seed=cfg.seed,

@@ -58,10 +58,13 @@ class DemoWorldCfg:
     n_retrieval: int = 120
     corpus_paragraphs: int = 300
     label_noise: float = 0.05
+    chinese: bool = False  # bilingual: caption_zh columns and corpus/<section>_zh.txt as well
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["elite_per_modality"] = {k: int(v) for k, v in sorted(self.elite_per_modality.items())}
+        if not self.chinese:  # an English-only world keeps the cache key and manifest it always had
+            del d["chinese"]
         return d
 
     def cache_key(self) -> str:
@@ -186,7 +189,7 @@ def _generate(cfg: DemoWorldCfg, tmp: Path, num_workers: int) -> dict[str, Any]:
     for j, r in zip(flat, rows):
         by_kind[j.kind].append((j, r))
 
-    cat_cols, cap_cols = list(CATEGORICAL_COLUMNS), ["image", "caption"]
+    cat_cols, cap_cols = list(CATEGORICAL_COLUMNS), ["image", "caption"] + (["caption_zh"] if cfg.chinese else [])
     _write_csv([r for _, r in by_kind["public"]], tmp / lay["public_csv"], cat_cols)
     for m in mods:
         _write_csv([r for j, r in by_kind["elite"] if j.meta["modality"] == m], tmp / lay["elite_csvs"][m], cap_cols)
@@ -204,6 +207,9 @@ def _generate(cfg: DemoWorldCfg, tmp: Path, num_workers: int) -> dict[str, Any]:
     for section, paragraphs in corpus.items():
         (cdir / f"{section}.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
 
+    if cfg.chinese:
+        _write_corpus_zh(cfg, cdir)
+
     files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
     counts = {
         "images": len(flat),
@@ -220,6 +226,15 @@ def _generate(cfg: DemoWorldCfg, tmp: Path, num_workers: int) -> dict[str, Any]:
     return {"generator_version": GENERATOR_VERSION, "cfg": cfg.to_dict(), "layout": lay, "counts": counts,
             "seen_conditions": list(SEEN_CONDITIONS), "unseen_conditions": list(UNSEEN_CONDITIONS),
             "experiments": _experiments(), "files": files}
+
+
+def _write_corpus_zh(cfg: DemoWorldCfg, cdir: Path) -> None:
+    """The Chinese corpus of a bilingual world: ``<section>_zh.txt`` beside the English files."""
+    from .text_zh import make_corpus_zh
+
+    corpus = make_corpus_zh(cfg.corpus_paragraphs, np.random.default_rng([cfg.seed, stream_id("corpus_zh")]))
+    for section, paragraphs in corpus.items():
+        (cdir / f"{section}_zh.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
 
 
 def build_demo_world(cfg: DemoWorldCfg | None = None, cache_dir: str | Path | None = None,

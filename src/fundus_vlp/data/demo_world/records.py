@@ -19,6 +19,9 @@ from .ontology import CONDITIONS, SEEN_CONDITIONS, conditions_for_modality
 from .render import render_case
 from .scene import Case, sample_case
 from .text import make_caption
+from .text_zh import make_caption_zh
+
+ZH_STREAM = 0x7A68  # the Chinese-caption random stream of each job ("zh")
 
 __all__ = ["PUBLIC_SOURCES", "EXPERIMENTS", "EXPERIMENT_DESCRIPTIONS", "Job", "make_item", "stream_id", "allocate",
            "public_jobs", "paired_jobs", "eval_jobs"]
@@ -172,6 +175,8 @@ def make_item(job: Job, root: Path, image_size: int, label_noise: float) -> dict
     elif job.kind in ("elite", "retrieval"):
         case = sample_case(meta["condition"], meta["modality"], rng)
         row = {"image": job.rel_path, "caption": make_caption(case, rng)}
+        # the Chinese caption of the same case, from its own stream: the English stream is not disturbed
+        row["caption_zh"] = make_caption_zh(case, np.random.default_rng([*job.seed, ZH_STREAM]))
     elif job.kind == "eval":
         options = EXPERIMENTS[meta["experiment"]][meta["label"]]
         cond = options[int(rng.integers(len(options)))]

@@ -14,7 +14,7 @@ from ...models.zero_shot import multilabel_scores, negative_prototypes
 def zero_shot_probs_all(ctx: EvalContext) -> np.ndarray:
     X = ctx.features(project=True)
     if ctx.experiment.task == "multilabel":
-        neg = negative_prototypes(ctx.model, ctx.experiment.classes, ctx.cfg.zero_shot.negative_templates,
+        neg = negative_prototypes(ctx.model, ctx.prompt_class_names(), ctx.cfg.zero_shot.negative_templates,
                                   not ctx.cfg.bug_compat.unnormalised_prototypes, ctx.device)
         return multilabel_scores(X, ctx.prototypes(), neg, ctx.scale).numpy()
     return ZeroShot(ctx.prototypes(), ctx.scale).predict_proba(X)
