@@ -39,7 +39,7 @@ def test_mm_retinal_and_ffa_ir_chinese_columns(tmp_path, header, zh):
 def test_row_without_any_language_is_an_error_naming_the_row(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text("image,caption,caption_zh\na.png,,\n", encoding="utf-8")
-    with pytest.raises(DataFormatError, match=r"x\.csv: empty caption in row\(s\) \[1\]"):
+    with pytest.raises(DataFormatError, match=r"x\.csv, row 1\b.*empty caption"):
         read_captions(path)
 
 
@@ -115,7 +115,7 @@ def test_fundus_zh_covers_fundus_en():
 
 def test_chinese_zero_shot_prompts():
     from fundus_vlp.eval.config import ZeroShotCfg
-    from fundus_vlp.eval.zero_shot import class_prompts, display_names
+    from fundus_vlp.models.zero_shot import class_prompts, display_names
 
     cfg = ZeroShotCfg(language="zh")
     assert cfg.knowledge == "fundus_zh" and cfg.templates == ["一张[CLS]的眼底照片"]
