@@ -170,14 +170,15 @@ def test_segmentation_masks_match_their_images(world):
         img = np.asarray(Image.open(world.root / img_rel)).astype(float)
         assert mask.max() < len(SEGMENTATION_CLASSES)
         counts += np.bincount(mask.ravel(), minlength=len(SEGMENTATION_CLASSES))
+        inside = img.sum(-1) > 30  # the black outside of the field of view is background too
         for k in colour:
-            if (mask == k).any():
-                colour[k].append(img[mask == k].mean(0))
+            if ((mask == k) & inside).any():
+                colour[k].append(img[(mask == k) & inside].mean(0))
     assert (counts > 0).all(), counts  # every class appears in the set
     mean = {k: np.mean(v, axis=0) for k, v in colour.items()}
-    # the masks sit on what the image shows: the cup is the brightest region, vessels darker than the
-    # background, the disc rim brighter than the background
-    assert mean[3].sum() > mean[2].sum() > mean[0].sum() > mean[1].sum()
+    # the masks sit on what the image shows: vessels darker than the fundus background, disc rim and cup
+    # brighter than it
+    assert mean[1].sum() < mean[0].sum() < min(mean[2].sum(), mean[3].sum())
 
 
 def test_label_map_priorities():

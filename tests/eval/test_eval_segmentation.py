@@ -65,7 +65,8 @@ def test_mask_decoding_rules_and_errors(tmp_path):
     assert decode_mask(_png(tmp_path / "g.png", grey_rgb), ["background", "vessel"]).tolist() == [[0, 1], [1, 0]]
     refuge = np.array([[255, 128], [0, 255]], np.uint8)
     vals = {255: 0, 128: 1, 0: 2}
-    assert decode_mask(_png(tmp_path / "r.bmp", refuge), ["background", "disc", "cup"], vals).tolist() == [[0, 1], [2, 0]]
+    decoded = decode_mask(_png(tmp_path / "r.bmp", refuge), ["background", "disc", "cup"], vals)
+    assert decoded.tolist() == [[0, 1], [2, 0]]
     colour = np.zeros((2, 2, 3), np.uint8)
     colour[0, 1] = [255, 0, 0]
     colour[1, 1] = [0, 0, 255]

@@ -59,13 +59,15 @@ def register(sub) -> None:
     parser_class = sub._parser_class
     sub._parser_class = _IntermixedParser
     try:
-        p = sub.add_parser("eval", help="evaluate a model: zero-shot, few-shot, linear probe, fine-tune, retrieval, segmentation",
+        p = sub.add_parser("eval", help="evaluate a model: zero-shot, few-shot, linear probe, fine-tune, retrieval, "
+                                        "segmentation",
                            description="Leak-free transfer evaluation of a saved fundus-vlp model.",
                            epilog=MODE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     finally:
         sub._parser_class = parser_class
     p.add_argument("mode", nargs="?", metavar="MODE",
-                   help="zero-shot | few-shot | linear-probe | fine-tune | retrieval | segmentation | all (or a comma list)")
+                   help="zero-shot | few-shot | linear-probe | fine-tune | retrieval | segmentation | all "
+                        "(or a comma list)")
     p.add_argument("--model", help="saved model folder (config.json + model.safetensors + tokenizer)")
     p.add_argument("--experiment", help="experiment: built-in name, YAML file, or demo:<name>")
     p.add_argument("--output-dir", help="run folder (default runs/eval/<experiment>-<mode>-<timestamp>)")
@@ -104,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}  (generated demo world)")
         return 0
     if not args.mode:
-        raise ValueError("give a MODE (zero-shot, few-shot, linear-probe, fine-tune, retrieval, segmentation, all); see --help")
+        raise ValueError("give a MODE (zero-shot, few-shot, linear-probe, fine-tune, retrieval, segmentation, all); "
+                         "see --help")
     modes = parse_modes(args.mode)
     cfg = build_config(EvalCfg, args.config, args.overrides)  # `model=DIR` works as well as --model DIR
     cfg.modes = modes

@@ -224,7 +224,8 @@ def train_segmenter(model, images: torch.Tensor, masks: torch.Tensor, train_idx:
             x, y = images[idx], masks[idx].long()
             if cfg.augment:  # seeded horizontal flips (left and right eyes mirror each other)
                 flip = torch.rand(len(idx), generator=gen) < 0.5
-                x, y = torch.where(flip[:, None, None, None], x.flip(-1), x), torch.where(flip[:, None, None], y.flip(-1), y)
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+                y = torch.where(flip[:, None, None], y.flip(-1), y)
             x, y = x.to(device), y.to(device)
             logits = seg(norm(x))
             loss = F.cross_entropy(logits, y) + dice_loss(logits, y)

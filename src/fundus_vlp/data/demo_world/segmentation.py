@@ -18,7 +18,8 @@ import numpy as np
 
 from .fundus import FundusScene
 
-__all__ = ["SEGMENTATION_EXPERIMENT", "SEGMENTATION_DESCRIPTION", "SEGMENTATION_CLASSES", "LESION_MASKS", "SEGMENTATION_CONDITIONS", "label_map"]
+__all__ = ["SEGMENTATION_EXPERIMENT", "SEGMENTATION_DESCRIPTION", "SEGMENTATION_CLASSES", "LESION_MASKS",
+           "SEGMENTATION_CONDITIONS", "label_map"]
 
 SEGMENTATION_EXPERIMENT = "demo_segmentation"
 SEGMENTATION_DESCRIPTION = "CFP images with exact label maps: background, vessel, disc (rim), cup, lesion"
