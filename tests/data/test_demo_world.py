@@ -17,6 +17,8 @@ from fundus_vlp.data.demo_world import (CONDITIONS, SEEN_CONDITIONS, UNSEEN_COND
                                         build_demo_world, make_caption, render_case, sample_case)
 from fundus_vlp.data.demo_world import build as build_mod
 from fundus_vlp.data.demo_world import records as records_mod
+from fundus_vlp.data.demo_world.fundus import build_scene
+from fundus_vlp.data.demo_world.segmentation import SEGMENTATION_CLASSES, label_map
 from fundus_vlp.data.knowledge import KnowledgeBase, normalize_label
 
 
@@ -83,7 +85,8 @@ def test_layout_and_formats(world):
             assert im.mode == "RGB" and im.size == (cfg.image_size, cfg.image_size) and im.format == "PNG"
     # Ground truth: every image listed once; public images only show seen conditions; eval labels match.
     truth = pd.read_csv(world.truth_csv).set_index("image")
-    assert sorted(truth.index) == sorted(all_images)
+    seg_images = list(pd.read_csv(world.segmentation_csv)["image"])
+    assert sorted(truth.index) == sorted(all_images + seg_images)
     pub_truth = truth[truth["split"] == "public"]["conditions"].str.split("|")
     assert all(set(c) <= set(SEEN_CONDITIONS) for c in pub_truth)
     unseen = read_cat(world.eval_csvs["demo_unseen"])
@@ -152,6 +155,60 @@ def test_eval_images_disjoint_from_training(world):
     assert not set(train) & set(held)
     assert not hashes(train) & hashes(held)
     assert len(hashes(held)) == len(held)
+
+
+def test_segmentation_masks_match_their_images(world):
+    pairs = pd.read_csv(world.segmentation_csv)
+    assert list(pairs.columns[-2:]) == ["image", "mask"] and len(pairs) == world.cfg.n_segmentation
+    assert world.experiments["demo_segmentation"]["classes"] == list(SEGMENTATION_CLASSES)
+    counts = np.zeros(len(SEGMENTATION_CLASSES), int)
+    colour = {k: [] for k in range(len(SEGMENTATION_CLASSES))}
+    for img_rel, mask_rel in zip(pairs["image"], pairs["mask"]):
+        with Image.open(world.root / mask_rel) as m:
+            assert m.mode == "L" and m.size == (world.cfg.image_size,) * 2
+            mask = np.asarray(m)
+        img = np.asarray(Image.open(world.root / img_rel)).astype(float)
+        assert mask.max() < len(SEGMENTATION_CLASSES)
+        counts += np.bincount(mask.ravel(), minlength=len(SEGMENTATION_CLASSES))
+        inside = img.sum(-1) > 30  # the black outside of the field of view is background too
+        for k in colour:
+            if ((mask == k) & inside).any():
+                colour[k].append(img[(mask == k) & inside].mean(0))
+    assert (counts > 0).all(), counts  # every class appears in the set
+    mean = {k: np.mean(v, axis=0) for k, v in colour.items()}
+    # the masks sit on what the image shows: vessels darker than the fundus background, disc rim and cup
+    # brighter than it
+    assert mean[1].sum() < mean[0].sum() < min(mean[2].sum(), mean[3].sum())
+
+
+def test_label_map_priorities():
+    rng = np.random.default_rng(3)
+    case = sample_case("severe diabetic retinopathy", "CFP", rng)
+    sc = build_scene(case, 64, rng)
+    lab = label_map(sc)
+    assert (lab[sc.cup_alpha >= 0.5] == 3).all()  # vessels entering the cup stay cup
+    lesion = np.zeros_like(lab, bool)
+    for k in ("haemorrhages", "microaneurysms", "hard_exudates"):
+        if k in sc.masks:
+            lesion |= sc.masks[k] >= 0.5
+    assert lesion.any() and (lab[lesion & (sc.fov >= 0.5)] == 4).all()  # lesions are painted over vessels
+    assert (lab[sc.fov < 0.5] == 0).all()
+
+
+# Pixel hashes of images of the tiny seed-0 world written by the generator before the segmentation set was
+# added: adding masks must leave every existing image as it was (existing demo results do not move).
+_PIXELS_BEFORE_SEGMENTATION = {
+    "demo_public_a/cfp_000000.png": "8fbe1d4f5bb68809",
+    "demo_eval/demo_seen/img_00000.png": "d488dcf0e0b32b68",
+    "demo_elite/FFA/ffa_000000.png": "bee00a1292a992dd",
+    "demo_retrieval/OCT/oct_000000.png": "c887486dea955fdd",
+}
+
+
+def test_existing_images_unchanged_by_the_segmentation_set(world):
+    for rel, digest in _PIXELS_BEFORE_SEGMENTATION.items():
+        pixels = np.asarray(Image.open(world.root / rel)).tobytes()
+        assert hashlib.sha256(pixels).hexdigest()[:16] == digest, rel
 
 
 def test_cache_reuse_does_not_rebuild(tmp_path, monkeypatch):
@@ -238,6 +295,7 @@ def test_public_and_eval_labels_are_in_knowledge_base(world, kb):
     # Prompt augmentation and zero-shot ensembles look labels up in the KB: every non-free-text label must hit.
     labels = {c for row in read_cat(world.public_csv)["categories"] for c in row if "year-old" not in c}
     for exp in world.experiments.values():
-        labels |= set(exp["classes"])
+        if exp.get("task") != "segmentation":  # mask classes (vessel, cup, ...) are not zero-shot prompts
+            labels |= set(exp["classes"])
     missing = sorted(lab for lab in labels if not kb.descriptions(lab))
     assert not missing, missing

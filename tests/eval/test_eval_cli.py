@@ -142,14 +142,15 @@ def test_help_explains_modes(capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
     text = capsys.readouterr().out
-    for mode in ("zero-shot", "few-shot", "linear-probe", "fine-tune", "retrieval"):
+    for mode in ("zero-shot", "few-shot", "linear-probe", "fine-tune", "retrieval", "segmentation"):
         assert mode in text
 
 
 def test_list_experiments(capsys):
     code, out, _ = _run(["eval", "--list-experiments"], capsys)
     assert code == 0
-    for name in ("25_REFUGE", "13_FIVES", "08_ODIR200x3", "02_MESSIDOR", "36_ACRIMA", "37_DeepDRiD", "AMD", "TAOP"):
+    for name in ("25_REFUGE", "13_FIVES", "08_ODIR200x3", "02_MESSIDOR", "36_ACRIMA", "37_DeepDRiD", "AMD", "TAOP",
+                 "13_FIVES_vessels", "25_REFUGE_disc_cup", "demo:demo_segmentation"):
         assert name in out
 
 

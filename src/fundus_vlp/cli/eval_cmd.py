@@ -19,6 +19,11 @@ MODE_HELP = textwrap.dedent("""\
                     early stopping and model selection on validation macro-F1
       retrieval     image<->text recall@1/5/10 on a caption set; BLEU/ROUGE-L/CIDEr (+METEOR with
                     Java) for models with a caption decoder
+      segmentation  a segmentation-models-pytorch decoder (UNet; DPT for ViTs) on the image trunk, for
+                    segmentation experiments (task: segmentation); Dice and IoU per class, epoch chosen
+                    on validation Dice; segmentation.finetune=frozen|last_block|full,
+                    segmentation.inits=[pretrained,random] (imagenet needs
+                    segmentation.imagenet_checkpoint=FILE, a local timm checkpoint)
 
     experiments: a built-in name (see --list-experiments), a YAML file, or demo:<name>.
     Folds are repeated seeded stratified splits (folds=5, seed=0), not disjoint k-fold; every
@@ -29,6 +34,9 @@ MODE_HELP = textwrap.dedent("""\
       fundus-vlp eval few-shot --model M --experiment 08_ODIR200x3 \\
           dataframe_dir=~/keepfit/dataframes/transferability image_root=~/FUNDUS few_shot.shots=[1,5,10]
       fundus-vlp eval linear-probe --model M --experiment my_task.yaml linear_probe.c=0.316
+      fundus-vlp eval segmentation --model M --experiment demo:demo_segmentation \
+          segmentation.inits=[pretrained,random] segmentation.epochs=10
+      fundus-vlp eval segmentation --model M --experiment 13_FIVES_vessels image_root=~/FIVES
     """)
 
 ALL = ("zero-shot", "few-shot", "linear-probe")
@@ -54,13 +62,15 @@ def register(sub) -> None:
     parser_class = sub._parser_class
     sub._parser_class = _IntermixedParser
     try:
-        p = sub.add_parser("eval", help="evaluate a model: zero-shot, few-shot, linear probe, fine-tune, retrieval",
+        p = sub.add_parser("eval", help="evaluate a model: zero-shot, few-shot, linear probe, fine-tune, retrieval, "
+                                        "segmentation",
                            description="Leak-free transfer evaluation of a saved fundus-vlp model.",
                            epilog=MODE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     finally:
         sub._parser_class = parser_class
     p.add_argument("mode", nargs="?", metavar="MODE",
-                   help="zero-shot | few-shot | linear-probe | fine-tune | retrieval | all (or a comma list)")
+                   help="zero-shot | few-shot | linear-probe | fine-tune | retrieval | segmentation | all "
+                        "(or a comma list)")
     p.add_argument("--model", help="saved model folder (config.json + model.safetensors + tokenizer), or a "
                                    "pretraining run folder (its model/ is used)")
     p.add_argument("--experiment", help="experiment: built-in name, YAML file, or demo:<name> (retrieval alone: "
@@ -101,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}  (generated demo world)")
         return 0
     if not args.mode:
-        raise ValueError("give a MODE (zero-shot, few-shot, linear-probe, fine-tune, retrieval, all); see --help")
+        raise ValueError("give a MODE (zero-shot, few-shot, linear-probe, fine-tune, retrieval, segmentation, all); "
+                         "see --help")
     modes = parse_modes(args.mode)
     cfg = build_config(EvalCfg, args.config, args.overrides)  # `model=DIR` works as well as --model DIR
     cfg.modes = modes

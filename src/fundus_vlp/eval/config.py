@@ -14,7 +14,10 @@ from ..data.prompts import NEGATIVE_TEMPLATE, PROMPT_LANGUAGES, ZERO_SHOT_TEMPLA
 from .adapters import DEFAULT_ALPHAS, DEFAULT_BETAS, DEFAULT_RATIOS, AdapterOptimCfg
 from .linear_probe import DEFAULT_C_GRID
 
-MODES = ("zero-shot", "few-shot", "linear-probe", "fine-tune", "retrieval")
+MODES = ("zero-shot", "few-shot", "linear-probe", "fine-tune", "retrieval", "segmentation")
+SEG_INITS = ("pretrained", "random", "imagenet")
+SEG_FINETUNE = ("frozen", "last_block", "full")
+SEG_ARCHITECTURES = ("auto", "unet", "fpn", "dpt")
 FEW_SHOT_METHODS = ("clip_adapter", "tip_adapter", "tip_adapter_f", "linear_probe")
 
 
@@ -97,6 +100,41 @@ class RetrievalCfg:
 
 
 @dataclass
+class SegmentationCfg:
+    """``eval segmentation``: a decoder on the image trunk (``segmentation.py``), selected on validation Dice."""
+
+    inits: List[str] = field(default_factory=lambda: ["pretrained"])  # pretrained | random | imagenet (one row each)
+    imagenet_checkpoint: Optional[str] = None  # local timm checkpoint for init "imagenet" (never downloaded)
+    finetune: str = "frozen"  # frozen | last_block | full
+    architecture: str = "auto"  # auto (unet for CNN trunks, dpt for ViTs) | unet | fpn | dpt
+    decoder_channels: Optional[List[int]] = None  # UNet decoder widths, 5 stages (None = smp's 256..16)
+    size: Optional[int] = None  # square training/evaluation resolution; None = the model's preprocess.size
+    folds: Optional[int] = None  # None = EvalCfg.folds
+    train_fraction: Optional[float] = None  # None = every non-test, non-val image
+    val_fraction: float = 0.2
+    epochs: int = 30
+    patience: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3  # decoder and segmentation head
+    encoder_lr: float = 1e-4  # trainable encoder parts (last_block / full)
+    weight_decay: float = 1e-4
+    augment: bool = True  # seeded horizontal flips
+    plot_images: int = 6  # test images of fold 0 in the mask plot
+
+    def __post_init__(self) -> None:
+        bad = [i for i in self.inits if i not in SEG_INITS]
+        if bad or not self.inits:
+            raise ValueError(f"segmentation.inits must be a non-empty list from {SEG_INITS}, got {self.inits}")
+        if self.finetune not in SEG_FINETUNE:
+            raise ValueError(f"segmentation.finetune must be one of {SEG_FINETUNE}, got {self.finetune!r}")
+        if self.architecture not in SEG_ARCHITECTURES:
+            raise ValueError(f"segmentation.architecture must be one of {SEG_ARCHITECTURES}, got {self.architecture!r}")
+        if "imagenet" in self.inits and not self.imagenet_checkpoint:
+            raise ValueError("segmentation init 'imagenet' needs segmentation.imagenet_checkpoint=FILE (a local timm "
+                             "checkpoint; weights are never downloaded)")
+
+
+@dataclass
 class EvalCfg:
     model: Optional[str] = None  # a saved model folder
     experiment: Optional[str] = None  # built-in name, YAML path, or demo:<name>
@@ -125,6 +163,7 @@ class EvalCfg:
     linear_probe: LinearProbeCfg = field(default_factory=LinearProbeCfg)
     finetune: FinetuneCfg = field(default_factory=FinetuneCfg)
     retrieval: RetrievalCfg = field(default_factory=RetrievalCfg)
+    segmentation: SegmentationCfg = field(default_factory=SegmentationCfg)
     bug_compat: BugCompatCfg = field(default_factory=BugCompatCfg)
 
     def __post_init__(self) -> None:

@@ -10,6 +10,11 @@ relative to a user-given ``dataframe_dir`` (``$FUNDUS_VLP_DATAFRAMES``) and imag
 The label of a row is the **first** element of ``categories`` mapped through ``targets``, as officially;
 a multi-label experiment maps every category. A row whose label is not in ``targets`` is an error naming
 the row, unless the experiment sets ``drop_unmapped: true`` (the count is reported).
+
+A segmentation experiment (``task: segmentation``) has image/mask pairs instead of a categorical dataframe:
+a CSV ``image, mask`` (``masks``) or an image folder and a mask folder paired by file stem (``image_dir``,
+``mask_dir``), both relative to ``image_root``; ``mask_values`` / ``mask_colors`` say how mask pixels map to
+``classes`` (``segmentation_data.py``).
 """
 from __future__ import annotations
 
@@ -24,6 +29,9 @@ import numpy as np
 
 from ..data.dataframes import DataFormatError, read_categorical, resolve_image_path
 from .metrics import TASKS
+
+SEGMENTATION_TASK = "segmentation"
+EXPERIMENT_TASKS = TASKS + (SEGMENTATION_TASK,)
 
 DATAFRAME_ENV = "FUNDUS_VLP_DATAFRAMES"
 IMAGE_ROOT_ENV = "FUNDUS_VLP_DATA"
@@ -43,7 +51,7 @@ class Experiment:
     dataframe: Optional[str] = None  # categorical CSV (file name relative to dataframe_dir, or a path)
     targets: Dict[str, int] = field(default_factory=dict)  # category string -> class index (default: classes)
     test_dataframe: Optional[str] = None  # official test set: used as the test split of every fold
-    task: str = "multiclass"  # multiclass | binary | graded (quadratic kappa) | multilabel
+    task: str = "multiclass"  # multiclass | binary | graded (quadratic kappa) | multilabel | segmentation
     positive: Optional[str] = None  # binary: the disease class (F1/sensitivity/threshold refer to it)
     zero_shot: bool = True  # False when class names are codes with no text meaning (TAOP '0c'..'4c')
     primary_metric: str = "aca"
@@ -55,10 +63,20 @@ class Experiment:
     captions_root: Optional[str] = None
     description: str = ""
     reference: str = ""
+    # segmentation (task: segmentation); paths relative to dataframe_dir (CSVs) and image_root (folders, files)
+    masks: Optional[str] = None  # CSV with columns image, mask
+    test_masks: Optional[str] = None  # official test pairs (CSV)
+    image_dir: Optional[str] = None  # or: an image folder and a mask folder, paired by file stem
+    mask_dir: Optional[str] = None
+    test_image_dir: Optional[str] = None
+    test_mask_dir: Optional[str] = None
+    mask_values: Dict[int, int] = field(default_factory=dict)  # grey level -> class index (default below)
+    mask_colors: Dict[str, List[int]] = field(default_factory=dict)  # class name -> [R, G, B] (coloured masks)
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ExperimentError(f"experiment {self.name!r}: task must be one of {TASKS}, got {self.task!r}")
+        if self.task not in EXPERIMENT_TASKS:
+            raise ExperimentError(f"experiment {self.name!r}: task must be one of {EXPERIMENT_TASKS}, "
+                                  f"got {self.task!r}")
         if not self.targets:
             self.targets = {c: i for i, c in enumerate(self.classes)}
         bad = sorted({i for i in self.targets.values() if not 0 <= int(i) < len(self.classes)})
@@ -117,6 +135,12 @@ def experiment_from_dict(data: Dict[str, Any], source: str = "<dict>") -> Experi
     data = dict(data)
     data["classes"] = [str(c) for c in data["classes"]]
     data["targets"] = {str(k): int(v) for k, v in (data.get("targets") or {}).items()}
+    try:
+        data["mask_values"] = {int(k): int(v) for k, v in (data.get("mask_values") or {}).items()}
+        data["mask_colors"] = {str(k): [int(c) for c in v] for k, v in (data.get("mask_colors") or {}).items()}
+    except (TypeError, ValueError) as exc:
+        raise ExperimentError(f"{source}: mask_values must map integers to class indices and mask_colors class "
+                              f"names to [R, G, B] ({exc})") from exc
     return Experiment(**data)
 
 
@@ -132,7 +156,8 @@ def load_experiment_file(path: str | Path) -> Experiment:
         raise ExperimentError(f"{path}: an experiment YAML must be a mapping")
     exp = experiment_from_dict(data, str(path))
     # a user YAML may name its dataframe relative to itself
-    if exp.dataframe_dir is None and exp.dataframe and (path.parent / exp.dataframe).is_file():
+    own = exp.dataframe or exp.masks
+    if exp.dataframe_dir is None and own and (path.parent / own).is_file():
         exp.dataframe_dir = str(path.parent)
     return exp
 
@@ -169,12 +194,17 @@ def resolve_locations(exp: Experiment, dataframe_dir: Optional[str] = None,
 def demo_experiment(name: str, demo_cfg: Optional[Dict[str, Any]] = None,
                     cache_dir: Optional[str] = None) -> Experiment:
     """An experiment of the generated demo world (``fundus_vlp.data.demo_world``)."""
-    from ..data.demo_world import EXPERIMENTS
+    from ..data.demo_world import EXPERIMENTS, SEGMENTATION_CLASSES, SEGMENTATION_EXPERIMENT
 
-    if name not in EXPERIMENTS:  # checked before building the world (minutes on first use)
+    if name not in EXPERIMENTS and name != SEGMENTATION_EXPERIMENT:  # before building the world (minutes)
         raise ExperimentError(f"unknown demo experiment {name!r}; the demo world has "
-                              f"{', '.join(DEMO_PREFIX + n for n in sorted(EXPERIMENTS))}")
+                              f"{', '.join(demo_experiment_names())}")
     world = load_demo_world(demo_cfg, cache_dir)
+    if name == SEGMENTATION_EXPERIMENT:
+        return Experiment(name=name, classes=list(SEGMENTATION_CLASSES), task=SEGMENTATION_TASK,
+                          masks=str(world.segmentation_csv), image_root=str(world.root), zero_shot=False,
+                          primary_metric="dice_mean", description=world.experiments[name]["description"],
+                          reference="demo_world.md")
     spec = world.experiments[name]
     classes = list(spec["classes"])
     task = spec.get("task") or ("graded" if "grading" in name else "multiclass")
@@ -195,9 +225,9 @@ def load_demo_world(demo_cfg: Optional[Dict[str, Any]] = None, cache_dir: Option
 
 def demo_experiment_names() -> List[str]:
     """``demo:<name>`` experiments of the demo world (no world is built)."""
-    from ..data.demo_world import EXPERIMENTS
+    from ..data.demo_world import EXPERIMENTS, SEGMENTATION_EXPERIMENT
 
-    return [DEMO_PREFIX + n for n in sorted(EXPERIMENTS)]
+    return [DEMO_PREFIX + n for n in sorted([*EXPERIMENTS, SEGMENTATION_EXPERIMENT])]
 
 
 # -- data ------------------------------------------------------------------------------------------------
@@ -257,6 +287,9 @@ def _labels_of(frame, exp: Experiment, path: Path):
 
 def load_labeled_images(exp: Experiment, check_files: bool = True) -> LabeledImages:
     """Read the experiment's dataframe(s), map labels, resolve image paths (and check they exist)."""
+    if exp.task == SEGMENTATION_TASK:
+        raise ExperimentError(f"experiment {exp.name!r} is a segmentation experiment: use `fundus-vlp eval "
+                              f"segmentation`")
     if exp.dataframe is None:
         raise ExperimentError(f"experiment {exp.name!r} defines no classification dataframe")
     if exp.image_root is None:

@@ -1,4 +1,5 @@
-"""PNG plots of a run: ROC curves, confusion matrix, few-shot metric vs shots (matplotlib, no display needed)."""
+"""PNG plots of a run: ROC curves, confusion matrix, few-shot metric vs shots, segmentation masks over images
+(matplotlib, no display needed)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -75,3 +76,50 @@ def plot_shots(rows: List[Dict], path: str | Path, metric: str = "aca", title: s
     ax.set_title(title or f"few-shot {metric}")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+# background transparent; then distinct colours (tab10) for the other classes
+def _mask_palette(n: int) -> np.ndarray:
+    from matplotlib import colormaps
+
+    cols = colormaps["tab10"](np.arange(max(n, 1)) % 10)[:, :3]
+    return np.vstack([[0.0, 0.0, 0.0], cols[: max(n - 1, 0)]])
+
+
+def overlay_mask(image: np.ndarray, mask: np.ndarray, n_classes: int, alpha: float = 0.55) -> np.ndarray:
+    """RGB float image (H, W, 3) with every non-background class (index > 0) tinted by its colour."""
+    pal = _mask_palette(n_classes)
+    out = image.astype(np.float32).copy()
+    fg = mask > 0
+    out[fg] = (1 - alpha) * out[fg] + alpha * pal[mask[fg]]
+    return out
+
+
+def plot_mask_grid(images, truth, pred, classes: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """One row per image: the image, the ground truth over it, the prediction over it.
+
+    ``images`` uint8 (N, 3, H, W); ``truth`` / ``pred`` class-index maps (N, H, W)."""
+    from matplotlib.patches import Patch
+
+    imgs = np.asarray(images).transpose(0, 2, 3, 1) / 255.0
+    truth, pred = np.asarray(truth).astype(int), np.asarray(pred).astype(int)
+    n = len(imgs)
+    fig = Figure(figsize=(7.5, 2.5 * n + 0.8))
+    axes = fig.subplots(n, 3, squeeze=False)
+    for i in range(n):
+        for j, (pic, name) in enumerate(((imgs[i], "image"), (overlay_mask(imgs[i], truth[i], len(classes)), "truth"),
+                                         (overlay_mask(imgs[i], pred[i], len(classes)), "prediction"))):
+            axes[i, j].imshow(np.clip(pic, 0, 1))
+            axes[i, j].set_axis_off()
+            if i == 0:
+                axes[i, j].set_title(name)
+    pal = _mask_palette(len(classes))
+    fig.legend(handles=[Patch(color=pal[k], label=c) for k, c in enumerate(classes) if k > 0],
+               loc="lower center", ncol=min(len(classes), 5), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path

@@ -34,12 +34,13 @@ def _render(header: List[str], body: List[List[str]]) -> str:
 def format_table(rows: Sequence[Dict], metrics: Optional[Sequence[str]] = None) -> str:
     """One line per row: model, experiment, mode, method, shots, split, folds, n_test, then mean±std metrics.
 
-    Classification and retrieval rows are printed as two blocks (their metrics differ).
+    Classification, retrieval and segmentation rows are printed as separate blocks (their metrics differ).
     """
     blocks = []
-    cls = [r for r in rows if r["mode"] != "retrieval"]
+    cls = [r for r in rows if r["mode"] not in ("retrieval", "segmentation")]
     ret = [r for r in rows if r["mode"] == "retrieval"]
-    for group, default in ((cls, TABLE_METRICS), (ret, RETRIEVAL_METRICS)):
+    seg = [r for r in rows if r["mode"] == "segmentation"]
+    for group, default in ((cls, TABLE_METRICS), (ret, RETRIEVAL_METRICS), (seg, segmentation_metric_names(seg))):
         if not group:
             continue
         names = [m for m in (metrics or default) if any(m in r["metrics"] for r in group)]
@@ -49,6 +50,14 @@ def format_table(rows: Sequence[Dict], metrics: Optional[Sequence[str]] = None) 
                  str(r.get("n_test", ""))] + [_cell(r, m) for m in names] for r in group]
         blocks.append(_render(header, body))
     return "\n\n".join(blocks) if blocks else "(no results)"
+
+
+def segmentation_metric_names(rows: Sequence[Dict]) -> List[str]:
+    """dice_mean, iou_mean, then Dice of every class, then IoU of every class (in the rows' class order)."""
+    names = [k for r in rows for k in r["metrics"]]
+    per_class = list(dict.fromkeys(n for n in names if n not in ("dice_mean", "iou_mean")))
+    return ["dice_mean", "iou_mean"] + [n for n in per_class if n.startswith("dice_")] + \
+        [n for n in per_class if n.startswith("iou_")]
 
 
 SHORT = {"clip_adapter": "CLIP-Ad", "tip_adapter": "Tip", "tip_adapter_f": "Tip-F", "linear_probe": "LP"}
@@ -99,6 +108,8 @@ def save_plots(ctx, rows: Sequence[Dict]) -> List[Path]:
     from .plots import plot_confusion, plot_roc, plot_shots
 
     exp, out = ctx.experiment, Path(ctx.out_dir)
+    if exp.task == "segmentation":
+        return save_mask_plots(ctx, rows)
     if exp.task == "multilabel":
         return []
     saved: List[Path] = []
@@ -134,6 +145,22 @@ def save_plots(ctx, rows: Sequence[Dict]) -> List[Path]:
         best = max((r for r in few if r["shots"] == top), key=lambda r: r["metrics"].get(metric, -1))
         both(prediction_key("few-shot", best["method"], "fold-test", top), "few-shot",
              f"{best['method']} {top}-shot (fold 0)")
+    return saved
+
+
+def save_mask_plots(ctx, rows: Sequence[Dict]) -> List[Path]:
+    """Per segmentation row: test images of fold 0 with the ground truth and the predicted masks overlaid."""
+    from .plots import plot_mask_grid
+
+    saved = []
+    for r in rows:
+        pred = ctx.predictions.get(prediction_key("segmentation", r["method"], "fold-test"))
+        if pred is None or not len(pred["pred"]):
+            continue
+        tag = r["method"].replace("/", "_")
+        saved.append(plot_mask_grid(pred["images"], pred["truth"], pred["pred"], ctx.experiment.classes,
+                                    Path(ctx.out_dir) / f"masks_{tag}.png",
+                                    f"{ctx.model_name} on {ctx.experiment.name}: {r['method']} (fold 0 test)"))
     return saved
 
 

@@ -30,7 +30,7 @@ from ..hub import resolve_model_dir
 from ..runtime.device import resolve_device
 from .config import EvalCfg
 from .context import EvalContext
-from .experiments import Experiment, get_experiment
+from .experiments import SEGMENTATION_TASK, Experiment, get_experiment
 from .features import FeatureCache, model_fingerprint
 from .modes import RUNNERS
 from .report import write_run
@@ -74,7 +74,8 @@ def evaluate(model_or_dir, experiment: str | Experiment, modes: Optional[Sequenc
     Args:
         model_or_dir: a ``FundusCLIP`` or a saved model folder.
         experiment: an :class:`Experiment`, a built-in name, a YAML path or ``demo:<name>``.
-        modes: subset of ``zero-shot, few-shot, linear-probe, fine-tune, retrieval`` (default ``cfg.modes``).
+        modes: subset of ``zero-shot, few-shot, linear-probe, fine-tune, retrieval`` (default ``cfg.modes``), or
+            ``segmentation`` for a segmentation experiment.
     Returns the results dict (``rows`` as documented in this module).
     """
     cfg = cfg or EvalCfg()
@@ -83,6 +84,7 @@ def evaluate(model_or_dir, experiment: str | Experiment, modes: Optional[Sequenc
     model, weights, name = load_model(model_or_dir)
     exp = experiment if isinstance(experiment, Experiment) else get_experiment(
         experiment, cfg.dataframe_dir, cfg.image_root, cfg.demo, cfg.demo_cache_dir)
+    check_modes_fit(exp, modes)
     out_dir = run_dir(cfg, exp, modes)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
@@ -105,6 +107,16 @@ def evaluate(model_or_dir, experiment: str | Experiment, modes: Optional[Sequenc
     }
     write_run(ctx, results)
     return results
+
+
+def check_modes_fit(exp: Experiment, modes: Sequence[str]) -> None:
+    """Segmentation experiments run the segmentation mode only, and the segmentation mode needs one."""
+    if exp.task == SEGMENTATION_TASK and any(m != "segmentation" for m in modes):
+        raise ValueError(f"experiment {exp.name!r} is a segmentation experiment: run `eval segmentation` on it "
+                         f"(not {', '.join(m for m in modes if m != 'segmentation')})")
+    if exp.task != SEGMENTATION_TASK and "segmentation" in modes:
+        raise ValueError(f"eval segmentation needs a segmentation experiment (task: segmentation, e.g. "
+                         f"demo:demo_segmentation); {exp.name!r} is a {exp.task} experiment")
 
 
 PROTOCOL_NOTE = ("folds are repeated seeded stratified splits (Monte-Carlo; test sets of different folds overlap); "

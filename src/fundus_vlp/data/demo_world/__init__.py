@@ -10,6 +10,7 @@ Example::
     from fundus_vlp.data.demo_world import DemoWorldCfg, build_demo_world
     world = build_demo_world(DemoWorldCfg(seed=0))      # cached after the first call
     world.public_csv, world.elite_csvs["CFP"], world.eval_csvs["demo_unseen"]
+    world.segmentation_csv                              # image, mask (label maps, segmentation.py)
 """
 from .build import GENERATOR_VERSION, DemoWorld, DemoWorldCfg, build_demo_world, default_cache_dir
 from .ontology import (CONDITIONS, FINDINGS, MODALITIES, SEEN_CONDITIONS, UNSEEN_CONDITIONS, Condition, Finding,
@@ -17,6 +18,7 @@ from .ontology import (CONDITIONS, FINDINGS, MODALITIES, SEEN_CONDITIONS, UNSEEN
 from .records import EXPERIMENTS, PUBLIC_SOURCES
 from .render import render_case
 from .scene import Case, sample_case
+from .segmentation import SEGMENTATION_CLASSES, SEGMENTATION_EXPERIMENT
 from .text import make_caption, make_corpus
 
 __all__ = [
@@ -31,6 +33,8 @@ __all__ = [
     "SEEN_CONDITIONS",
     "UNSEEN_CONDITIONS",
     "EXPERIMENTS",
+    "SEGMENTATION_CLASSES",
+    "SEGMENTATION_EXPERIMENT",
     "PUBLIC_SOURCES",
     "Condition",
     "Finding",

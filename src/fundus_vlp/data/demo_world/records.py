@@ -16,15 +16,18 @@ import numpy as np
 from PIL import Image
 
 from .ontology import CONDITIONS, SEEN_CONDITIONS, conditions_for_modality
+from .fundus import build_scene
 from .render import render_case
+from .render_cfp import colour_cfp
 from .scene import Case, sample_case
+from .segmentation import SEGMENTATION_CONDITIONS, label_map
 from .text import make_caption
 from .text_zh import make_caption_zh
 
 ZH_STREAM = 0x7A68  # the Chinese-caption random stream of each job ("zh")
 
 __all__ = ["PUBLIC_SOURCES", "EXPERIMENTS", "EXPERIMENT_DESCRIPTIONS", "Job", "make_item", "stream_id", "allocate",
-           "public_jobs", "paired_jobs", "eval_jobs"]
+           "public_jobs", "paired_jobs", "eval_jobs", "segmentation_jobs", "mask_path"]
 
 _NORMAL, _GLAUCOMA, _AMD, _HTN = "normal", "glaucoma", "age related macular degeneration", "hypertensive retinopathy"
 _MILD, _MOD, _SEV = "mild diabetic retinopathy", "moderate diabetic retinopathy", "severe diabetic retinopathy"
@@ -182,14 +185,40 @@ def make_item(job: Job, root: Path, image_size: int, label_noise: float) -> dict
         cond = options[int(rng.integers(len(options)))]
         case = sample_case(cond, "CFP", rng)
         row = {"image": job.rel_path, "atributes": "[]", "categories": str([meta["label"]])}
+    elif job.kind == "segmentation":
+        case = sample_case(meta["condition"], "CFP", rng)
+        row = {"image": job.rel_path, "mask": mask_path(job.rel_path)}
     else:  # pragma: no cover - guarded by build
         raise ValueError(f"unknown job kind {job.kind!r}")
-    img = render_case(case, image_size, rng)
-    path = root / job.rel_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path, format="PNG", compress_level=6)
+    if job.kind == "segmentation":
+        # the same two calls as render_cfp, keeping the scene so its label map matches the image exactly
+        scene = build_scene(case, image_size, rng)
+        img = colour_cfp(case, scene, rng)
+        _save_png(label_map(scene), root / row["mask"])
+    else:
+        img = render_case(case, image_size, rng)
+    _save_png(img, root / job.rel_path)
     row["_conditions"] = "|".join(case.conditions)  # kept for the manifest statistics, not written to CSVs
     return row
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format="PNG", compress_level=6)
+
+
+def mask_path(image_rel_path: str) -> str:
+    """``demo_segmentation/images/x.png`` -> ``demo_segmentation/masks/x.png``."""
+    return image_rel_path.replace("/images/", "/masks/", 1)
+
+
+def segmentation_jobs(seed: int, n: int) -> list[Job]:
+    """CFP images with label maps; conditions cycled so every class is present (own random stream, so the
+    other images of the world do not depend on ``n``)."""
+    sid = stream_id("segmentation")
+    names = SEGMENTATION_CONDITIONS
+    return [Job("segmentation", f"demo_segmentation/images/seg_{j:05d}.png", (seed, sid, j),
+                (("condition", names[j % len(names)]),)) for j in range(n)]
 
 
 def public_jobs(seed: int, n: int) -> list[Job]:
@@ -235,6 +264,7 @@ def _check() -> None:
         assert all(c in SEEN_CONDITIONS for c in probs)
     for classes in EXPERIMENTS.values():
         assert all(c in CONDITIONS for opts in classes.values() for c in opts)
+    assert all(c in CONDITIONS for c in SEGMENTATION_CONDITIONS)
 
 
 _check()

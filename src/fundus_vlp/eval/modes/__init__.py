@@ -8,6 +8,7 @@ from .finetune import run_finetune
 from .few_shot import fit_predict_few_shot, run_few_shot
 from .linear_probe import run_linear_probe
 from .retrieval import run_retrieval
+from .segmentation import run_segmentation
 from .zero_shot import run_zero_shot
 
 RUNNERS: Dict[str, Callable[[EvalContext], List[Dict]]] = {
@@ -16,7 +17,8 @@ RUNNERS: Dict[str, Callable[[EvalContext], List[Dict]]] = {
     "linear-probe": run_linear_probe,
     "fine-tune": run_finetune,
     "retrieval": run_retrieval,
+    "segmentation": run_segmentation,
 }
 
 __all__ = ["RUNNERS", "fit_predict_few_shot", "run_few_shot", "run_finetune", "run_linear_probe", "run_retrieval",
-           "run_zero_shot"]
+           "run_segmentation", "run_zero_shot"]

@@ -1,0 +1,232 @@
+"""Segmentation transfer: Dice/IoU by hand, mask decoding and its errors, trunk -> encoder weights, and
+``fundus-vlp eval segmentation`` end to end on a FIVES-like folder with no test-set selection."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fundus_vlp.cli.main import main
+from fundus_vlp.eval.experiments import Experiment, ExperimentError, get_experiment
+from fundus_vlp.eval.segmentation import (WeightTransferError, build_segmenter, configure_encoder,
+                                          load_encoder_init, transfer_trunk_weights)
+from fundus_vlp.eval.segmentation_data import MaskError, decode_mask, list_pairs, load_pairs
+from fundus_vlp.eval.segmentation_metrics import confusion_counts, dice_iou_per_image, segmentation_metrics
+
+TINY_SEG = {"epochs": 3, "batch_size": 4, "decoder_channels": [16, 16, 8, 8, 8], "size": 32}
+
+
+# -- metrics ---------------------------------------------------------------------------------------------
+
+def test_dice_iou_match_hand_computation():
+    pred = torch.tensor([[[0, 1], [1, 1]]])
+    target = torch.tensor([[[0, 1], [0, 1]]])
+    # class 1: tp 2, fp 1, fn 0 -> Dice 4/5, IoU 2/3; class 0: tp 1, fp 0, fn 1 -> Dice 2/3, IoU 1/2
+    assert confusion_counts(pred, target, 2).tolist() == [[[1, 0, 1], [2, 1, 0]]]
+    m = segmentation_metrics(pred, target, ["background", "vessel"])
+    assert m["dice_vessel"] == pytest.approx(0.8) and m["iou_vessel"] == pytest.approx(2 / 3)
+    assert m["dice_background"] == pytest.approx(2 / 3) and m["iou_background"] == pytest.approx(0.5)
+    assert m["dice_mean"] == pytest.approx(0.8)  # foreground only when class 0 is "background"
+
+
+def test_empty_mask_conventions_and_per_image_mean():
+    # image 0: cup absent in truth and prediction (undefined, left out); image 1: cup missed (0);
+    # image 2: cup predicted where there is none (0); image 3: cup perfect (1)
+    t = torch.tensor([[[0, 0]], [[2, 0]], [[0, 0]], [[2, 2]]])
+    p = torch.tensor([[[0, 0]], [[0, 0]], [[2, 0]], [[2, 2]]])
+    dice, iou = dice_iou_per_image(confusion_counts(p, t, 3))
+    assert math.isnan(dice[0, 2]) and dice[1:, 2].tolist() == [0.0, 0.0, 1.0]
+    m = segmentation_metrics(p, t, ["background", "disc", "cup"])
+    assert m["dice_cup"] == pytest.approx(1 / 3) and m["iou_cup"] == pytest.approx(1 / 3)
+    assert math.isnan(m["dice_disc"])  # in no image and never predicted
+    assert m["dice_mean"] == pytest.approx(1 / 3)  # NaN classes are left out of the mean
+    # without a class named background every class counts
+    assert segmentation_metrics(p, t, ["a", "b", "c"])["dice_mean"] == pytest.approx(
+        np.nanmean([m["dice_background"], m["dice_cup"]]))
+
+
+# -- masks -----------------------------------------------------------------------------------------------
+
+def _png(path: Path, array: np.ndarray, mode=None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode).save(path)
+    return path
+
+
+def test_mask_decoding_rules_and_errors(tmp_path):
+    binary = np.array([[0, 255], [255, 0]], np.uint8)
+    assert decode_mask(_png(tmp_path / "b.png", binary), ["background", "vessel"]).tolist() == [[0, 1], [1, 0]]
+    grey_rgb = np.repeat(binary[..., None], 3, axis=2)  # binary mask saved as RGB
+    assert decode_mask(_png(tmp_path / "g.png", grey_rgb), ["background", "vessel"]).tolist() == [[0, 1], [1, 0]]
+    refuge = np.array([[255, 128], [0, 255]], np.uint8)
+    vals = {255: 0, 128: 1, 0: 2}
+    decoded = decode_mask(_png(tmp_path / "r.bmp", refuge), ["background", "disc", "cup"], vals)
+    assert decoded.tolist() == [[0, 1], [2, 0]]
+    colour = np.zeros((2, 2, 3), np.uint8)
+    colour[0, 1] = [255, 0, 0]
+    colour[1, 1] = [0, 0, 255]
+    colours = {"background": [0, 0, 0], "haemorrhage": [255, 0, 0], "exudate": [0, 0, 255]}
+    assert decode_mask(_png(tmp_path / "c.png", colour), ["background", "haemorrhage", "exudate"],
+                       mask_colors=colours).tolist() == [[0, 1], [0, 2]]
+    with pytest.raises(MaskError, match=r"u\.png.*value\(s\) \[7\]"):
+        decode_mask(_png(tmp_path / "u.png", np.array([[0, 7]], np.uint8)), ["background", "vessel"])
+    with pytest.raises(MaskError, match=r"c\.png.*no mask_colors"):
+        decode_mask(tmp_path / "c.png", ["background", "haemorrhage", "exudate"])
+    colour[0, 0] = [9, 9, 9]
+    with pytest.raises(MaskError, match=r"c2\.png.*\(9, 9, 9\)"):
+        decode_mask(_png(tmp_path / "c2.png", colour), ["background", "haemorrhage", "exudate"], mask_colors=colours)
+
+
+def _image(rng, size=48):
+    return rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+
+
+def test_missing_and_mismatched_masks_name_the_file(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        _png(tmp_path / "img" / f"{name}.png", _image(rng))
+    _png(tmp_path / "gt" / "a.png", np.zeros((48, 48), np.uint8))
+    exp = Experiment(name="t", classes=["background", "vessel"], task="segmentation", image_dir="img",
+                     mask_dir="gt", image_root=str(tmp_path))
+    with pytest.raises(MaskError, match=r"without a mask.*b\.png"):
+        list_pairs(exp)
+    _png(tmp_path / "gt" / "b.png", np.zeros((40, 48), np.uint8))
+    pairs = list_pairs(exp)
+    with pytest.raises(MaskError, match=r"gt/b\.png: mask is 48x40 but image .*b\.png is 48x48"):
+        load_pairs(pairs, exp, 32)
+    (tmp_path / "pairs.csv").write_text("image,mask\nimg/a.png,gt/a.png\nimg/b.png,gt/missing.png\n")
+    csv_exp = Experiment(name="t", classes=["background", "vessel"], task="segmentation", masks="pairs.csv",
+                         dataframe_dir=str(tmp_path), image_root=str(tmp_path))
+    with pytest.raises(MaskError, match=r"mask .*gt/missing\.png \(.*pairs\.csv, row 2\)"):
+        list_pairs(csv_exp)
+
+
+# -- encoder weights -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model():
+    from fundus_vlp.factory import create_model
+
+    torch.manual_seed(0)
+    return create_model("tiny")
+
+
+def test_pretrained_trunk_fills_the_whole_encoder(model):
+    seg = build_segmenter(model.cfg.vision, 3, decoder_channels=[16, 16, 8, 8, 8])
+    info = load_encoder_init(seg, model, "pretrained")
+    trunk = model.visual.trunk.state_dict()
+    enc = seg.encoder.model.state_dict()
+    assert info["loaded"] == len(trunk) == len(enc)
+    assert all(torch.equal(enc[k], trunk[k]) for k in trunk)  # every tensor, BN statistics included
+    rand = build_segmenter(model.cfg.vision, 3, decoder_channels=[16, 16, 8, 8, 8])
+    load_encoder_init(rand, model, "random")
+    assert not torch.equal(rand.encoder.model.state_dict()["conv1.0.weight"], trunk["conv1.0.weight"])
+    extra = {**trunk, "layer9.weight": torch.zeros(1)}
+    with pytest.raises(WeightTransferError, match="layer9"):
+        transfer_trunk_weights(seg, extra)
+    with pytest.raises(ValueError, match="imagenet_checkpoint"):
+        load_encoder_init(seg, model, "imagenet")
+
+
+def test_imagenet_init_reads_a_local_timm_checkpoint(model, tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(5)
+    ref = timm.create_model("test_resnet", num_classes=10)  # a classifier checkpoint: fc.* is skipped
+    save_file(ref.state_dict(), str(tmp_path / "in1k.safetensors"))
+    seg = build_segmenter(model.cfg.vision, 2, decoder_channels=[16, 16, 8, 8, 8])
+    load_encoder_init(seg, model, "imagenet", str(tmp_path / "in1k.safetensors"))
+    assert torch.equal(seg.encoder.model.state_dict()["conv1.0.weight"], ref.state_dict()["conv1.0.weight"])
+
+
+def test_finetune_modes_choose_trainable_encoder_parts(model):
+    seg = build_segmenter(model.cfg.vision, 2, decoder_channels=[16, 16, 8, 8, 8])
+    enc = seg.encoder.model
+    assert configure_encoder(seg, "frozen", model.visual.trunk) == 0
+    assert not any(p.requires_grad for p in enc.parameters())
+    assert all(p.requires_grad for p in seg.decoder.parameters())
+    assert configure_encoder(seg, "last_block", model.visual.trunk) > 0
+    trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("layer4.") for n in trainable)
+    configure_encoder(seg, "full", model.visual.trunk)
+    assert all(p.requires_grad for p in enc.parameters())
+
+
+# -- end to end ------------------------------------------------------------------------------------------
+
+def _fives_like(root: Path, n_train: int = 6, n_test: int = 2, size: int = 40) -> None:
+    """The FIVES layout: train|test / Original|Ground truth, same file names, binary 0/255 vessel masks."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    for split, n in (("train", n_train), ("test", n_test)):
+        for i in range(n):
+            # dark wavy lines on an orange background, the mask marks them
+            phase, freq = rng.uniform(0, 6), rng.uniform(0.15, 0.3)
+            vessel = np.abs(np.sin(xx * freq + phase) * 8 + size / 2 - yy) < 2.5
+            img = np.zeros((size, size, 3), np.uint8) + np.array([200, 90, 40], np.uint8)
+            img[vessel] = [90, 20, 15]
+            img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+            _png(root / split / "Original" / f"{i + 1}_A.png", img)
+            _png(root / split / "Ground truth" / f"{i + 1}_A.png", (vessel * 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from fundus_vlp.factory import create_model
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("seg_model") / "tiny"
+    create_model("tiny").save_pretrained(out)
+    return out
+
+
+def _cli(model_dir: Path, root: Path, out: Path) -> dict:
+    seg = " ".join(f"segmentation.{k}={json.dumps(v).replace(' ', '')}" for k, v in TINY_SEG.items())
+    args = ["eval", "segmentation", "--model", str(model_dir), "--experiment", "13_FIVES_vessels",
+            "--image-root", str(root), "--output-dir", str(out), "folds=2", "progress=false",
+            "print_table=false", *seg.split()]
+    assert main(args) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def test_fives_folder_end_to_end_and_no_test_set_selection(model_dir, tmp_path):
+    root = tmp_path / "FIVES"
+    _fives_like(root)
+    res = _cli(model_dir, root, tmp_path / "run")
+    (row,) = res["rows"]
+    assert row["mode"] == "segmentation" and row["method"] == "pretrained/frozen" and row["folds"] == 2
+    assert row["n_test"] == 2 and row["split"] == "official-test"  # FIVES' own test folder
+    assert {"dice_vessel", "iou_vessel", "dice_background", "dice_mean"} <= set(row["metrics"])
+    assert row["metrics"]["dice_mean"] == pytest.approx(row["metrics"]["dice_vessel"])
+    assert all(h["transfer"]["loaded"] > 0 and h["trainable_encoder_tensors"] == 0 for h in row["hparams"])
+    assert (tmp_path / "run" / "masks_pretrained_frozen.png").is_file()
+    assert "dice_vessel" in (tmp_path / "run" / "table.txt").read_text()
+    # corrupt every test mask (still valid values): the selected epochs and validation scores do not move,
+    # the test scores do
+    for p in (root / "test" / "Ground truth").iterdir():
+        _png(p, 255 - np.asarray(Image.open(p)))
+    bad = _cli(model_dir, root, tmp_path / "run_bad")["rows"][0]
+    assert [h["best_epoch"] for h in bad["hparams"]] == [h["best_epoch"] for h in row["hparams"]]
+    assert [h["best_val_dice_mean"] for h in bad["hparams"]] == [h["best_val_dice_mean"] for h in row["hparams"]]
+    assert bad["metrics"]["dice_vessel"] != pytest.approx(row["metrics"]["dice_vessel"])
+
+
+def test_segmentation_and_classification_do_not_mix(model, tmp_path, capsys):
+    from fundus_vlp.eval.config import EvalCfg
+    from fundus_vlp.eval.runner import evaluate
+
+    exp = Experiment(name="seg", classes=["background", "vessel"], task="segmentation", masks="x.csv",
+                     image_root=str(tmp_path))
+    with pytest.raises(ValueError, match="segmentation experiment"):
+        evaluate(model, exp, ["linear-probe"], EvalCfg(output_dir=str(tmp_path / "o")))
+    with pytest.raises(ExperimentError, match="needs `masks`"):
+        list_pairs(Experiment(name="s", classes=["a", "b"], task="segmentation", image_root=str(tmp_path)))
+    assert main(["eval", "segmentation", "--model", "m", "--experiment", "e", "segmentation.inits=[imagenet]"]) != 0
+    assert "imagenet_checkpoint" in capsys.readouterr().err
+    assert get_experiment("25_REFUGE_disc_cup").mask_values == {255: 0, 128: 1, 0: 2}
