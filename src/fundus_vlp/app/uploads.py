@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Sequence, Tuple
 
+from ..constants import DEFAULT_MAX_IMAGE_PIXELS
+
 if TYPE_CHECKING:
     import torch
 
@@ -16,8 +18,8 @@ ALLOWED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "TIFF": "TIFF", "BMP": "BMP", "
 ALLOWED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 DEFAULT_MAX_UPLOAD_MB = 20.0
 DEFAULT_MAX_IMAGES = 16
-# Pixels per image: well above any fundus camera (~30 Mpixel); stops decompression bombs before decoding.
-MAX_PIXELS = 60_000_000
+# Pixels per image: the project's one limit (far above any fundus camera; stops decompression bombs before decoding)
+MAX_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
 
 
 @dataclass
