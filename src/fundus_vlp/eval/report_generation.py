@@ -191,7 +191,8 @@ def build_decoder_and_tower(model, cfg: ReportCfg, seed: int) -> Tuple[ImageTowe
         decoder = copy.deepcopy(model.decoder)
     else:
         tok = model.tokenizer
-        dcfg = replace(model.cfg.decoder, enabled=True, max_length=max(cfg.max_length or 0, model.cfg.decoder.max_length))
+        length = max(cfg.max_length or 0, model.cfg.decoder.max_length)
+        dcfg = replace(model.cfg.decoder, enabled=True, max_length=length)
         torch.manual_seed(seed)
         decoder = CaptionDecoder(dcfg, tower.width, len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
         if dcfg.init_from_text:  # as the pretrained decoder was initialised before its own training
