@@ -17,6 +17,13 @@ from fundus_vlp.eval.config import EvalCfg, ReportCfg
 from fundus_vlp.eval.report_generation import build_decoder_and_tower, case_memory, even_subset
 from fundus_vlp.eval.runner import evaluate
 
+@pytest.fixture(autouse=True)
+def no_java(monkeypatch):
+    """The runs below score with the Python tokeniser and no METEOR: the Java start-up would dominate them
+    (METEOR through Java is tested in test_eval_retrieval)."""
+    monkeypatch.setattr("fundus_vlp.eval.captioning.java_available", lambda: False)
+
+
 REPORTS = ["normal angiogram with no leakage", "bright leakage at the macula consistent with edema",
            "dark spots of blocked fluorescence from haemorrhages"]
 

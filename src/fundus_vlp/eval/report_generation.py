@@ -260,7 +260,7 @@ def train_report_decoder(decoder: CaptionDecoder, tower: ImageTower, tokens: Tok
                 nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)
             opt.step()
             sched.step()
-            run, n = run + float(loss) * len(b), n + len(b)
+            run, n = run + loss.item() * len(b), n + len(b)
         if (epoch + 1) % cfg.eval_every and epoch + 1 != cfg.epochs:
             continue
         if cfg.train_tower:
