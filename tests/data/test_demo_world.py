@@ -104,8 +104,10 @@ def test_same_seed_is_byte_identical_other_seed_differs(world, tmp_path):
     assert tree_hashes(again.root) == ref
     other = build_demo_world(tiny_cfg(seed=1), cache_dir=tmp_path / "b", num_workers=1)
     oth = tree_hashes(other.root)
-    pngs = [k for k in ref if k.endswith(".png")]
-    assert set(pngs) == {k for k in oth if k.endswith(".png")}
+    # (the FFA report cases draw their number of eyes and frames, so only the other file names are seed-free)
+    pngs = [k for k in ref if k.endswith(".png") and not k.startswith("demo_ffa_reports/")]
+    assert set(pngs) == {k for k in oth if k.endswith(".png") and not k.startswith("demo_ffa_reports/")}
+    pngs += [k for k in ref if k.startswith("demo_ffa_reports/") and k in oth]
     assert sum(ref[k] != oth[k] for k in pngs) == len(pngs)  # every image changes with the seed
 
 
@@ -299,3 +301,35 @@ def test_public_and_eval_labels_are_in_knowledge_base(world, kb):
             labels |= set(exp["classes"])
     missing = sorted(lab for lab in labels if not kb.descriptions(lab))
     assert not missing, missing
+
+
+def test_ffa_report_cases_in_ffair_layout(world):
+    import json
+
+    from fundus_vlp.data.demo_world.ffa_reports import MAX_FRAMES_PER_EYE
+    from fundus_vlp.data.report_annotations import read_report_annotations
+
+    data = json.loads(world.ffa_reports.read_text(encoding="utf-8"))
+    assert list(data) == ["train", "val", "test"] and all(data.values())
+    assert sum(len(b) for b in data.values()) == world.cfg.ffa_cases
+    for block in data.values():
+        for cid, entry in block.items():
+            paths = entry["Image_path"]
+            assert 1 <= len(paths) <= MAX_FRAMES_PER_EYE * len(entry["Eyes"])
+            assert all(p.startswith(f"demo_ffa_reports/{cid}/") and (world.root / p).is_file() for p in paths)
+            assert {Path(p).name.split("_")[0] for p in paths} == set(entry["Eyes"])  # every imaged eye has frames
+            report = entry["En_Report"]
+            for eye, cond in zip(entry["Eyes"], entry["Conditions"]):  # the impression names each eye's condition
+                assert (cond if cond != "normal" else "normal") in report and eye in report.lower()
+    cases = read_report_annotations(world.ffa_reports, world.root)  # the reader of `eval report` accepts it
+    assert len(cases) == world.cfg.ffa_cases
+
+
+def test_ffa_cases_leave_every_other_file_unchanged(world, tmp_path):
+    without = build_demo_world(tiny_cfg(ffa_cases=0), cache_dir=tmp_path, num_workers=1)
+    assert without.ffa_reports is None
+    ref, new = tree_hashes(without.root), tree_hashes(world.root)
+    del ref["manifest.json"]
+    assert {k: new[k] for k in ref} == ref
+    assert all(k.startswith("demo_ffa_reports/") or k in ("dataframes/ffa_reports.json", "manifest.json")
+               for k in set(new) - set(ref))

@@ -24,6 +24,12 @@ MODE_HELP = textwrap.dedent("""\
                     on validation Dice; segmentation.finetune=frozen|last_block|full,
                     segmentation.inits=[pretrained,random] (imagenet needs
                     segmentation.imagenet_checkpoint=FILE, a local timm checkpoint)
+      report        report generation: the caption decoder (the model's, or a fresh one on its image
+                    tower) fine-tuned on case-level reports (--annotations: FFA-IR JSON, an image-caption
+                    CSV such as KeepFIT's FFA.csv, or "demo"); epoch chosen on validation, beam search on
+                    test; BLEU-1..4, ROUGE-L, CIDEr, METEOR (with Java); results.md with example reports.
+                    report.unit=case|image, report.tower_init=model|random|imagenet,
+                    report.decoder_init=auto|pretrained|fresh, report.train_tower=true
 
     experiments: a built-in name (see --list-experiments), a YAML file, or demo:<name>.
     Folds are repeated seeded stratified splits (folds=5, seed=0), not disjoint k-fold; every
@@ -37,6 +43,8 @@ MODE_HELP = textwrap.dedent("""\
       fundus-vlp eval segmentation --model M --experiment demo:demo_segmentation \
           segmentation.inits=[pretrained,random] segmentation.epochs=10
       fundus-vlp eval segmentation --model M --experiment 13_FIVES_vessels image_root=~/FIVES
+      fundus-vlp eval report --model M --annotations ffair_annotation.json --image-root ~/FFA-IR
+      fundus-vlp eval report --model M --annotations demo report.tower_init=random
     """)
 
 ALL = ("zero-shot", "few-shot", "linear-probe")
@@ -63,13 +71,13 @@ def register(sub) -> None:
     sub._parser_class = _IntermixedParser
     try:
         p = sub.add_parser("eval", help="evaluate a model: zero-shot, few-shot, linear probe, fine-tune, retrieval, "
-                                        "segmentation",
+                                        "segmentation, report generation",
                            description="Leak-free transfer evaluation of a saved fundus-vlp model.",
                            epilog=MODE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     finally:
         sub._parser_class = parser_class
     p.add_argument("mode", nargs="?", metavar="MODE",
-                   help="zero-shot | few-shot | linear-probe | fine-tune | retrieval | segmentation | all "
+                   help="zero-shot | few-shot | linear-probe | fine-tune | retrieval | segmentation | report | all "
                         "(or a comma list)")
     p.add_argument("--model", help="saved model folder (config.json + model.safetensors + tokenizer), or a "
                                    "pretraining run folder (its model/ is used)")
@@ -78,6 +86,7 @@ def register(sub) -> None:
     p.add_argument("--output-dir", help="run folder (default runs/eval/<experiment>-<mode>-<timestamp>)")
     p.add_argument("--dataframe-dir", help="folder of the experiment dataframes ($FUNDUS_VLP_DATAFRAMES)")
     p.add_argument("--image-root", help="folder the dataframe image paths are relative to ($FUNDUS_VLP_DATA)")
+    p.add_argument("--annotations", help="report mode: FFA-IR annotation JSON, image-caption CSV, or 'demo'")
     p.add_argument("--list-experiments", action="store_true", help="print the built-in experiments and exit")
     p.add_argument("--config", action="append", default=[], metavar="FILE.yaml",
                    help="YAML file of EvalCfg fields (repeatable; later files win)")
@@ -99,7 +108,7 @@ def parse_modes(text: str) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..eval.config import EvalCfg
+    from ..eval.config import EXPERIMENT_FREE_MODES, EvalCfg
     from ..eval.experiments import builtin_experiments, demo_experiment_names
     from ..eval.runner import evaluate
     from ..config.loading import build_config
@@ -111,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}  (generated demo world)")
         return 0
     if not args.mode:
-        raise ValueError("give a MODE (zero-shot, few-shot, linear-probe, fine-tune, retrieval, segmentation, all); "
+        raise ValueError("give a MODE (zero-shot, few-shot, linear-probe, fine-tune, retrieval, segmentation, report, all); "
                          "see --help")
     modes = parse_modes(args.mode)
     cfg = build_config(EvalCfg, args.config, args.overrides)  # `model=DIR` works as well as --model DIR
@@ -120,9 +129,14 @@ def run(args: argparse.Namespace) -> int:
                         ("dataframe_dir", args.dataframe_dir), ("image_root", args.image_root)):
         if value:
             setattr(cfg, attr, value)
+    if args.annotations:
+        cfg.report.annotations = args.annotations
     if not cfg.model:
         raise ValueError("--model DIR is required (a folder written by save_pretrained / fundus-vlp export)")
-    experiment = cfg.experiment or _caption_only_experiment(cfg, modes)
+    if set(modes) <= set(EXPERIMENT_FREE_MODES):
+        experiment = cfg.experiment  # report generation reads its own annotations
+    else:
+        experiment = cfg.experiment or _caption_only_experiment(cfg, modes)
     evaluate(cfg.model, experiment, modes, cfg)
     return 0
 

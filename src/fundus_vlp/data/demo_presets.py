@@ -5,7 +5,8 @@ from .demo_world import DemoWorldCfg
 
 PRESETS = {
     "tiny": dict(n_public=60, elite_per_modality={"CFP": 12, "FFA": 4, "OCT": 4}, n_eval_per_class=4,
-                 n_retrieval=12, corpus_paragraphs=20, image_size=64, n_segmentation=12),
+                 n_retrieval=12, corpus_paragraphs=20, image_size=64, n_segmentation=12,
+                 ffa_cases=14),
     "demo": dict(),  # the DemoWorldCfg defaults
 }
 

@@ -38,10 +38,12 @@ def _tokenize(captions: Mapping[str, Sequence[str]], use_java: bool) -> Dict[str
 
 
 def caption_metrics(references: Mapping[str, Sequence[str]], candidates: Mapping[str, str],
-                    use_java: Optional[bool] = None) -> Dict[str, object]:
+                    use_java: Optional[bool] = None, meteor: bool = True) -> Dict[str, object]:
     """Corpus-level scores of ``candidates`` (one caption per id) against ``references`` (one or more per id).
 
     Returns ``bleu_1..bleu_4, rouge_l, cider`` and ``meteor`` (None when Java is absent, with ``notes``).
+    ``meteor=False`` skips METEOR without a note (e.g. per-epoch validation, where the Java start-up
+    would dominate).
     """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
@@ -61,6 +63,8 @@ def caption_metrics(references: Mapping[str, Sequence[str]], candidates: Mapping
         out.update({f"bleu_{n + 1}": float(b) for n, b in enumerate(bleu)})
         out["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
         out["cider"] = float(Cider().compute_score(gts, res)[0])
+    if not meteor:
+        return out
     if java:
         out["meteor"] = _meteor(gts, res)
     else:

@@ -14,10 +14,14 @@ from ..data.prompts import NEGATIVE_TEMPLATE, PROMPT_LANGUAGES, ZERO_SHOT_TEMPLA
 from .adapters import DEFAULT_ALPHAS, DEFAULT_BETAS, DEFAULT_RATIOS, AdapterOptimCfg
 from .linear_probe import DEFAULT_C_GRID
 
-MODES = ("zero-shot", "few-shot", "linear-probe", "fine-tune", "retrieval", "segmentation")
+MODES = ("zero-shot", "few-shot", "linear-probe", "fine-tune", "retrieval", "segmentation", "report")
 SEG_INITS = ("pretrained", "random", "imagenet")
 SEG_FINETUNE = ("frozen", "last_block", "full")
 SEG_ARCHITECTURES = ("auto", "unet", "fpn", "dpt")
+EXPERIMENT_FREE_MODES = ("report",)  # modes that read their own data, not a classification experiment
+REPORT_UNITS = ("case", "image")
+TOWER_INITS = ("model", "random", "imagenet")
+DECODER_INITS = ("auto", "pretrained", "fresh")
 FEW_SHOT_METHODS = ("clip_adapter", "tip_adapter", "tip_adapter_f", "linear_probe")
 
 
@@ -135,6 +139,53 @@ class SegmentationCfg:
 
 
 @dataclass
+class ReportCfg:
+    """Report generation (``eval report``): the caption decoder fine-tuned on case-level reports."""
+
+    annotations: Optional[str] = None  # FFA-IR JSON, an image-caption CSV (KeepFIT FFA.csv), or "demo"
+    image_root: Optional[str] = None  # default: EvalCfg.image_root (the demo world's root for "demo")
+    report_key: str = "En_Report"  # the JSON key of the report text (e.g. "Cn_Report" with a Chinese tokenizer)
+    # case: the tokens of up to max_images images of a case form one memory, one target per case;
+    # image: one sample per image with the case report replicated (the official KeepFIT-FFA behaviour),
+    # scored per image
+    unit: str = "case"
+    max_images: int = 8  # per case; more are subsampled evenly over the sequence (early to late frames)
+    tower_init: str = "model"  # model (the pretrained tower) | random | imagenet (a local timm checkpoint)
+    imagenet_checkpoint: Optional[str] = None  # timm state dict (.safetensors/.pth) for tower_init=imagenet
+    decoder_init: str = "auto"  # auto: the model's decoder if it has one, else fresh | pretrained | fresh
+    train_tower: bool = False  # False: frozen tower, image tokens computed once
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 3e-4
+    tower_lr: float = 1e-5
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.0
+    max_length: Optional[int] = None  # report tokens; default the decoder's position table
+    select_metric: str = "cider"  # validation metric choosing the epoch: loss, or bleu_1..4 / rouge_l / cider
+    eval_every: int = 1  # epochs between validations
+    patience: int = 8  # validations without improvement before stopping
+    num_beams: int = 3  # test decoding (beam search)
+    val_num_beams: int = 1  # validation decoding (greedy: cheaper, and only ranks epochs)
+    seed: Optional[int] = None  # default EvalCfg.seed
+    val_fraction: float = 0.15  # CSV form only (the JSON has its own splits)
+    test_fraction: float = 0.15
+    group_pattern: Optional[str] = None  # CSV form: regex on the image path; a match's rows share a split
+    examples: int = 5  # generated reports shown beside the references in results.md
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("unit", self.unit, REPORT_UNITS), ("tower_init", self.tower_init, TOWER_INITS),
+                                     ("decoder_init", self.decoder_init, DECODER_INITS)):
+            if value not in allowed:
+                raise ValueError(f"report.{name} must be one of {allowed}, got {value!r}")
+        metrics = ("loss", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider")
+        if self.select_metric not in metrics:
+            raise ValueError(f"report.select_metric must be one of {metrics}, got {self.select_metric!r}")
+        if self.max_images < 1 or self.epochs < 0 or self.batch_size < 1 or self.num_beams < 1:
+            raise ValueError("report.max_images, batch_size and num_beams must be >= 1 and epochs >= 0")
+
+
+@dataclass
 class EvalCfg:
     model: Optional[str] = None  # a saved model folder
     experiment: Optional[str] = None  # built-in name, YAML path, or demo:<name>
@@ -164,6 +215,7 @@ class EvalCfg:
     finetune: FinetuneCfg = field(default_factory=FinetuneCfg)
     retrieval: RetrievalCfg = field(default_factory=RetrievalCfg)
     segmentation: SegmentationCfg = field(default_factory=SegmentationCfg)
+    report: ReportCfg = field(default_factory=ReportCfg)
     bug_compat: BugCompatCfg = field(default_factory=BugCompatCfg)
 
     def __post_init__(self) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 from .metrics import predict_labels
 
 TABLE_METRICS = ("acc", "aca", "f1_macro", "auc", "kappa", "f1_pos")
+REPORT_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
 RETRIEVAL_METRICS = ("i2t_r@1", "i2t_r@5", "i2t_r@10", "t2i_r@1", "t2i_r@5", "t2i_r@10",
                      "bleu_1", "bleu_4", "rouge_l", "cider", "meteor")
 
@@ -34,13 +35,16 @@ def _render(header: List[str], body: List[List[str]]) -> str:
 def format_table(rows: Sequence[Dict], metrics: Optional[Sequence[str]] = None) -> str:
     """One line per row: model, experiment, mode, method, shots, split, folds, n_test, then mean±std metrics.
 
-    Classification, retrieval and segmentation rows are printed as separate blocks (their metrics differ).
+    Classification, retrieval, segmentation and report-generation rows are printed as separate blocks (their
+    metrics differ).
     """
     blocks = []
-    cls = [r for r in rows if r["mode"] not in ("retrieval", "segmentation")]
+    cls = [r for r in rows if r["mode"] not in ("retrieval", "segmentation", "report")]
     ret = [r for r in rows if r["mode"] == "retrieval"]
     seg = [r for r in rows if r["mode"] == "segmentation"]
-    for group, default in ((cls, TABLE_METRICS), (ret, RETRIEVAL_METRICS), (seg, segmentation_metric_names(seg))):
+    rep = [r for r in rows if r["mode"] == "report"]
+    for group, default in ((cls, TABLE_METRICS), (ret, RETRIEVAL_METRICS), (seg, segmentation_metric_names(seg)),
+                           (rep, REPORT_METRICS)):
         if not group:
             continue
         names = [m for m in (metrics or default) if any(m in r["metrics"] for r in group)]

@@ -28,11 +28,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..constants import WEIGHTS_NAME
 from ..hub import resolve_model_dir
 from ..runtime.device import resolve_device
-from .config import EvalCfg
+from .config import EXPERIMENT_FREE_MODES, EvalCfg
 from .context import EvalContext
 from .experiments import SEGMENTATION_TASK, Experiment, get_experiment
 from .features import FeatureCache, model_fingerprint
 from .modes import RUNNERS
+from .modes.report import report_experiment
 from .report import write_run
 from .splits import fold_seeds
 
@@ -67,29 +68,36 @@ def run_dir(cfg: EvalCfg, experiment: Experiment, modes: Sequence[str]) -> Path:
     return Path("runs") / "eval" / f"{experiment.name}-{tag}-{stamp}"
 
 
-def evaluate(model_or_dir, experiment: str | Experiment, modes: Optional[Sequence[str]] = None,
+def evaluate(model_or_dir, experiment: Optional[str | Experiment], modes: Optional[Sequence[str]] = None,
              cfg: Optional[EvalCfg] = None, model_name: Optional[str] = None) -> Dict[str, Any]:
     """Evaluate a model on an experiment; writes ``results.json``, ``config.yaml``, plots and ``table.txt``.
 
     Args:
         model_or_dir: a ``FundusCLIP`` or a saved model folder.
         experiment: an :class:`Experiment`, a built-in name, a YAML path or ``demo:<name>``.
-        modes: subset of ``zero-shot, few-shot, linear-probe, fine-tune, retrieval`` (default ``cfg.modes``), or
-            ``segmentation`` for a segmentation experiment.
+        modes: subset of ``zero-shot, few-shot, linear-probe, fine-tune, retrieval, report`` (default
+            ``cfg.modes``), or ``segmentation`` for a segmentation experiment. ``report`` reads
+            ``cfg.report.annotations``; with only it, ``experiment`` may be None.
     Returns the results dict (``rows`` as documented in this module).
     """
     cfg = cfg or EvalCfg()
     cfg = replace(cfg, modes=list(modes or cfg.modes))  # EvalCfg validates the modes, before any loading
     modes = cfg.modes
+    if experiment is None and not set(modes) <= set(EXPERIMENT_FREE_MODES):
+        raise ValueError(f"modes {[m for m in modes if m not in EXPERIMENT_FREE_MODES]} need an experiment")
     model, weights, name = load_model(model_or_dir)
-    exp = experiment if isinstance(experiment, Experiment) else get_experiment(
-        experiment, cfg.dataframe_dir, cfg.image_root, cfg.demo, cfg.demo_cache_dir)
+    if experiment is None:
+        exp = report_experiment(cfg)
+    elif isinstance(experiment, Experiment):
+        exp = experiment
+    else:
+        exp = get_experiment(experiment, cfg.dataframe_dir, cfg.image_root, cfg.demo, cfg.demo_cache_dir)
     check_modes_fit(exp, modes)
     out_dir = run_dir(cfg, exp, modes)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     model.to(device).eval()
-    cfg = replace(cfg, experiment=exp.name if isinstance(experiment, Experiment) else experiment,
+    cfg = replace(cfg, experiment=experiment if isinstance(experiment, str) else exp.name,
                   model=str(model_or_dir) if isinstance(model_or_dir, (str, Path)) else cfg.model)
     ctx = EvalContext(model, model_name or name, model_fingerprint(model, weights), exp, cfg, out_dir,
                       FeatureCache(feature_cache_dir(cfg, out_dir)), device)

@@ -66,29 +66,36 @@ class CaptionDecoder(nn.Module):
             raise ValueError("decoder.init_from_text: no weights matched; hidden sizes must agree")
         self.lm.bert.load_state_dict(dst)
 
-    def hidden_states(self, image_tokens: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """Decoder hidden states B×L×H (causal self-attention + cross-attention to the image tokens)."""
+    def hidden_states(self, image_tokens: torch.Tensor, input_ids: torch.Tensor,
+                      image_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Decoder hidden states B×L×H (causal self-attention + cross-attention to the image tokens).
+
+        ``image_mask`` (B×N, 1 = attend) hides padding tokens, e.g. the empty image slots of a case with
+        fewer images than the batch's largest case."""
         memory = self.image_proj(image_tokens)
         attention_mask = (input_ids != self.pad_id).long()
-        return self.lm.bert(input_ids=input_ids, attention_mask=attention_mask,
-                            encoder_hidden_states=memory).last_hidden_state
+        return self.lm.bert(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=memory,
+                            encoder_attention_mask=image_mask).last_hidden_state
 
     def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm.cls(hidden)
 
-    def forward(self, image_tokens: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, image_tokens: torch.Tensor, input_ids: torch.Tensor,
+                image_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Teacher-forced logits B×L×V; the loss shifts them (``losses.caption.caption_loss``)."""
-        return self.lm_head(self.hidden_states(image_tokens, input_ids))
+        return self.lm_head(self.hidden_states(image_tokens, input_ids, image_mask))
 
-    def scored_logits(self, image_tokens: torch.Tensor, input_ids: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    def scored_logits(self, image_tokens: torch.Tensor, input_ids: torch.Tensor, scored: torch.Tensor,
+                      image_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Logits [N, V] only where a next token is scored (``scored``: B×(L-1) from ``target_positions``)."""
-        return self.lm_head(self.hidden_states(image_tokens, input_ids)[:, :-1][scored])
+        return self.lm_head(self.hidden_states(image_tokens, input_ids, image_mask)[:, :-1][scored])
 
     @torch.no_grad()
     def generate(self, image_tokens: torch.Tensor, max_length: Optional[int] = None, num_beams: int = 1,
-                 no_repeat_ngram_size: int = 0) -> torch.Tensor:
+                 no_repeat_ngram_size: int = 0, image_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Greedy (num_beams=1) or beam-search decoding with transformers' ``generate``."""
         memory = self.image_proj(image_tokens)
+        extra = {} if image_mask is None else {"encoder_attention_mask": image_mask}
         start = torch.full((memory.shape[0], 1), self.bos_id, dtype=torch.long, device=memory.device)
         # transformers 5.x: a decoder with cross-attention needs caching disabled.
         return self.lm.generate(
@@ -101,4 +108,5 @@ class CaptionDecoder(nn.Module):
             eos_token_id=self.eos_id,
             pad_token_id=self.pad_id,
             use_cache=False,
+            **extra,
         )

@@ -9,9 +9,11 @@ Layout of a world directory (``DemoWorld.root``; every CSV ``image`` path is rel
     dataframes/retrieval.csv           image, caption                 (held-out pairs)
     dataframes/truth.csv               image, split, modality, conditions (ground truth of every image, "|"-joined)
     dataframes/segmentation.csv        image, mask                    (CFP images with label maps, segmentation.py)
+    dataframes/ffa_reports.json        multi-image FFA cases with case reports, FFA-IR layout (``ffa_reports.py``)
     corpus/<section>.txt               paragraphs separated by blank lines
     demo_public_{a,b,c,d}/...png  demo_elite/<MOD>/...png  demo_eval/<experiment>/...png  demo_retrieval/<MOD>/...png
     demo_segmentation/{images,masks}/seg_NNNNN.png
+    demo_ffa_reports/<case_id>/{right,left}_<k>.png
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import pandas as pd
 from ...runtime.sources import cache_root
 from ..dataframes import CATEGORICAL_COLUMNS
 from .ontology import MODALITIES, SEEN_CONDITIONS, UNSEEN_CONDITIONS
+from .ffa_reports import ffa_case_jobs, make_ffa_case, write_annotations
 from .records import (EXPERIMENT_DESCRIPTIONS, EXPERIMENTS, Job, allocate, eval_jobs, make_item, paired_jobs,
                       public_jobs, segmentation_jobs, stream_id)
 from .segmentation import SEGMENTATION_CLASSES, SEGMENTATION_DESCRIPTION, SEGMENTATION_EXPERIMENT
@@ -63,6 +66,7 @@ class DemoWorldCfg:
     label_noise: float = 0.05
     n_segmentation: int = 120  # CFP images with label maps (demo:demo_segmentation)
     chinese: bool = False  # bilingual: caption_zh columns and corpus/<section>_zh.txt as well
+    ffa_cases: int = 240  # multi-image FFA cases with case reports (report generation)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -88,6 +92,7 @@ class DemoWorld:
     eval_csvs: dict[str, Path]
     retrieval_csv: Path
     truth_csv: Path
+    ffa_reports: Path | None  # FFA-IR annotation JSON (None in a world with ffa_cases=0)
     seen_conditions: list[str]
     unseen_conditions: list[str]
     experiments: dict[str, dict]
@@ -113,6 +118,7 @@ class DemoWorld:
                    elite_csvs={k: root / v for k, v in lay["elite_csvs"].items()},
                    corpus_dir=root / lay["corpus_dir"], eval_csvs={k: root / v for k, v in lay["eval_csvs"].items()},
                    retrieval_csv=root / lay["retrieval_csv"], truth_csv=root / lay["truth_csv"],
+                   ffa_reports=root / lay["ffa_reports"] if lay.get("ffa_reports") else None,
                    seen_conditions=list(man["seen_conditions"]),
                    unseen_conditions=list(man["unseen_conditions"]), experiments=man["experiments"], cfg=cfg,
                    segmentation_csv=root / lay["segmentation_csv"])
@@ -141,6 +147,7 @@ def _layout(cfg: DemoWorldCfg) -> dict[str, Any]:
         "truth_csv": "dataframes/truth.csv",
         "segmentation_csv": "dataframes/segmentation.csv",
         "corpus_dir": "corpus",
+        "ffa_reports": "dataframes/ffa_reports.json" if cfg.ffa_cases > 0 else None,
     }
 
 
@@ -157,21 +164,25 @@ def _is_complete(root: Path, cfg: DemoWorldCfg) -> bool:
     return all((root / f).is_file() for f in man.get("files", []))
 
 
-def _run_jobs(jobs: list[Job], root: Path, cfg: DemoWorldCfg, num_workers: int) -> list[dict[str, Any]]:
-    args = (root, cfg.image_size, cfg.label_noise)
+def _run_jobs(jobs: list, root: Path, cfg: DemoWorldCfg, num_workers: int, fn=None) -> list[dict[str, Any]]:
+    """``fn(job, root, ...)`` for every job (default :func:`make_item`), in worker processes when worthwhile."""
+    if fn is None:
+        fn, args = make_item, (root, cfg.image_size, cfg.label_noise)
+    else:
+        args = (root, cfg.image_size)
     # Worker processes use "fork" (Linux only): "spawn"/"forkserver" would force every caller script to have an
     # `if __name__ == "__main__"` guard. Children run numpy/PIL only, never torch/OpenMP, so fork is safe here.
     if num_workers <= 1 or len(jobs) < 64 or not sys.platform.startswith("linux"):
-        return [make_item(j, *args) for j in jobs]
+        return [fn(j, *args) for j in jobs]
     # Jobs are independent and individually seeded: results do not depend on the number of workers.
     chunk = max(8, len(jobs) // (num_workers * 8))
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=num_workers, mp_context=ctx) as ex:
-        return list(ex.map(_make_item_star, [(j, *args) for j in jobs], chunksize=chunk))
+        return list(ex.map(_call_star, [(fn, j, *args) for j in jobs], chunksize=chunk))
 
 
-def _make_item_star(a: tuple) -> dict[str, Any]:
-    return make_item(*a)
+def _call_star(a: tuple) -> dict[str, Any]:
+    return a[0](*a[1:])
 
 
 def _write_csv(rows: list[dict[str, Any]], path: Path, columns: list[str]) -> None:
@@ -221,6 +232,10 @@ def _generate(cfg: DemoWorldCfg, tmp: Path, num_workers: int) -> dict[str, Any]:
 
     if cfg.chinese:
         _write_corpus_zh(cfg, cdir)
+    ffa_jobs = ffa_case_jobs(cfg.seed, cfg.ffa_cases)
+    if ffa_jobs:
+        ffa_entries = _run_jobs(ffa_jobs, tmp, cfg, num_workers, fn=make_ffa_case)
+        write_annotations(ffa_jobs, ffa_entries, tmp / lay["ffa_reports"])
 
     files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
     counts = {
@@ -235,6 +250,8 @@ def _generate(cfg: DemoWorldCfg, tmp: Path, num_workers: int) -> dict[str, Any]:
         "retrieval": len(groups["retrieval"]),
         "segmentation": len(groups["segmentation"]),
         "corpus_paragraphs": sum(len(v) for v in corpus.values()),
+        "ffa_cases": dict(sorted(Counter(j.split for j in ffa_jobs).items())),
+        "ffa_images": sum(len(e["Image_path"]) for e in ffa_entries) if ffa_jobs else 0,
     }
     return {"generator_version": GENERATOR_VERSION, "cfg": cfg.to_dict(), "layout": lay, "counts": counts,
             "seen_conditions": list(SEEN_CONDITIONS), "unseen_conditions": list(UNSEEN_CONDITIONS),

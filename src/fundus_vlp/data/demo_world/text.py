@@ -3,6 +3,8 @@
 * :func:`make_caption` writes an expert-style caption for one rendered case: it names the condition and
   describes the findings the image really shows (counts, sizes, locations and colours come from the case),
   with several sentence structures, synonyms and a shuffled finding order.
+* :func:`make_report` writes a case-level angiography report (one paragraph per imaged eye, then an
+  impression) for the multi-image FFA cases, from the same finding phrases.
 * :func:`make_corpus` writes text-only paragraphs (definitions, modality signs, differential diagnoses,
   finding-centred notes, grading rules, clinical notes) generated from the ontology, for MLM pre-training.
 """
@@ -15,7 +17,7 @@ import numpy as np
 from .ontology import CONDITIONS, FINDINGS, MODALITIES, conditions_for_modality
 from .scene import Case, sample_case
 
-__all__ = ["make_caption", "make_corpus", "CORPUS_SECTIONS", "condition_phrase", "finding_phrases"]
+__all__ = ["make_caption", "make_report", "make_corpus", "CORPUS_SECTIONS", "condition_phrase", "finding_phrases"]
 
 Phrase = Callable[[dict, Case, np.random.Generator], str]
 
@@ -312,6 +314,35 @@ def make_caption(case: Case, rng: np.random.Generator, min_words: int = 15, max_
         if n <= max_words:
             return text
     return " ".join(text.split()[:max_words - 1]) + "."
+
+
+_REPORT_LEADS = ("{Eye} eye: {p}.", "The {eye} eye shows {p}.", "The angiogram of the {eye} eye shows {p}.")
+_NORMAL_FFA = ("no abnormal fluorescence", "normal filling of the retinal vessels and no leakage",
+               "a normal angiogram")
+
+
+def make_report(eyes: list[Case], rng: np.random.Generator, max_words: int = 30) -> str:
+    """A case-level FFA report: one sentence per imaged eye listing its findings, then an impression naming
+    the condition of each eye (``eyes``: one or two cases of one patient, modality FFA, distinct sides).
+
+    Findings are dropped from the longest list until the report fits ``max_words`` (so a short decoder
+    context still reaches the impression); every eye keeps at least one finding.
+    """
+    phrases = [finding_phrases(case, rng) or [_pick(rng, _NORMAL_FFA)] for case in eyes]
+    leads = [_pick(rng, _REPORT_LEADS) for _ in eyes]
+    names = {c.eye: _join([condition_phrase(n, "FFA", rng, synonym_p=0.0) for n in c.conditions]) for c in eyes}
+    if len(eyes) == 2 and len(set(names.values())) == 1:
+        impression = f"{names[eyes[0].eye]} in both eyes"
+    else:
+        impression = "; ".join(f"{names[c.eye]} in the {c.eye} eye" for c in eyes)
+    closing = f"{_pick(rng, ['Impression:', 'Diagnosis:', 'Conclusion:'])} {impression}."
+    while True:
+        parts = [lead.format(eye=c.eye, Eye=_cap(c.eye), p=_join(ph)) for lead, c, ph in zip(leads, eyes, phrases)]
+        text = " ".join(parts + [closing])
+        longest = max(range(len(eyes)), key=lambda i: len(phrases[i]))
+        if len(text.split()) <= max_words or len(phrases[longest]) == 1:
+            return text
+        phrases[longest] = phrases[longest][:-1]
 
 
 # ---------------------------------------------------------------------------------------------------- corpus

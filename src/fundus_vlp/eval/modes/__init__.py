@@ -7,6 +7,7 @@ from ..context import EvalContext
 from .finetune import run_finetune
 from .few_shot import fit_predict_few_shot, run_few_shot
 from .linear_probe import run_linear_probe
+from .report import run_report
 from .retrieval import run_retrieval
 from .segmentation import run_segmentation
 from .zero_shot import run_zero_shot
@@ -18,7 +19,8 @@ RUNNERS: Dict[str, Callable[[EvalContext], List[Dict]]] = {
     "fine-tune": run_finetune,
     "retrieval": run_retrieval,
     "segmentation": run_segmentation,
+    "report": run_report,
 }
 
-__all__ = ["RUNNERS", "fit_predict_few_shot", "run_few_shot", "run_finetune", "run_linear_probe", "run_retrieval",
-           "run_segmentation", "run_zero_shot"]
+__all__ = ["RUNNERS", "fit_predict_few_shot", "run_few_shot", "run_finetune", "run_linear_probe", "run_report",
+           "run_retrieval", "run_segmentation", "run_zero_shot"]

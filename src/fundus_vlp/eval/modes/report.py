@@ -1,0 +1,126 @@
+"""Report generation: the caption decoder fine-tuned on case-level reports (FFA-IR JSON or an image-caption CSV),
+the epoch chosen on validation, beam search on the test cases; BLEU-1..4, ROUGE-L, CIDEr (+METEOR with Java)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+from ..config import EvalCfg
+from ..context import EvalContext, plain_row
+from ..experiments import Experiment
+from ..report import REPORT_METRICS
+
+DEMO_ANNOTATIONS = "demo"
+
+
+def report_source(cfg: EvalCfg) -> Tuple[Path, Path]:
+    """(annotation file, image root) of ``cfg.report``; ``annotations=demo`` is the demo world's FFA cases."""
+    rc = cfg.report
+    if not rc.annotations:
+        raise ValueError("report generation needs report.annotations=FILE (--annotations FILE: an FFA-IR JSON or an "
+                         "image-caption CSV such as KeepFIT's FFA.csv), or --annotations demo")
+    if rc.annotations == DEMO_ANNOTATIONS:
+        from ..experiments import load_demo_world
+
+        world = load_demo_world(cfg.demo, cfg.demo_cache_dir)
+        if world.ffa_reports is None:
+            raise ValueError(f"the demo world {world.root} has no FFA cases (demo.ffa_cases=0)")
+        return world.ffa_reports, world.root
+    root = rc.image_root or cfg.image_root
+    if not root:
+        raise ValueError(f"report generation on {rc.annotations}: pass --image-root DIR, the folder the annotation's "
+                         f"image paths are relative to")
+    return Path(rc.annotations), Path(root)
+
+
+def report_experiment(cfg: EvalCfg) -> Experiment:
+    """The run's experiment record when only report generation runs (no classification experiment)."""
+    rc = cfg.report
+    name = "demo_ffa_reports" if rc.annotations == DEMO_ANNOTATIONS else Path(rc.annotations or "reports").stem
+    return Experiment(name=name, classes=[], description=f"report generation on {rc.annotations}")
+
+
+def run_report(ctx: EvalContext) -> List[Dict]:
+    from ...data.report_annotations import SPLITS, read_report_annotations
+    from ..report_generation import (TowerTokens, build_decoder_and_tower, build_samples, decoder_positions,
+                                     even_subset, generate_reports, score_reports, train_report_decoder)
+
+    cfg, rc = ctx.cfg, ctx.cfg.report
+    annotations, root = report_source(cfg)
+    seed = cfg.seed if rc.seed is None else rc.seed
+    cases = read_report_annotations(annotations, root, rc.report_key, seed, rc.val_fraction, rc.test_fraction,
+                                    rc.group_pattern)
+    by_split = {s: [c for c in cases if c.split == s] for s in SPLITS}
+    empty = [s for s in SPLITS if not by_split[s]]
+    if empty:
+        raise ValueError(f"{annotations}: no {' / '.join(empty)} cases; report generation needs train, val and test")
+    tower, decoder, info = build_decoder_and_tower(ctx.model, rc, seed)
+    positions = decoder_positions(decoder)
+    max_length = min(rc.max_length or positions, positions)
+    if rc.max_length and rc.max_length > positions:
+        ctx.note(f"report.max_length={rc.max_length} exceeds the decoder's {positions} positions; using {positions}")
+    tok = ctx.model.tokenizer
+    long = sum(len(tok.hf(c.report)["input_ids"]) > max_length for c in by_split["train"])
+    if long:
+        ctx.note(f"{long} of {len(by_split['train'])} training reports are longer than {max_length} tokens and "
+                 f"are truncated")
+    used = [c.images[i] for c in cases
+            for i in (range(c.n_images) if rc.unit == "image" else even_subset(c.n_images, rc.max_images))]
+    paths = list(dict.fromkeys(used))
+    index = {p: i for i, p in enumerate(paths)}
+    samples = {s: build_samples(by_split[s], rc.unit, rc.max_images, index) for s in SPLITS}
+    device = ctx.device
+    tower.to(device)
+    decoder.to(device)
+    tokens = TowerTokens(tower, paths, ctx.model.cfg.preprocess, device, cfg.batch_size, cfg.num_workers)
+    if not rc.train_tower:
+        for p in tower.parameters():
+            p.requires_grad_(False)
+        tokens.precompute(cfg.progress)
+    choice = train_report_decoder(decoder, tower, tokens, samples["train"], samples["val"], tok, rc, max_length,
+                                  seed, device, cfg.progress)
+    test = samples["test"]
+    generated = generate_reports(decoder, tokens, test, tok, rc.batch_size, max_length, rc.num_beams)  # test once
+    scores = score_reports(test, generated)
+    if scores.get("notes"):
+        ctx.note(str(scores["notes"]))
+    method = f"{rc.unit}: {info['tower']} tower, {info['decoder']} decoder"
+    examples = [{"id": i, "reference": r, "generated": g} for i, r, g in zip(test.ids, test.reports, generated)]
+    row = plain_row(ctx, "report", method, {k: v for k, v in scores.items() if k in REPORT_METRICS or k == "n"},
+                    n_test=len(test))
+    row.update({"split": "test", "n_train": len(samples["train"]), "n_val": len(samples["val"]),
+                "hparams": [{"best_epoch": choice["best_epoch"], "select_metric": rc.select_metric,
+                             "best_val": {k: v for k, v in choice["best"].items() if k != "epoch"},
+                             "max_length": max_length, "num_beams": rc.num_beams, **info}],
+                "details": {"history": choice["history"], "tokenizer": scores.get("tokenizer"),
+                            "annotations": str(annotations), "unit": rc.unit,
+                            "n_cases": {s: len(by_split[s]) for s in SPLITS}, "n_images": len(paths)}})
+    (ctx.out_dir / "report_predictions.json").write_text(json.dumps(examples, indent=1))
+    (ctx.out_dir / "results.md").write_text(results_markdown(ctx.model_name, str(annotations), row, examples,
+                                                             rc.examples))
+    return [row]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def results_markdown(model: str, annotations: str, row: Dict, examples: Sequence[Dict], n_examples: int) -> str:
+    """Test metrics, the validation choice and a few generated reports beside their references."""
+    m = row["metrics"]
+    names = [k for k in REPORT_METRICS if m.get(k) is not None]
+    hp = row["hparams"][0]
+    lines = [f"# Report generation: {model}", "",
+             f"Annotations `{annotations}`; {row['method']}; {row['n_train']} train / {row['n_val']} val / "
+             f"{row['n_test']} test samples. Checkpoint: epoch {hp['best_epoch']} chosen on validation "
+             f"{hp['select_metric']} (-1 = before fine-tuning); test decoding with beam search "
+             f"({hp['num_beams']} beams, at most {hp['max_length']} tokens).", "",
+             "| " + " | ".join(names) + " |", "|" + "---|" * len(names),
+             "| " + " | ".join(f"{m[k]:.3f}" for k in names) + " |", ""]
+    if "meteor" not in names:
+        lines += ["METEOR: not computed (it needs Java).", ""]
+    lines += ["## Generated reports (test)", "", "| id | reference | generated |", "|---|---|---|"]
+    lines += [f"| {_cell(e['id'])} | {_cell(e['reference'])} | {_cell(e['generated'])} |"
+              for e in list(examples)[:n_examples]]
+    return "\n".join(lines) + "\n"

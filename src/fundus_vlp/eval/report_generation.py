@@ -1,0 +1,284 @@
+"""Report generation: fine-tune an image-conditioned caption decoder on case-level reports, epoch chosen on
+validation, beam search on the test cases.
+
+* **Samples.** ``unit="case"``: the grid/patch tokens of up to ``max_images`` images of a case are
+  concatenated into one memory (empty image slots masked out of the cross-attention), one target per case.
+  ``unit="image"``: one sample per image, the case report replicated to every image of the case (the
+  official KeepFIT-FFA behaviour); validation and test are then scored per image.
+* **Towers.** The decoder cross-attends to the image tower of the evaluated model (or a random / local
+  ImageNet-initialised copy of its architecture, the baselines). A frozen tower's tokens are computed once.
+* **Selection.** Each validation computes the teacher-forced loss and, unless ``select_metric="loss"``,
+  decodes the validation reports and scores them; the best epoch's weights are kept. Test reports are
+  read only to score the final test generations: nothing here receives them.
+* The vocabulary is the model's tokenizer, fixed before any report is read.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data.report_annotations import ReportCase
+from ..losses.caption import target_positions, token_cross_entropy
+from ..models.decoder import CaptionDecoder
+from ..models.vision import ImageTower
+from .captioning import caption_metrics
+from .config import ReportCfg
+from .features import ImageFiles
+from ..data.transforms import build_transform
+
+_logger = logging.getLogger(__name__)
+
+TokenFn = Callable[[torch.Tensor], torch.Tensor]  # image indices -> n×N×C tokens
+
+
+@dataclass
+class ReportSamples:
+    """The samples of one split: image indices (S×K, -1 = empty slot), targets and ids."""
+
+    ids: List[str]
+    image_idx: torch.Tensor
+    reports: List[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def even_subset(n: int, k: int) -> List[int]:
+    """``k`` indices spread evenly over ``range(n)`` (all of them when ``n <= k``), first and last included."""
+    if n <= k:
+        return list(range(n))
+    return sorted({int(round(x)) for x in np.linspace(0, n - 1, k)})
+
+
+def build_samples(cases: Sequence[ReportCase], unit: str, max_images: int,
+                  image_index: Dict[Path, int]) -> ReportSamples:
+    ids, rows, reports = [], [], []
+    for case in cases:
+        if unit == "image":
+            for k, p in enumerate(case.images):
+                ids.append(f"{case.case_id}#{k}")
+                rows.append([image_index[p]])
+                reports.append(case.report)
+        else:
+            ids.append(case.case_id)
+            rows.append([image_index[case.images[i]] for i in even_subset(case.n_images, max_images)])
+            reports.append(case.report)
+    width = max((len(r) for r in rows), default=1)
+    idx = torch.full((len(rows), width), -1, dtype=torch.long)
+    for i, r in enumerate(rows):
+        idx[i, :len(r)] = torch.as_tensor(r)
+    return ReportSamples(ids, idx, reports)
+
+
+class TowerTokens:
+    """Grid/patch tokens of the images, through the evaluation transform. A frozen tower's tokens are computed
+    once (``precompute``); a trained tower runs on every call."""
+
+    def __init__(self, tower: ImageTower, paths: Sequence[Path], preprocess, device: torch.device,
+                 batch_size: int = 32, num_workers: int = 0):
+        self.tower, self.device = tower, device
+        self.files = ImageFiles(paths, build_transform(preprocess, train=False))
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.cache: Optional[torch.Tensor] = None
+
+    @torch.no_grad()
+    def precompute(self, progress: bool = False) -> None:
+        from torch.utils.data import DataLoader
+
+        self.tower.eval()
+        loader = DataLoader(self.files, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+        out = [self.tower.forward_with_tokens(x.to(self.device))[1].float().cpu()
+               for x in tqdm(loader, desc="image tokens", disable=None if progress else True, leave=False)]
+        self.cache = torch.cat(out)
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.cache is not None:
+            return self.cache[idx].to(self.device)
+        images = torch.stack([self.files[int(i)] for i in idx]).to(self.device)
+        return self.tower.forward_with_tokens(images)[1]
+
+
+def case_memory(tokens: TokenFn, image_idx: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(memory B×(K·N)×C, mask B×(K·N) or None when no slot is empty) for a batch of samples."""
+    valid = image_idx >= 0
+    width = int(valid.sum(1).max())
+    image_idx, valid = image_idx[:, :width], valid[:, :width]
+    flat = tokens(image_idx[valid])
+    b, k = image_idx.shape
+    n, c = flat.shape[1:]
+    if bool(valid.all()):
+        return flat.reshape(b, k * n, c), None
+    memory = flat.new_zeros(b, k, n, c)
+    memory[valid.to(flat.device)] = flat
+    mask = valid[:, :, None].expand(b, k, n).reshape(b, k * n).long().to(flat.device)
+    return memory.reshape(b, k * n, c), mask
+
+
+def tokenize_reports(tokenizer, reports: Sequence[str], max_length: int) -> torch.Tensor:
+    ids = tokenizer(list(reports), context_length=max_length, padding="max_length")
+    used = int((ids != tokenizer.pad_token_id).sum(1).max()) if len(ids) else 1
+    return ids[:, :max(used, 2)]
+
+
+def batch_loss(decoder: CaptionDecoder, tokens: TokenFn, image_idx: torch.Tensor, ids: torch.Tensor,
+               label_smoothing: float = 0.0) -> Tuple[torch.Tensor, int]:
+    """Mean token cross-entropy of a batch (teacher forcing) and its number of scored tokens."""
+    memory, mask = case_memory(tokens, image_idx)
+    ids = ids.to(memory.device)
+    scored = target_positions(ids, decoder.pad_id)
+    logits = decoder.scored_logits(memory, ids, scored, mask)
+    return token_cross_entropy(logits, ids[:, 1:][scored], label_smoothing), int(scored.sum())
+
+
+@torch.no_grad()
+def mean_loss(decoder, tokens: TokenFn, samples: ReportSamples, ids: torch.Tensor, batch_size: int) -> float:
+    decoder.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(samples), batch_size):
+        sl = slice(start, start + batch_size)
+        loss, n = batch_loss(decoder, tokens, samples.image_idx[sl], ids[sl])
+        total, count = total + float(loss) * n, count + n
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def generate_reports(decoder: CaptionDecoder, tokens: TokenFn, samples: ReportSamples, tokenizer,
+                     batch_size: int, max_length: int, num_beams: int) -> List[str]:
+    decoder.eval()
+    out: List[str] = []
+    for start in range(0, len(samples), batch_size):
+        memory, mask = case_memory(tokens, samples.image_idx[start:start + batch_size])
+        ids = decoder.generate(memory, max_length=max_length, num_beams=num_beams, image_mask=mask)
+        out += tokenizer.batch_decode(ids.cpu())
+    return out
+
+
+def score_reports(samples: ReportSamples, generated: Sequence[str], use_java: Optional[bool] = None,
+                  meteor: bool = True) -> Dict[str, object]:
+    return caption_metrics({i: [r] for i, r in zip(samples.ids, samples.reports)}, dict(zip(samples.ids, generated)),
+                           use_java=use_java, meteor=meteor)
+
+
+def build_decoder_and_tower(model, cfg: ReportCfg, seed: int) -> Tuple[ImageTower, CaptionDecoder, Dict[str, str]]:
+    """The image tower (the model's, or a random / ImageNet-initialised one of the same architecture) and the
+    decoder (the model's pretrained one, or a fresh one shaped like the model's decoder config)."""
+    vision = model.cfg.vision
+    torch.manual_seed(seed)
+    if cfg.tower_init == "model":
+        tower = copy.deepcopy(model.visual)
+    elif cfg.tower_init == "random":
+        tower = ImageTower(replace(vision, pretrained=False), model.cfg.embed_dim, model.cfg.projection_bias)
+    else:
+        if not cfg.imagenet_checkpoint:
+            raise ValueError("report.tower_init=imagenet needs report.imagenet_checkpoint=FILE (a local timm "
+                             f"checkpoint of {vision.timm_model_name}, .safetensors or .pth): nothing is downloaded")
+        tower = ImageTower(replace(vision, pretrained=str(cfg.imagenet_checkpoint)), model.cfg.embed_dim,
+                           model.cfg.projection_bias)
+    use_pretrained = cfg.decoder_init == "pretrained" or (cfg.decoder_init == "auto" and model.decoder is not None)
+    if use_pretrained:
+        if model.decoder is None:
+            raise ValueError("report.decoder_init=pretrained: this model has no caption decoder (train it with "
+                             "method=keepfit_v2, or use decoder_init=fresh)")
+        decoder = copy.deepcopy(model.decoder)
+    else:
+        tok = model.tokenizer
+        length = max(cfg.max_length or 0, model.cfg.decoder.max_length)
+        dcfg = replace(model.cfg.decoder, enabled=True, max_length=length)
+        torch.manual_seed(seed)
+        decoder = CaptionDecoder(dcfg, tower.width, len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
+        if dcfg.init_from_text:  # as the pretrained decoder was initialised before its own training
+            decoder.init_from_text_encoder(model.text.transformer)
+    if decoder.image_proj[0].in_features != tower.width:
+        raise ValueError(f"the decoder expects {decoder.image_proj[0].in_features}-wide image tokens, the tower gives "
+                         f"{tower.width}")
+    info = {"tower": cfg.tower_init, "decoder": "pretrained" if use_pretrained else "fresh"}
+    return tower, decoder, info
+
+
+def decoder_positions(decoder: CaptionDecoder) -> int:
+    return int(decoder.lm.config.max_position_embeddings)
+
+
+def train_report_decoder(decoder: CaptionDecoder, tower: ImageTower, tokens: TokenFn, train: ReportSamples,
+                         val: ReportSamples, tokenizer, cfg: ReportCfg, max_length: int, seed: int,
+                         device: torch.device, progress: bool = True) -> Dict[str, object]:
+    """Train on ``train``, choose the epoch on ``val``; loads the chosen weights into ``decoder`` (and ``tower``
+    when it is trained) and returns the history and the choice. Test samples are not an argument."""
+    if len(val) == 0:
+        raise ValueError("report generation needs validation cases to choose the checkpoint")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    train_ids = tokenize_reports(tokenizer, train.reports, max_length)
+    val_ids = tokenize_reports(tokenizer, val.reports, max_length)
+    groups = [{"params": [p for p in decoder.parameters() if p.requires_grad], "lr": cfg.lr}]
+    modules: List[nn.Module] = [decoder]
+    if cfg.train_tower:
+        groups.append({"params": [p for p in tower.parameters() if p.requires_grad], "lr": cfg.tower_lr})
+        modules.append(tower)
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total = max(1, steps_per_epoch * cfg.epochs)
+    warmup = min(total // 10, 100)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(warmup, 1)) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+
+    def validate(epoch: int) -> Dict[str, float]:
+        rec = {"epoch": epoch, "val_loss": mean_loss(decoder, tokens, val, val_ids, cfg.batch_size)}
+        if cfg.select_metric != "loss":
+            texts = generate_reports(decoder, tokens, val, tokenizer, cfg.batch_size, max_length, cfg.val_num_beams)
+            scores = score_reports(val, texts, use_java=False, meteor=False)
+            rec.update({k: float(v) for k, v in scores.items() if k.startswith(("bleu", "rouge", "cider"))})
+        return rec
+
+    def key(rec: Dict[str, float]) -> float:
+        return -rec["val_loss"] if cfg.select_metric == "loss" else rec[cfg.select_metric]
+
+    history = [validate(-1)]  # the initial weights are a candidate too
+    best, best_state, bad = history[0], [copy.deepcopy(m.state_dict()) for m in modules], 0
+    bar = tqdm(range(cfg.epochs), desc="report decoder", disable=None if progress else True, leave=False)
+    for epoch in bar:
+        decoder.train()
+        if cfg.train_tower:
+            tower.train()
+        perm = torch.randperm(len(train), generator=gen)
+        run, n = 0.0, 0
+        for start in range(0, len(train), cfg.batch_size):
+            b = perm[start:start + cfg.batch_size]
+            loss, _ = batch_loss(decoder, tokens, train.image_idx[b], train_ids[b], cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)
+            opt.step()
+            sched.step()
+            run, n = run + loss.item() * len(b), n + len(b)
+        if (epoch + 1) % cfg.eval_every and epoch + 1 != cfg.epochs:
+            continue
+        if cfg.train_tower:
+            tower.eval()
+        rec = validate(epoch)
+        rec["train_loss"] = run / max(n, 1)
+        history.append(rec)
+        bar.set_postfix(val_loss=f"{rec['val_loss']:.3f}", **({cfg.select_metric: f"{rec[cfg.select_metric]:.3f}"}
+                                                             if cfg.select_metric != "loss" else {}))
+        if key(rec) > key(best):
+            best, best_state, bad = rec, [copy.deepcopy(m.state_dict()) for m in modules], 0
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                _logger.info("report decoder: early stop at epoch %d (best %d)", epoch, best["epoch"])
+                break
+    for m, state in zip(modules, best_state):
+        m.load_state_dict(state)
+    decoder.eval()
+    tower.eval()
+    return {"best_epoch": int(best["epoch"]), "best": best, "history": history}

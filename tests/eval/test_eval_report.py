@@ -1,0 +1,193 @@
+"""``fundus-vlp eval report``: caption metrics by hand, the case memory, decoder/tower set-up, a tiny FFA-IR run
+from the CLI and the absence of test-set selection."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fundus_vlp.cli.main import main
+from fundus_vlp.eval.captioning import caption_metrics, simple_tokenize
+from fundus_vlp.eval.config import EvalCfg, ReportCfg
+from fundus_vlp.eval.report_generation import build_decoder_and_tower, case_memory, even_subset
+from fundus_vlp.eval.runner import evaluate
+
+@pytest.fixture(autouse=True)
+def no_java(monkeypatch):
+    """The runs below score with the Python tokeniser and no METEOR: the Java start-up would dominate them
+    (METEOR through Java is tested in test_eval_retrieval)."""
+    monkeypatch.setattr("fundus_vlp.eval.captioning.java_available", lambda: False)
+
+
+REPORTS = ["normal angiogram with no leakage", "bright leakage at the macula consistent with edema",
+           "dark spots of blocked fluorescence from haemorrhages"]
+
+
+def test_bleu_and_rouge_by_hand_and_against_pycocoevalcap():
+    from pycocoevalcap.bleu.bleu import Bleu
+
+    ref, cand = "The cat is on the mat.", "the cat sat on the mat"
+    out = caption_metrics({"x": [ref]}, {"x": cand}, use_java=False)
+    # unigrams: the x2, cat, on, mat match 5 of 6; bigrams: "the cat", "on the", "the mat" match 3 of 5;
+    # equal lengths, so no brevity penalty. ROUGE-L: LCS "the cat on the mat" = 5, P = R = 5/6 -> F = 5/6.
+    assert out["bleu_1"] == pytest.approx(5 / 6, abs=1e-6)
+    assert out["bleu_2"] == pytest.approx(np.sqrt(5 / 6 * 3 / 5), abs=1e-6)
+    assert out["rouge_l"] == pytest.approx(5 / 6, abs=1e-6)
+    # a fixed pair through pycocoevalcap directly
+    ref2 = "Leakage of dye at the macula, with blocked fluorescence temporal to the fovea."
+    cand2 = "leakage at the macula with blocked fluorescence near the fovea"
+    bleu, _ = Bleu(4).compute_score({"0": [simple_tokenize(ref2)]}, {"0": [simple_tokenize(cand2)]}, verbose=0)
+    got = caption_metrics({"0": [ref2]}, {"0": cand2}, use_java=False)
+    assert [got[f"bleu_{n}"] for n in range(1, 5)] == pytest.approx(bleu, abs=1e-12)
+    assert "meteor" not in caption_metrics({"0": [ref2]}, {"0": cand2}, use_java=False, meteor=False)
+
+
+def test_even_subset_spans_the_sequence():
+    assert even_subset(5, 8) == [0, 1, 2, 3, 4]
+    idx = even_subset(20, 8)
+    assert len(idx) == 8 and idx[0] == 0 and idx[-1] == 19 and idx == sorted(set(idx))
+
+
+def test_case_memory_masks_empty_image_slots(tiny_overrides):
+    from fundus_vlp.factory import create_model
+
+    torch.manual_seed(0)
+    model = create_model("tiny", **tiny_overrides, **{"decoder.enabled": True}).eval()
+    bank = torch.randn(3, 4, model.visual.width)  # 3 images x 4 tokens
+    tokens = lambda idx: bank[idx]  # noqa: E731
+    ids = model.tokenizer(["leakage at the macula"])
+    alone, mask = case_memory(tokens, torch.tensor([[2]]))
+    assert mask is None and alone.shape == (1, 4, model.visual.width)
+    padded, mask = case_memory(tokens, torch.tensor([[2, -1], [0, 1]]))
+    assert padded.shape == (2, 8, model.visual.width) and mask[0].tolist() == [1] * 4 + [0] * 4
+    with torch.no_grad():
+        a = model.decoder(alone, ids)
+        b = model.decoder(padded[:1], ids, mask[:1])
+        c = model.decoder(padded[:1], ids)  # without the mask the zero slots are attended to
+    assert torch.allclose(a, b, atol=1e-5) and not torch.allclose(a, c, atol=1e-3)
+
+
+def test_decoder_and_tower_choices(tiny_overrides, tmp_path):
+    from fundus_vlp.factory import create_model
+
+    torch.manual_seed(123)  # not the report seed: the random tower must differ from the model's
+    plain = create_model("tiny", **tiny_overrides)  # a CLIP-like model: no decoder
+    tower, decoder, info = build_decoder_and_tower(plain, ReportCfg(), seed=0)
+    assert info == {"tower": "model", "decoder": "fresh"} and plain.decoder is None
+    assert torch.equal(next(iter(tower.state_dict().values())), next(iter(plain.visual.state_dict().values())))
+    assert decoder.image_proj[0].in_features == plain.visual.width
+    rnd, _, info = build_decoder_and_tower(plain, ReportCfg(tower_init="random"), seed=0)
+    assert info["tower"] == "random"
+    diff = [not torch.equal(a, b) for a, b in zip(rnd.trunk.parameters(), plain.visual.trunk.parameters())
+            if a.ndim > 1]  # (BatchNorm starts at ones and zeros in both)
+    assert all(diff)
+    with pytest.raises(ValueError, match="imagenet_checkpoint"):
+        build_decoder_and_tower(plain, ReportCfg(tower_init="imagenet"), seed=0)
+    with pytest.raises(ValueError, match="has no caption decoder"):
+        build_decoder_and_tower(plain, ReportCfg(decoder_init="pretrained"), seed=0)
+    v2 = create_model("tiny", **tiny_overrides, **{"decoder.enabled": True})
+    _, dec, info = build_decoder_and_tower(v2, ReportCfg(), seed=0)
+    assert info["decoder"] == "pretrained" and dec is not v2.decoder
+    assert all(torch.equal(a, b) for a, b in zip(dec.parameters(), v2.decoder.parameters()))
+    # a local timm checkpoint is the offline ImageNet baseline
+    ckpt = tmp_path / "trunk.pth"
+    torch.save(rnd.trunk.state_dict(), ckpt)
+    inet, _, info = build_decoder_and_tower(plain, ReportCfg(tower_init="imagenet", imagenet_checkpoint=str(ckpt)), 0)
+    assert all(torch.equal(a, b) for a, b in zip(inet.trunk.parameters(), rnd.trunk.parameters()))
+
+
+def write_cases(root: Path, n_cases: int = 18) -> Path:
+    """An FFA-IR JSON of multi-image cases whose report follows the images' brightness pattern."""
+    rng = np.random.default_rng(0)
+    data = {"train": {}, "val": {}, "test": {}}
+    for i in range(n_cases):
+        k = i % 3
+        split = "val" if i % 6 == 4 else "test" if i % 6 == 5 else "train"
+        rels = []
+        for j in range(1 + i % 3):
+            rel = f"case{i}/frame{j}.png"
+            (root / f"case{i}").mkdir(parents=True, exist_ok=True)
+            arr = np.clip(rng.normal(50 + 80 * k, 10, (40, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(root / rel)
+            rels.append(rel)
+        data[split][f"case{i}"] = {"Image_path": rels, "En_Report": REPORTS[k]}
+    path = root / "ffair_annotation.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_reports(tmp_path_factory, tiny_overrides) -> dict:
+    from fundus_vlp.factory import create_model
+
+    root = tmp_path_factory.mktemp("ffair")
+    torch.manual_seed(0)
+    model_dir = root / "model"
+    create_model("tiny", **tiny_overrides, **{"decoder.enabled": True}).save_pretrained(model_dir)
+    return {"root": root, "annotations": write_cases(root), "model": model_dir}
+
+
+def test_cli_report_on_tiny_ffair_json(tiny_reports, tmp_path):
+    out = tmp_path / "run"
+    rc = main(["eval", "report", "--model", str(tiny_reports["model"]), "--annotations",
+               str(tiny_reports["annotations"]), "--image-root", str(tiny_reports["root"]), "--output-dir", str(out),
+               "progress=false", "report.epochs=3", "report.batch_size=4", "report.max_length=16",
+               "report.num_beams=2", "report.max_images=2"])
+    assert rc == 0
+    row = json.loads((out / "results.json").read_text())["rows"][0]
+    assert row["mode"] == "report" and row["method"] == "case: model tower, pretrained decoder"
+    assert (row["n_train"], row["n_val"], row["n_test"]) == (12, 3, 3)
+    assert {"bleu_1", "bleu_4", "rouge_l", "cider"} <= set(row["metrics"])
+    assert row["details"]["n_images"] == 6 * 1 + 6 * 2 + 6 * 2  # cases of 3 frames keep max_images=2
+    assert len(row["details"]["history"]) == 4  # before fine-tuning + 3 epochs
+    md = (out / "results.md").read_text()
+    assert "| id | reference | generated |" in md and any(r in md for r in REPORTS)
+    preds = json.loads((out / "report_predictions.json").read_text())
+    assert [p["id"] for p in preds] == ["case5", "case11", "case17"]
+
+
+def _run(tiny, out, annotations, **report):
+    cfg = EvalCfg(output_dir=str(out), progress=False, print_table=False, image_root=str(tiny["root"]),
+                  report=ReportCfg(annotations=str(annotations), epochs=4, batch_size=4, max_length=16,
+                                   num_beams=2, **report))
+    return evaluate(tiny["model"], None, ["report"], cfg)["rows"][0]
+
+
+@pytest.mark.parametrize("unit, metric", [("case", "cider"), ("image", "loss")])
+def test_no_test_set_selection(tiny_reports, tmp_path, unit, metric):
+    clean = _run(tiny_reports, tmp_path / "clean", tiny_reports["annotations"], unit=unit, select_metric=metric)
+    data = json.loads(Path(tiny_reports["annotations"]).read_text())
+    for entry in data["test"].values():
+        entry["En_Report"] = "corrupted words that no model could ever produce"
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text(json.dumps(data))
+    bad = _run(tiny_reports, tmp_path / "bad", corrupt, unit=unit, select_metric=metric)
+    assert bad["hparams"][0]["best_epoch"] == clean["hparams"][0]["best_epoch"]
+    assert bad["details"]["history"] == clean["details"]["history"]  # every validation number is unchanged
+    preds = {run: json.loads((tmp_path / run / "report_predictions.json").read_text()) for run in ("clean", "bad")}
+    # the same weights were chosen and decode the same test reports ...
+    assert [p["generated"] for p in preds["bad"]] == [p["generated"] for p in preds["clean"]]
+    refs = [p["reference"] for p in preds["bad"]]
+    assert set(refs) == {"corrupted words that no model could ever produce"}  # ... scored against the new text
+    if unit == "image":
+        assert clean["n_test"] == sum(len(e["Image_path"]) for e in data["test"].values())
+
+
+def test_report_needs_annotations_and_splits(tiny_reports, tmp_path):
+    with pytest.raises(ValueError, match="report.annotations"):
+        evaluate(tiny_reports["model"], None, ["report"], EvalCfg(output_dir=str(tmp_path / "a"), progress=False))
+    data = json.loads(Path(tiny_reports["annotations"]).read_text())
+    data["val"] = {}
+    path = tmp_path / "noval.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="no val cases"):
+        _run(tiny_reports, tmp_path / "b", path)
+    with pytest.raises(ValueError, match="need an experiment"):
+        evaluate(tiny_reports["model"], None, ["zero-shot"], EvalCfg(output_dir=str(tmp_path / "c")))
+    with pytest.raises(ValueError, match="report.unit"):
+        replace(ReportCfg(), unit="patient")
