@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -66,3 +67,15 @@ def test_torchrun_two_processes_train_checkpoint_and_resume(image_dataset, tiny_
     recs = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
     assert (tmp_path / "ddp" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_compile_with_the_default_inductor_backend_trains(image_dataset, tiny_overrides, tmp_path):
+    # flair's total loss is one term (0 + 1.0 * t): inductor used to fold it into the same output as the
+    # logged part and drop its grad_fn, so the first backward failed. Generates C++ kernels: tens of seconds.
+    args = pretrain_overrides(image_dataset, tiny_overrides, tmp_path, "flair", run_name="ind",
+                              **{"train.max_steps": 2, "train.compile": "true"})
+    assert main(["pretrain"] + args) == 0
+    recs = [json.loads(line) for line in (tmp_path / "ind" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in recs if r["kind"] == "train"]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
