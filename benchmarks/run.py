@@ -21,8 +21,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -132,20 +134,195 @@ def bench_gpu(out: Path, steps: int) -> list[tuple]:
     return rows
 
 
+# -- ours vs the official FLAIR training loop ---------------------------------------------------------------
+
+FLAIR_REPO, FLAIR_COMMIT = "https://github.com/jusiro/FLAIR", "d6652d53389ff49e5f73efaccf4246e9de88d1a3"
+HOW_TO_GET_FLAIR = f"""--only official needs the official FLAIR source tree; nothing was measured. Get it with:
+  git clone {FLAIR_REPO} /tmp/flair_repo
+  mkdir -p /tmp/flair_src && git -C /tmp/flair_repo archive {FLAIR_COMMIT} | tar -x -C /tmp/flair_src
+  pip install kornia==0.9.0 kornia-rs==0.2.0   # their augmentation (pyproject extra "bench")
+then run: python benchmarks/run.py --only official --official-src /tmp/flair_src"""
+
+# Shapes of the two configurations of the comparison (+ a tiny one for the smoke test).
+OFFICIAL_CONFIGS = {
+    "a": dict(vision="resnet18", our_model="rn18-minilm", size=128, batch=16, vocab=0, sources=("1500", "512"),
+              bert=dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512)),
+    "b": dict(vision="resnet50", our_model="rn50-bioclinicalbert", size=512, batch=4, vocab=28996, sources=("512",),
+              bert=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)),
+    "tiny": dict(vision="resnet18", our_model="rn18-minilm", size=64, batch=4, vocab=0, sources=("512",),
+                 bert=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)),
+}
+# Official label strings (their expert-knowledge dictionary has entries for all of them, so their
+# description augmentation runs; ours uses its own knowledge base for the same labels).
+BENCH_LABELS = ["no diabetic retinopathy", "mild diabetic retinopathy", "moderate diabetic retinopathy",
+                "age related macular degeneration", "normal"]
+BENCH_DATASET = "01_EYEPACS"  # a dataset folder name outside both skip lists
+TEMPLATE = "A [ATR] fundus photograph of [CLS]"
+DATA_VERSION = "1"
+
+
+def _render_fundus_jpegs(root: Path, n: int) -> None:
+    """n synthetic colour fundus photographs as 1500x1500 and 512x512 JPEG (quality 95), made once and reused."""
+    from PIL import Image
+
+    from fundus_vlp.data.demo_world.render import render_case
+    from fundus_vlp.data.demo_world.scene import sample_case
+
+    done = root / f"complete-{n}-v{DATA_VERSION}"
+    if done.is_file():
+        return
+    rng = np.random.default_rng(0)
+    for res in ("1500", "512"):
+        (root / res / BENCH_DATASET).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = Image.fromarray(render_case(sample_case(("normal",), "CFP", rng), 512, rng))
+        img.save(root / "512" / BENCH_DATASET / f"{i:04d}.jpg", quality=95)
+        # upsampled + sensor-like grain, so the 1500 px file carries detail that a decoder has to work through
+        big = np.asarray(img.resize((1500, 1500), Image.BICUBIC), dtype=np.float32)
+        big += rng.standard_normal(big.shape, dtype=np.float32) * 3.0
+        Image.fromarray(np.clip(big, 0, 255).astype(np.uint8)).save(root / "1500" / BENCH_DATASET / f"{i:04d}.jpg",
+                                                                    quality=95)
+    done.write_text("ok\n")
+
+
+def _write_dataframe(root: Path, n: int) -> Path:
+    """The official dataframe format: image, atributes, categories (Python list literals)."""
+    frames = root / "dataframes"
+    frames.mkdir(parents=True, exist_ok=True)
+    csv = frames / f"{BENCH_DATASET}.csv"
+    rows = [{"image": f"{BENCH_DATASET}/{i:04d}.jpg", "atributes": "[]",
+             "categories": repr([BENCH_LABELS[i % len(BENCH_LABELS)]])} for i in range(n)]
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    return csv
+
+
+def _write_tokenizer(out: Path, official_src: Optional[str], vocab_size: int) -> Path:
+    """A word-level BertTokenizerFast over every word the prompts can contain, padded to ``vocab_size``."""
+    import re
+
+    from transformers import BertTokenizerFast
+
+    from fundus_vlp.data.knowledge import KnowledgeBase
+
+    texts = [TEMPLATE] + BENCH_LABELS
+    kb = KnowledgeBase.load()
+    texts += [d for label in BENCH_LABELS for d in kb.descriptions(label)]
+    if official_src:
+        sys.path.insert(0, official_src)
+        from flair.modeling.dictionary import definitions  # their description augmentation draws from it
+
+        texts += [d for label in BENCH_LABELS for d in definitions.get(label, [])]
+        sys.path.remove(official_src)
+    words = sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]", t.lower())})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    vocab += [f"[unused{i}]" for i in range(max(0, vocab_size - len(vocab)))]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True).save_pretrained(str(out))
+    return out
+
+
+def _side(out: Path, side: str, spec: dict, extra: list[str]) -> dict:
+    spec_path = out / f"spec-{spec['run_name']}.json"
+    spec_path.write_text(json.dumps(spec))
+    res = out / f"result-{spec['run_name']}.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "official_loop.py"), side, "--spec", str(spec_path),
+           "--out", str(res)] + extra
+    proc = subprocess.run(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(res.read_text())
+
+
+def _bf16_cpu() -> bool:
+    try:
+        return "avx512_bf16" in Path("/proc/cpuinfo").read_text() or "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def bench_official(out: Path, official_src: Optional[str], configs: list[str], steps: int, skip: int,
+                   repeats: int, data_dir: Optional[str], sides: list[str]) -> list[tuple]:
+    """Images/s and data-wait share of the official loop and ours, same data, shapes and steps, alternating."""
+    if "official" in sides and not official_src:
+        print(HOW_TO_GET_FLAIR, file=sys.stderr)
+        return []
+    from fundus_vlp.data.prepare import prepare_dataset
+
+    data_root = Path(data_dir) if data_dir else Path.home() / ".cache" / "fundus_vlp" / "bench_official"
+    rows: list[tuple] = []
+    for name in configs:
+        c = OFFICIAL_CONFIGS[name]
+        n = steps * c["batch"]
+        _render_fundus_jpegs(data_root, max(n, 16))
+        csv = _write_dataframe(out / f"frames-{name}", n)
+        tok = _write_tokenizer(out / f"tok-{name}", official_src, c["vocab"])
+        bert = dict(c["bert"], vocab_size=len((tok / "vocab.txt").read_text().splitlines()))
+        for source in c["sources"]:
+            base = dict(official_src=official_src, tokenizer=str(tok), bert=bert, vision=c["vision"],
+                        our_model=c["our_model"], size=c["size"], batch=c["batch"], steps=steps, skip=skip,
+                        template=TEMPLATE, balance=False, dataset=BENCH_DATASET,
+                        dataframes_path=str(csv.parent) + "/", data_root_path=str(data_root / source) + "/",
+                        csv=str(csv), root=str(data_root / source), out_dir=str(out / "runs"))
+            variants = [("official", "official loop (their num_workers=0)", [])] if "official" in sides else []
+            variants += [("ours", "ours, default workers", []), ("ours", "ours, num_workers=0", ["data.num_workers=0"])]
+            if source == "1500":
+                cache = out / f"cache-{name}-{c['size']}"
+                t = time.perf_counter()
+                prepare_dataset(data_root / source, [csv], cache, size=c["size"], progress=False)
+                prep_s = time.perf_counter() - t
+                variants.append(("ours", f"ours from a {c['size']} px `prepare` cache (built at {n / prep_s:.0f} img/s)",
+                                 ["__cache__"]))
+            if _bf16_cpu() or "cuda" in ENV.get("FUNDUS_VLP_BENCH_DEVICE", ""):
+                variants.append(("ours", "ours, recommended CPU settings (bf16 autocast, channels_last)",
+                                 ["train.precision=amp_bf16", "train.channels_last=true"]))
+            results: dict[str, list[dict]] = {label: [] for _, label, _ in variants}
+            for r in range(repeats):
+                for i, (side, label, extra) in enumerate(variants):
+                    spec = dict(base, run_name=f"{name}-{source}-{i}-{r}")
+                    if extra == ["__cache__"]:
+                        spec["root"], extra = str(cache), []
+                    print(f"  official bench {name}/{source}: {label} (repeat {r + 1})", file=sys.stderr, flush=True)
+                    results[label].append(_side(out, side, spec, extra))
+            ref = None
+            for side, label, _ in variants:
+                runs = results[label]
+                rate = statistics.median(x["images_per_s"] for x in runs)
+                wait = statistics.median(x["data_wait_share"] for x in runs)
+                rss = max(x["peak_rss_mib"] for x in runs)
+                ref = ref if ref is not None else (rate if side == "official" else None)
+                ratio = f"{rate / ref:.2f}x" if ref else ""
+                first = label == variants[0][1]
+                rows.append((f"official ({name}) {source}px JPEG" if first else "", label, f"{rate:.2f} img/s",
+                             f"data wait {100 * wait:.0f}%, peak RSS {rss:.0f} MiB", ratio))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", default=["ddp", "accum", "data", "gpu"])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--official-src", default=None, help="extracted source tree of the official FLAIR commit")
+    parser.add_argument("--official-configs", nargs="*", default=["a", "b"], choices=sorted(OFFICIAL_CONFIGS))
+    parser.add_argument("--official-steps", type=int, default=6, help="optimiser steps per run (one epoch)")
+    parser.add_argument("--official-skip", type=int, default=1, help="warm-up steps left out of the rates")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating repeats per row (median reported)")
+    parser.add_argument("--data-dir", default=None, help="where the benchmark's JPEGs are generated once")
+    parser.add_argument("--sides", nargs="*", default=["official", "ours"], choices=["official", "ours"])
     args = parser.parse_args()
     rows: list[tuple] = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         benches = {"ddp": lambda: bench_ddp(out, args.steps), "accum": lambda: bench_accum(out, args.steps),
-                   "data": lambda: bench_data(out, args.images), "gpu": lambda: bench_gpu(out, args.steps)}
+                   "data": lambda: bench_data(out, args.images), "gpu": lambda: bench_gpu(out, args.steps),
+                   "official": lambda: bench_official(out, args.official_src, args.official_configs, args.official_steps,
+                                                      args.official_skip, args.repeats, args.data_dir, args.sides)}
         for name in args.only:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             rows += benches[name]()
+    if not rows:
+        return 2
     headers = ("benchmark", "configuration", "time / rate", "extra", "ratio vs baseline")
     widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(5)]
     line = " | ".join(h.ljust(w) for h, w in zip(headers, widths))

@@ -37,7 +37,7 @@ class DemoCfg:
     folds: int = 3
     world: str = "demo"  # demo world preset (tiny for tests)
     seed: int = 0
-    num_workers: int = 1
+    num_workers: int = -1  # -1: from the core count (data.num_workers)
     output_dir: str = "runs"
     run_name: str = ""
 

@@ -59,7 +59,7 @@ class DataCfg:
     elite_modalities: List[str] = field(default_factory=lambda: ["CFP"])
     balance: bool = False  # dataset-balanced sampling (flair.md §6.2)
     on_bad_image: str = "error"  # "error" or "skip" (skipped images are counted and reported per epoch)
-    num_workers: int = 2
+    num_workers: int = -1  # loader worker processes; -1: chosen from the core count (loader.resolve_num_workers)
     prompt: PromptCfg = field(default_factory=PromptCfg)
     ban: BanCfg = field(default_factory=BanCfg)
     augment: AugmentCfg = field(default_factory=AugmentCfg)

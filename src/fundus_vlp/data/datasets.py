@@ -85,7 +85,7 @@ class _ImageSource:
     def _load(self, index: int, rng: np.random.Generator) -> torch.Tensor:
         loc = where(self.sources[index], self.rows[index])
         path = self.index.resolve(self.images[index], self.sources[index], self.rows[index])
-        return self.transform(load_image(path, loc), rng)
+        return self.transform(load_image(path, loc, getattr(self.transform, "draft_size", None)), rng)
 
     def load_with_policy(self, index: int, rng: np.random.Generator) -> Tuple[int, torch.Tensor, List[SkippedImage]]:
         """Returns (index actually used, image, skipped list). Substitution keeps batches full, which

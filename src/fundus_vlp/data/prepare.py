@@ -50,7 +50,7 @@ def _process(job: Tuple[str, str, str, str, int, bool]) -> Tuple[str, Optional[s
     """Worker: decode, crop, pad-resize, write atomically. Returns (relative, error or None)."""
     src, dst, rel, loc, size, crop = job
     try:
-        img = load_image(src, loc)
+        img = load_image(src, loc, draft_size=None if crop else 2 * size)  # see FundusTransform.draft_size
         if crop:
             img = fov_crop(img)
         img = resize_pad_to_square(img, size)

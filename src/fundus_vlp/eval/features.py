@@ -42,7 +42,7 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(load_image(self.paths[i], self.where[i]))
+        return self.transform(load_image(self.paths[i], self.where[i], getattr(self.transform, "draft_size", None)))
 
 
 def eval_loader(preprocess, paths: Sequence[Path], where: Optional[Sequence[str]] = None, batch_size: int = 32,
