@@ -141,7 +141,7 @@ def main() -> int:
     parser.add_argument("--spec", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("extra", nargs="*", help="ours: extra key=value overrides")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     spec = json.loads(Path(args.spec).read_text())
     t = time.perf_counter()
     result = run_official(spec) if args.side == "official" else run_ours(spec, args.extra)

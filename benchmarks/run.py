@@ -247,6 +247,7 @@ def bench_official(out: Path, official_src: Optional[str], configs: list[str], s
     if "official" in sides and not official_src:
         print(HOW_TO_GET_FLAIR, file=sys.stderr)
         return []
+    from fundus_vlp.data.loader import resolve_num_workers, usable_cores
     from fundus_vlp.data.prepare import prepare_dataset
 
     data_root = Path(data_dir) if data_dir else Path.home() / ".cache" / "fundus_vlp" / "bench_official"
@@ -265,7 +266,10 @@ def bench_official(out: Path, official_src: Optional[str], configs: list[str], s
                         dataframes_path=str(csv.parent) + "/", data_root_path=str(data_root / source) + "/",
                         csv=str(csv), root=str(data_root / source), out_dir=str(out / "runs"))
             variants = [("official", "official loop (their num_workers=0)", [])] if "official" in sides else []
-            variants += [("ours", "ours, default workers", []), ("ours", "ours, num_workers=0", ["data.num_workers=0"])]
+            auto = resolve_num_workers(-1)
+            variants.append(("ours", f"ours, default workers (= {auto} on {usable_cores()} cores)", []))
+            if auto:  # otherwise the same run as the row above
+                variants.append(("ours", "ours, num_workers=0", ["data.num_workers=0"]))
             if source == "1500":
                 cache = out / f"cache-{name}-{c['size']}"
                 t = time.perf_counter()
