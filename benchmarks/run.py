@@ -7,6 +7,10 @@ Each benchmark compares against its baseline in the same run and reports the rat
 * accum    — step time with accum_freq=2 (feature cache keeps all negatives) vs accum_freq=1, same batch.
 * data     — loader throughput reading a `fundus-vlp prepare` cache vs decoding full-size originals.
 * gpu      — (only with CUDA) training samples/s of rn50-bioclinicalbert-sized configs in fp32 vs amp_bf16.
+* official — ours vs the official FLAIR training loop (``--official-src DIR``: their source tree), same
+             images, dataframe, tokenizer, shapes and steps, alternating runs; images/s, data-wait share,
+             peak RSS and the ratio (see benchmarks/official_loop.py for the offline patches).
+* eval     — zero-shot of 1,000 fundus JPEGs at 224 px with rn18-minilm, model load included.
 
 Numbers depend on the machine; the README/docs quote the ones measured with the command shown there.
 """
@@ -161,28 +165,28 @@ TEMPLATE = "A [ATR] fundus photograph of [CLS]"
 DATA_VERSION = "1"
 
 
-def _render_fundus_jpegs(root: Path, n: int) -> None:
-    """n synthetic colour fundus photographs as 1500x1500 and 512x512 JPEG (quality 95), made once and reused."""
+def _render_fundus_jpegs(root: Path, n: int, sources: tuple) -> None:
+    """n synthetic colour fundus photographs per source size ("1500", "512"), JPEG quality 95, made once."""
     from PIL import Image
 
     from fundus_vlp.data.demo_world.render import render_case
     from fundus_vlp.data.demo_world.scene import sample_case
 
-    done = root / f"complete-{n}-v{DATA_VERSION}"
-    if done.is_file():
-        return
-    rng = np.random.default_rng(0)
-    for res in ("1500", "512"):
+    for res in sources:
+        done = root / f"complete-{res}-{n}-v{DATA_VERSION}"
+        if done.is_file():
+            continue
+        rng = np.random.default_rng(0)
         (root / res / BENCH_DATASET).mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        img = Image.fromarray(render_case(sample_case(("normal",), "CFP", rng), 512, rng))
-        img.save(root / "512" / BENCH_DATASET / f"{i:04d}.jpg", quality=95)
-        # upsampled + sensor-like grain, so the 1500 px file carries detail that a decoder has to work through
-        big = np.asarray(img.resize((1500, 1500), Image.BICUBIC), dtype=np.float32)
-        big += rng.standard_normal(big.shape, dtype=np.float32) * 3.0
-        Image.fromarray(np.clip(big, 0, 255).astype(np.uint8)).save(root / "1500" / BENCH_DATASET / f"{i:04d}.jpg",
-                                                                    quality=95)
-    done.write_text("ok\n")
+        for i in range(n):
+            img = Image.fromarray(render_case(sample_case(("normal",), "CFP", rng), 512, rng))
+            if res != "512":  # upsampled + sensor-like grain: detail that a decoder has to work through
+                side = int(res)
+                big = np.asarray(img.resize((side, side), Image.BICUBIC), dtype=np.float32)
+                big += rng.standard_normal(big.shape, dtype=np.float32) * 3.0
+                img = Image.fromarray(np.clip(big, 0, 255).astype(np.uint8))
+            img.save(root / res / BENCH_DATASET / f"{i:04d}.jpg", quality=95)
+        done.write_text("ok\n")
 
 
 def _write_dataframe(root: Path, n: int) -> Path:
@@ -247,7 +251,8 @@ def bench_official(out: Path, official_src: Optional[str], configs: list[str], s
     if "official" in sides and not official_src:
         print(HOW_TO_GET_FLAIR, file=sys.stderr)
         return []
-    from fundus_vlp.data.loader import resolve_num_workers, usable_cores
+    from fundus_vlp.data.loader import resolve_num_workers
+    from fundus_vlp.runtime.device import usable_cores
     from fundus_vlp.data.prepare import prepare_dataset
 
     data_root = Path(data_dir) if data_dir else Path.home() / ".cache" / "fundus_vlp" / "bench_official"
@@ -255,7 +260,7 @@ def bench_official(out: Path, official_src: Optional[str], configs: list[str], s
     for name in configs:
         c = OFFICIAL_CONFIGS[name]
         n = steps * c["batch"]
-        _render_fundus_jpegs(data_root, max(n, 16))
+        _render_fundus_jpegs(data_root, n, c["sources"])
         csv = _write_dataframe(out / f"frames-{name}", n)
         tok = _write_tokenizer(out / f"tok-{name}", official_src, c["vocab"])
         bert = dict(c["bert"], vocab_size=len((tok / "vocab.txt").read_text().splitlines()))
@@ -302,11 +307,36 @@ def bench_official(out: Path, official_src: Optional[str], configs: list[str], s
     return rows
 
 
+def bench_eval(out: Path, n: int, data_dir: Optional[str]) -> list[tuple]:
+    """Zero-shot of n 512 px fundus JPEGs at 224 px with rn18-minilm, model load included, fp32 and bf16."""
+    from fundus_vlp.factory import create_model
+
+    data_root = Path(data_dir) if data_dir else Path.home() / ".cache" / "fundus_vlp" / "bench_official"
+    _render_fundus_jpegs(data_root, 80, ("512",))
+    files = sorted((data_root / "512" / BENCH_DATASET).glob("*.jpg"))[:80]
+    image_list = out / "eval_images.txt"
+    image_list.write_text("\n".join(str(files[i % len(files)]) for i in range(n)) + "\n")
+    create_model("rn18-minilm").save_pretrained(out / "rn18-minilm")
+    rows = []
+    precisions = ["fp32"] + (["amp_bf16"] if _bf16_cpu() else [])
+    for precision in precisions:
+        res = out / f"eval-{precision}.json"
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_zero_shot.py"), str(out / "rn18-minilm"),
+                        str(image_list), str(res), "--precision", precision], check=True, env=ENV,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        r = json.loads(res.read_text())
+        rows.append(("zero-shot eval" if precision == "fp32" else "", f"{n} images 512px JPEG -> 224, rn18-minilm, {precision}",
+                     f"{r['seconds']:.1f} s incl. {r['load_s']:.1f} s load", f"{n / r['seconds']:.1f} img/s, peak RSS "
+                     f"{r['peak_rss_mib']:.0f} MiB", "target < 60 s"))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", default=["ddp", "accum", "data", "gpu"])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--eval-images", type=int, default=1000)
     parser.add_argument("--official-src", default=None, help="extracted source tree of the official FLAIR commit")
     parser.add_argument("--official-configs", nargs="*", default=["a", "b"], choices=sorted(OFFICIAL_CONFIGS))
     parser.add_argument("--official-steps", type=int, default=6, help="optimiser steps per run (one epoch)")
@@ -320,6 +350,7 @@ def main() -> int:
         out = Path(tmp)
         benches = {"ddp": lambda: bench_ddp(out, args.steps), "accum": lambda: bench_accum(out, args.steps),
                    "data": lambda: bench_data(out, args.images), "gpu": lambda: bench_gpu(out, args.steps),
+                   "eval": lambda: bench_eval(out, args.eval_images, args.data_dir),
                    "official": lambda: bench_official(out, args.official_src, args.official_configs, args.official_steps,
                                                       args.official_skip, args.repeats, args.data_dir, args.sides)}
         for name in args.only:

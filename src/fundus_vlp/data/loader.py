@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -12,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import ModelCfg
+from ..runtime.device import usable_cores
 from .config import DataNeeds
 from .dataframes import read_captions, read_categorical
 from .datasets import CaptionDataset, CategoricalDataset, ConcatParts, LabelVocab, TrainingDataset
@@ -19,11 +19,6 @@ from .samplers import PairedBatchSampler
 from .transforms import build_transform
 
 _logger = logging.getLogger(__name__)
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (the affinity mask, e.g. under taskset or a container quota)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def resolve_num_workers(requested: int, cores: Optional[int] = None) -> int:
