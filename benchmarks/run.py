@@ -153,7 +153,7 @@ OFFICIAL_CONFIGS = {
               bert=dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512)),
     "b": dict(vision="resnet50", our_model="rn50-bioclinicalbert", size=512, batch=4, vocab=28996, sources=("512",),
               bert=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)),
-    "tiny": dict(vision="resnet18", our_model="rn18-minilm", size=64, batch=4, vocab=0, sources=("512",),
+    "tiny": dict(vision="resnet18", our_model="rn18-minilm", size=64, batch=4, vocab=0, sources=("128",),
                  bert=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)),
 }
 # Official label strings (their expert-knowledge dictionary has entries for all of them, so their
@@ -166,7 +166,7 @@ DATA_VERSION = "1"
 
 
 def _render_fundus_jpegs(root: Path, n: int, sources: tuple) -> None:
-    """n synthetic colour fundus photographs per source size ("1500", "512"), JPEG quality 95, made once."""
+    """n synthetic colour fundus photographs per source size ("1500", "512", ...), JPEG quality 95, made once."""
     from PIL import Image
 
     from fundus_vlp.data.demo_world.render import render_case
@@ -179,9 +179,9 @@ def _render_fundus_jpegs(root: Path, n: int, sources: tuple) -> None:
         rng = np.random.default_rng(0)
         (root / res / BENCH_DATASET).mkdir(parents=True, exist_ok=True)
         for i in range(n):
-            img = Image.fromarray(render_case(sample_case(("normal",), "CFP", rng), 512, rng))
-            if res != "512":  # upsampled + sensor-like grain: detail that a decoder has to work through
-                side = int(res)
+            side = int(res)
+            img = Image.fromarray(render_case(sample_case(("normal",), "CFP", rng), min(side, 512), rng))
+            if side > 512:  # upsampled + sensor-like grain: detail that a decoder has to work through
                 big = np.asarray(img.resize((side, side), Image.BICUBIC), dtype=np.float32)
                 big += rng.standard_normal(big.shape, dtype=np.float32) * 3.0
                 img = Image.fromarray(np.clip(big, 0, 255).astype(np.uint8))
