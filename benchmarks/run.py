@@ -10,6 +10,7 @@ Each benchmark compares against its baseline in the same run and reports the rat
 * official — ours vs the official FLAIR training loop (``--official-src DIR``: their source tree), same
              images, dataframe, tokenizer, shapes and steps, alternating runs; images/s, data-wait share,
              peak RSS and the ratio (see benchmarks/official_loop.py for the offline patches).
+* decode   — CPU ms per image of the training transform, full-size vs reduced-size JPEG decode, and of `prepare`.
 * eval     — zero-shot of 1,000 fundus JPEGs at 224 px with rn18-minilm, model load included.
 
 Numbers depend on the machine; the README/docs quote the ones measured with the command shown there.
@@ -331,6 +332,52 @@ def bench_eval(out: Path, n: int, data_dir: Optional[str]) -> list[tuple]:
     return rows
 
 
+def bench_decode(out: Path, data_dir: Optional[str], n: int = 12) -> list[tuple]:
+    """CPU time per image (one thread, process time: robust on a shared machine) of the training transform
+    from a full-size decode vs the reduced-size JPEG decode, and of one `prepare` cache entry, old vs new."""
+    import torch
+    from PIL import Image
+
+    from fundus_vlp.config import PreprocessCfg
+    from fundus_vlp.data.images import load_image
+    from fundus_vlp.data.prepare import _process
+    from fundus_vlp.data.transforms import build_transform, resize_pad_to_square
+
+    torch.set_num_threads(1)
+    data_root = Path(data_dir) if data_dir else Path.home() / ".cache" / "fundus_vlp" / "bench_official"
+    _render_fundus_jpegs(data_root, n, ("1500", "512"))
+
+    def cpu_ms(fn, files) -> float:
+        best = float("inf")
+        for _ in range(2):
+            t = time.process_time()
+            for i, f in enumerate(files):
+                fn(i, f)
+            best = min(best, (time.process_time() - t) / len(files) * 1000)
+        return best
+
+    rows = []
+    for res, size in (("1500", 128), ("512", 128), ("512", 512)):
+        files = sorted((data_root / res / BENCH_DATASET).glob("*.jpg"))[:n]
+        tf = build_transform(PreprocessCfg(size=size), train=True)
+        full = cpu_ms(lambda i, f: tf(load_image(f), np.random.default_rng(i)), files)
+        draft = cpu_ms(lambda i, f: tf(load_image(f, draft_size=tf.draft_size), np.random.default_rng(i)), files)
+        rows.append(("decode + train transform" if not rows else "", f"{res}px JPEG -> {size} px, 1 thread",
+                     f"{draft:.1f} ms/img CPU", f"full-size decode {full:.1f} ms/img", f"{full / draft:.2f}x"))
+    files = sorted((data_root / "1500" / BENCH_DATASET).glob("*.jpg"))[:n]
+
+    def before(i, f):  # full decode, float resize, PNG at the default compression level
+        img = resize_pad_to_square(load_image(f), 128)
+        arr = (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+        Image.fromarray(arr).save(out / f"b{i}.png", format="PNG")
+
+    old = cpu_ms(before, files)
+    new = cpu_ms(lambda i, f: _process((str(f), str(out / f"n{i}.png"), "r", "", 128, False)), files)
+    rows.append(("prepare, one image", "1500px JPEG -> 128 px PNG, 1 thread", f"{new:.1f} ms/img CPU",
+                 f"= {1000 / new:.0f} img/s per core (was {old:.1f} ms)", f"{old / new:.2f}x"))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", default=["ddp", "accum", "data", "gpu"])
@@ -350,6 +397,7 @@ def main() -> int:
         out = Path(tmp)
         benches = {"ddp": lambda: bench_ddp(out, args.steps), "accum": lambda: bench_accum(out, args.steps),
                    "data": lambda: bench_data(out, args.images), "gpu": lambda: bench_gpu(out, args.steps),
+                   "decode": lambda: bench_decode(out, args.data_dir),
                    "eval": lambda: bench_eval(out, args.eval_images, args.data_dir),
                    "official": lambda: bench_official(out, args.official_src, args.official_configs, args.official_steps,
                                                       args.official_skip, args.repeats, args.data_dir, args.sides)}

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fundus_vlp.cli.main import main
 
 
+@pytest.mark.slow
 def test_demo_seeds_repeats_pretraining_and_reports_mean_and_std(tmp_path, capsys):
     args = ["demo", "seeds=0,1", "methods=[clip,flair]", "world=tiny", "model=tiny", "image_size=32", "steps=2",
             "batch_size=4", "elite_batch_size=2", "experiments=[demo_unseen]", "folds=1",
