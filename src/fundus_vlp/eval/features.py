@@ -28,7 +28,7 @@ from ..data.transforms import build_transform
 
 _logger = logging.getLogger(__name__)
 
-FEATURE_FORMAT = 1
+FEATURE_FORMAT = 2  # 2: JPEGs decoded at reduced size (load_image draft_size), features differ slightly
 
 
 class ImageFiles(Dataset):
