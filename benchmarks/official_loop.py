@@ -120,7 +120,8 @@ def run_ours(spec: dict, extra: list) -> dict:
     overrides = ", ".join(f"{k}: {v}" for k, v in bert.items())
     args = [
         "pretrain", "method=flair", f"model={spec['our_model']}", f"model.embed_dim=512",
-        "model.text.hf_model_name=null", "model.text.pretrained=false", f"model.text.hf_tokenizer_name={spec['tokenizer']}",
+        "model.text.hf_model_name=null", "model.text.pretrained=false",
+        f"model.text.hf_tokenizer_name={spec['tokenizer']}",
         f"model.text.config_overrides={{{overrides}}}", f"model.preprocess.size={spec['size']}",
         f"data.public=[{{dataframes: ['{spec['csv']}'], root: '{spec['root']}'}}]", f"data.balance={spec['balance']}",
         f"data.prompt.template='{spec['template']}'", f"train.batch_size={spec['batch']}",

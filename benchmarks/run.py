@@ -281,8 +281,8 @@ def bench_official(out: Path, official_src: Optional[str], configs: list[str], s
                 t = time.perf_counter()
                 prepare_dataset(data_root / source, [csv], cache, size=c["size"], progress=False)
                 prep_s = time.perf_counter() - t
-                variants.append(("ours", f"ours from a {c['size']} px `prepare` cache (built at {n / prep_s:.1f} img/s incl. worker start-up)",
-                                 ["__cache__"]))
+                built = f"built at {n / prep_s:.1f} img/s incl. worker start-up"
+                variants.append(("ours", f"ours from a {c['size']} px `prepare` cache ({built})", ["__cache__"]))
             if _bf16_cpu() or "cuda" in ENV.get("FUNDUS_VLP_BENCH_DEVICE", ""):
                 variants.append(("ours", "ours, recommended CPU settings (bf16 autocast, channels_last)",
                                  ["train.precision=amp_bf16", "train.channels_last=true"]))
@@ -326,7 +326,8 @@ def bench_eval(out: Path, n: int, data_dir: Optional[str]) -> list[tuple]:
                         str(image_list), str(res), "--precision", precision], check=True, env=ENV,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         r = json.loads(res.read_text())
-        rows.append(("zero-shot eval" if precision == "fp32" else "", f"{n} images 512px JPEG -> 224, rn18-minilm, {precision}",
+        rows.append(("zero-shot eval" if precision == "fp32" else "",
+                     f"{n} images 512px JPEG -> 224, rn18-minilm, {precision}",
                      f"{r['seconds']:.1f} s incl. {r['load_s']:.1f} s load", f"{n / r['seconds']:.1f} img/s, peak RSS "
                      f"{r['peak_rss_mib']:.0f} MiB", "target < 60 s"))
     return rows
@@ -399,8 +400,9 @@ def main() -> int:
                    "data": lambda: bench_data(out, args.images), "gpu": lambda: bench_gpu(out, args.steps),
                    "decode": lambda: bench_decode(out, args.data_dir),
                    "eval": lambda: bench_eval(out, args.eval_images, args.data_dir),
-                   "official": lambda: bench_official(out, args.official_src, args.official_configs, args.official_steps,
-                                                      args.official_skip, args.repeats, args.data_dir, args.sides)}
+                   "official": lambda: bench_official(out, args.official_src, args.official_configs,
+                                                      args.official_steps, args.official_skip, args.repeats,
+                                                      args.data_dir, args.sides)}
         for name in args.only:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             rows += benches[name]()

@@ -20,7 +20,8 @@ def test_demo_seeds_repeats_pretraining_and_reports_mean_and_std(tmp_path, capsy
     assert len(table) == 2 and all("± " in line and "(n=2)" in line for line in table)
     first_loss = {}
     for seed in (0, 1):
-        recs = [json.loads(x) for x in (tmp_path / "s" / f"seed{seed}" / "clip" / "metrics.jsonl").read_text().splitlines()]
+        metrics = tmp_path / "s" / f"seed{seed}" / "clip" / "metrics.jsonl"
+        recs = [json.loads(x) for x in metrics.read_text().splitlines()]
         first_loss[seed] = next(r["loss"] for r in recs if r["kind"] == "train")
     assert first_loss[0] != first_loss[1]  # the seed really changed the pretraining
     summary = json.loads((tmp_path / "s" / "demo_results.json").read_text())

@@ -187,7 +187,8 @@ def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs: DataNeeds, rank
     caption_len = model_cfg.decoder.max_length if model_cfg.decoder.enabled else 0
     padding = model_cfg.text.padding if model_cfg.text.pooling == "flair_compat" else "longest"
     collator = Collator(tokenizer, len(vocab) if needs.multi_hot else 0, caption_len, padding)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=resolve_num_workers(cfg.data.num_workers),
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
+                        num_workers=resolve_num_workers(cfg.data.num_workers),
                         pin_memory=pin_memory, persistent_workers=False, worker_init_fn=_single_threaded_worker)
     summary = {
         "public_rows": len(public), "elite_rows": 0 if elite is None else len(elite), "classes": len(vocab),

@@ -114,7 +114,8 @@ def prepare_dataset(root: str | Path, dataframes: Sequence[str | Path], out: str
         # spawn, not fork: forking a process whose OpenMP thread pool is already running (any torch op
         # ran before) can deadlock the children; workers resize single-threaded
         workers = workers if workers is not None else usable_cores()
-        with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=multiprocessing.get_context("spawn"),
+        with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))),
+                                 mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_init_worker) as pool:
             done = pool.map(_process, jobs, chunksize=8)
             for i, (rel, error) in enumerate(tqdm(done, total=len(jobs), desc="preparing", disable=not progress)):
