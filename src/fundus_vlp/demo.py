@@ -39,12 +39,16 @@ class DemoCfg:
     folds: int = 3
     world: str = "demo"  # demo world preset (tiny for tests)
     seed: int = 0
-    num_workers: int = 1
+    # several seeds (``seeds=[0,1,2]`` or ``seeds=0,1,2``): pretraining of every method is repeated once per
+    # seed (same world, same stage 0, same evaluation sets) and the table is zero-shot ACA mean ± std over them
+    seeds: List[int] = field(default_factory=list)
+    num_workers: int = -1  # -1: from the core count (data.num_workers)
     output_dir: str = "runs"
     run_name: str = ""
 
 
-def pretrain_config(cfg: DemoCfg, method: str, run_dir: Path, text_dir: Optional[Path] = None):
+def pretrain_config(cfg: DemoCfg, method: str, run_dir: Path, text_dir: Optional[Path] = None,
+                    train_seed: Optional[int] = None):
     """The demo's run of ``method``: the method's defaults with the demo's budget, data and model."""
     from .config.registry import get_model_config
     from .train.config import PretrainCfg
@@ -58,7 +62,7 @@ def pretrain_config(cfg: DemoCfg, method: str, run_dir: Path, text_dir: Optional
         data=replace(base.data, source="demo", demo_size=cfg.world, demo_seed=cfg.seed, num_workers=cfg.num_workers),
         train=replace(base.train, batch_size=cfg.batch_size, elite_batch_size=cfg.elite_batch_size,
                       max_steps=cfg.steps, epochs=1000, lock_text_layers=cfg.lock_text_layers, log_every=10,
-                      seed=cfg.seed),
+                      seed=cfg.seed if train_seed is None else train_seed),
         optim=replace(base.optim, lr=cfg.lr, warmup_steps=10, weight_decay=0.01))
 
 
@@ -80,7 +84,8 @@ def _stage0(cfg: DemoCfg, run_dir: Path) -> Path:
     return text_pretrain(text_pretrain_config(cfg, run_dir)).model_dir
 
 
-def _evaluate(cfg: DemoCfg, model_dir: Path, method: str, run_dir: Path) -> List[Dict]:
+def _evaluate(cfg: DemoCfg, model_dir: Path, method: str, run_dir: Path,
+              modes: tuple = ("zero-shot", "few-shot", "linear-probe")) -> List[Dict]:
     from .data.demo_presets import demo_world_cfg
     from .eval.config import EvalCfg, FewShotCfg
     from .eval.runner import evaluate
@@ -91,7 +96,7 @@ def _evaluate(cfg: DemoCfg, model_dir: Path, method: str, run_dir: Path) -> List
                        print_table=False, progress=False, bootstrap=200,
                        demo=demo_world_cfg(cfg.world, cfg.seed).to_dict(),
                        few_shot=FewShotCfg(shots=[1, 5, 10], methods=[cfg.few_shot_method]))
-        result = evaluate(model_dir, f"demo:{exp}", ["zero-shot", "few-shot", "linear-probe"], ecfg, model_name=method)
+        result = evaluate(model_dir, f"demo:{exp}", list(modes), ecfg, model_name=method)
         rows += result["rows"]
     return rows
 
@@ -159,6 +164,58 @@ def run_demo(cfg: DemoCfg) -> Dict:
     total = time.perf_counter() - t0
     summary = {"config": asdict(cfg), "seconds": total, "timings_s": timings, "table": table, "rows": rows,
                "unseen_conditions": world.unseen_conditions, "loss_curves": str(curves)}
+    (run_dir / "demo_results.json").write_text(json.dumps(summary, indent=2, default=_plain))
+    (run_dir / "demo_table.md").write_text(table + "\n")
+    return {"run_dir": run_dir, "table": table, "seconds": total, "timings": timings, "rows": rows}
+
+
+def format_seeds_table(rows: List[Dict], cfg: DemoCfg, chance: Dict[str, float]) -> str:
+    """Zero-shot balanced accuracy, mean ± std over the pretraining seeds, per method × evaluation set."""
+    import numpy as np
+
+    head = ["method", f"zero-shot ACA over seeds {','.join(map(str, cfg.seeds))}"] + cfg.experiments
+    lines = ["| " + " | ".join(head[:1] + head[2:]) + " |", "|" + "---|" * (len(head) - 1)]
+    lines.append("| chance | " + " | ".join(f"{chance[e]:.3f}" for e in cfg.experiments) + " |")
+    for method in cfg.methods:
+        cells = []
+        for exp in cfg.experiments:
+            values = [r["metrics"]["aca"] for r in rows if r["model"] == method and r["experiment"] == exp
+                      and r["mode"] == "zero-shot" and r["split"] != "fold-test"]
+            cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f} (n={len(values)})" if values else "n/a")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_demo_seeds(cfg: DemoCfg) -> Dict:
+    """Pretraining of every method once per seed in ``cfg.seeds``; zero-shot evaluation of each model."""
+    from .data.demo_presets import demo_world_cfg
+    from .data.demo_world import build_demo_world
+    from .train.loop import pretrain
+
+    t0 = time.perf_counter()
+    run_dir = Path(cfg.output_dir) / (cfg.run_name or f"demo-seeds-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    world = build_demo_world(demo_world_cfg(cfg.world, cfg.seed))
+    timings: Dict[str, float] = {"world": time.perf_counter() - t0}
+    text_dir = None
+    if "keepfit_v2" in cfg.methods:  # stage 0 is shared: the seeds vary the pretraining of stage 1
+        t = time.perf_counter()
+        text_dir = _stage0(cfg, run_dir)
+        timings["keepfit_v2 stage 0 (MLM)"] = time.perf_counter() - t
+    rows: List[Dict] = []
+    for seed in cfg.seeds:
+        seed_dir = run_dir / f"seed{seed}"
+        for method in cfg.methods:
+            t = time.perf_counter()
+            result = pretrain(pretrain_config(cfg, method, seed_dir, text_dir if method == "keepfit_v2" else None,
+                                              train_seed=seed))
+            rows += _evaluate(cfg, result.model_dir, method, seed_dir, modes=("zero-shot",))
+            timings[f"seed {seed} {method}"] = time.perf_counter() - t
+    chance = {e: 1.0 / len(world.experiments[e]["classes"]) for e in cfg.experiments}
+    table = format_seeds_table(rows, cfg, chance)
+    total = time.perf_counter() - t0
+    summary = {"config": asdict(cfg), "seconds": total, "timings_s": timings, "table": table, "rows": rows,
+               "unseen_conditions": world.unseen_conditions}
     (run_dir / "demo_results.json").write_text(json.dumps(summary, indent=2, default=_plain))
     (run_dir / "demo_table.md").write_text(table + "\n")
     return {"run_dir": run_dir, "table": table, "seconds": total, "timings": timings, "rows": rows}

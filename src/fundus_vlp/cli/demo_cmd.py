@@ -15,6 +15,7 @@ and DR grading (local detail).
   fundus-vlp demo                      # the default budget (see README for the measured time)
   fundus-vlp demo steps=60 folds=2     # quicker
   fundus-vlp demo methods=[keepfit_v2,flair,vilref]
+  fundus-vlp demo seeds=0,1,2          # pretraining repeated per seed: zero-shot mean ± std per method
 
 Writes runs/demo-<time>/: one run folder per method (config, checkpoints, metrics, model), eval folders,
 demo_table.md, demo_results.json and loss_curves.png.
@@ -35,10 +36,11 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import DemoCfg, run_demo
+    from ..demo import DemoCfg, run_demo, run_demo_seeds
     from ..demo_bilingual import BilingualDemoCfg, run_bilingual_demo
 
-    bilingual = build_config(BilingualDemoCfg, args.config, args.overrides)  # the superset of both schemas
+    overrides = [_list_override(o) for o in args.overrides]
+    bilingual = build_config(BilingualDemoCfg, args.config, overrides)  # the superset of both schemas
     if bilingual.bilingual:
         result = run_bilingual_demo(bilingual)
         print("\nZero-shot balanced accuracy (ACA) with English and Chinese prompts:\n")
@@ -47,12 +49,25 @@ def run(args: argparse.Namespace) -> int:
         for name, seconds in result["timings"].items():
             print(f"  {name}: {seconds:.0f} s")
         return 0
-    cfg = build_config(DemoCfg, args.config, args.overrides)
-    result = run_demo(cfg)
-    print("\nBalanced accuracy (ACA) on the demo world's evaluation sets "
-          "(few-shot/linear-probe: mean ± std over seeded folds):\n")
+    cfg = build_config(DemoCfg, args.config, overrides)
+    if cfg.seeds:
+        result = run_demo_seeds(cfg)
+        print("\nZero-shot balanced accuracy (ACA) on the demo world's evaluation sets, mean ± std over "
+              "pretraining seeds:\n")
+    else:
+        result = run_demo(cfg)
+        print("\nBalanced accuracy (ACA) on the demo world's evaluation sets "
+              "(few-shot/linear-probe: mean ± std over seeded folds):\n")
     print(result["table"])
     print(f"\ntotal time {result['seconds'] / 60:.1f} min; run folder: {result['run_dir']}")
     for name, seconds in result["timings"].items():
         print(f"  {name}: {seconds:.0f} s")
     return 0
+
+
+def _list_override(override: str) -> str:
+    """``seeds=0,1,2`` -> ``seeds=[0,1,2]`` (the short form the help shows)."""
+    key, _, value = override.partition("=")
+    if key == "seeds" and value and not value.startswith("["):
+        return f"{key}=[{value}]"
+    return override

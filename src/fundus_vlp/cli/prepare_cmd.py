@@ -21,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="cache folder")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--fov-crop", action="store_true", help="crop to the field of view before resizing")
-    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per usable core)")
     p.add_argument("--json", default=None, help="write the report (incl. bad images) to this file")
     p.set_defaults(func=run)
 

@@ -70,7 +70,7 @@ class DataCfg:
     on_empty_caption: str = "error"  # caption files: "error" or "skip" (drop rows with an empty caption, counted)
     encoding: str = "utf-8"  # text encoding of every dataframe (utf-8 with or without BOM; latin-1, gb18030, ...)
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images are bad images (decompression bombs); 0 = Pillow's limit only
-    num_workers: int = 2
+    num_workers: int = -1  # loader worker processes; -1: chosen from the core count (loader.resolve_num_workers)
     prompt: PromptCfg = field(default_factory=PromptCfg)
     ban: BanCfg = field(default_factory=BanCfg)
     augment: AugmentCfg = field(default_factory=AugmentCfg)

@@ -90,7 +90,8 @@ class _ImageSource:
             path = self.index.resolve(self.images[index], self.sources[index], self.rows[index])
         except DataFormatError as exc:  # rows are validated when the data is built; this keeps `skip` honest anyway
             raise BadImageError(self.images[index], str(exc).split(": ", 1)[-1], loc) from None
-        return self.transform(load_image(path, loc, self.max_pixels), rng)
+        draft = getattr(self.transform, "draft_size", None)
+        return self.transform(load_image(path, loc, self.max_pixels, draft_size=draft), rng)
 
     def load_with_policy(self, index: int, rng: np.random.Generator) -> Tuple[int, torch.Tensor, List[SkippedImage]]:
         """Returns (index actually used, image, skipped list). Substitution keeps batches full, which

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from ..runtime.device import usable_cores
 from .dataframes import DataFormatError, read_any, resolve_image_path, where
 from .images import BadImageError, load_image
 from .transforms import fov_crop, resize_pad_to_square
@@ -50,14 +51,14 @@ def _process(job: Tuple[str, str, str, str, int, bool]) -> Tuple[str, Optional[s
     """Worker: decode, crop, pad-resize, write atomically. Returns (relative, error or None)."""
     src, dst, rel, loc, size, crop = job
     try:
-        img = load_image(src, loc)
+        img = load_image(src, loc, draft_size=None if crop else 2 * size)  # see FundusTransform.draft_size
         if crop:
             img = fov_crop(img)
         img = resize_pad_to_square(img, size)
         arr = (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
         tmp = f"{dst}.tmp-{os.getpid()}"
-        Image.fromarray(arr).save(tmp, format="PNG")
+        Image.fromarray(arr).save(tmp, format="PNG", compress_level=1)  # a speed cache: fast over small
         os.replace(tmp, dst)
         return rel, None
     except BadImageError as exc:
@@ -88,7 +89,8 @@ def load_manifest(cache: Path) -> Dict:
 
 
 def prepare_dataset(root: str | Path, dataframes: Sequence[str | Path], out: str | Path, size: int = 512,
-                    crop: bool = False, workers: int = 4, progress: bool = True) -> PrepareReport:
+                    crop: bool = False, workers: Optional[int] = None, progress: bool = True) -> PrepareReport:
+    """Build or complete the cache; ``workers`` processes (default: one per usable core)."""
     from tqdm import tqdm
 
     root, out = Path(root), Path(out)
@@ -111,7 +113,9 @@ def prepare_dataset(root: str | Path, dataframes: Sequence[str | Path], out: str
     if jobs:
         # spawn, not fork: forking a process whose OpenMP thread pool is already running (any torch op
         # ran before) can deadlock the children; workers resize single-threaded
-        with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"),
+        workers = workers if workers is not None else usable_cores()
+        with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))),
+                                 mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_init_worker) as pool:
             done = pool.map(_process, jobs, chunksize=8)
             for i, (rel, error) in enumerate(tqdm(done, total=len(jobs), desc="preparing", disable=not progress)):

@@ -57,12 +57,16 @@ def resize_pad_to_square(image: torch.Tensor, size: int, antialias: bool = True,
     """Longer side to `size` keeping the aspect ratio (``canvas_size``), zero-pad right and bottom (content top-left)."""
     _, h, w = image.shape
     new_h, new_w = canvas_size(h, w, size)
+    if (new_h, new_w) == (h, w) == (size, size):  # a prepared cache is already at the model's size
+        return image
     resized = F.interpolate(image[None], size=(new_h, new_w), mode=interpolation, antialias=antialias,
                             align_corners=False if interpolation in ("bilinear", "bicubic") else None)[0]
     return F.pad(resized, (0, size - new_w, 0, size - new_h))
 
 
 def resize_squash(image: torch.Tensor, size: int, antialias: bool = True, interpolation: str = "bilinear") -> torch.Tensor:
+    if image.shape[1:] == (size, size):
+        return image
     return F.interpolate(image[None], size=(size, size), mode=interpolation, antialias=antialias,
                          align_corners=False if interpolation in ("bilinear", "bicubic") else None)[0]
 
@@ -90,6 +94,13 @@ class FundusTransform:
         self.aug = aug or AugmentCfg()
         self.mean = torch.tensor(cfg.mean).view(3, 1, 1) if cfg.mean else None
         self.std = torch.tensor(cfg.std).view(3, 1, 1) if cfg.std else None
+
+    @property
+    def draft_size(self) -> Optional[int]:
+        """The reduced JPEG decode size that still gives this transform's output (``load_image(draft_size=)``):
+        twice the model's size, so that the final antialiased resize sees enough pixels; none when the
+        field-of-view crop must see the full image first."""
+        return None if self.cfg.fov_crop else 2 * self.cfg.size
 
     def __call__(self, image: torch.Tensor, rng: Optional[np.random.Generator] = None) -> torch.Tensor:
         cfg = self.cfg

@@ -28,7 +28,7 @@ from ..runtime.files import chmod_like_new
 
 _logger = logging.getLogger(__name__)
 
-FEATURE_FORMAT = 1
+FEATURE_FORMAT = 2  # 2: JPEGs decoded at reduced size (load_image draft_size), features differ slightly
 
 
 class ImageFiles(Dataset):
@@ -42,7 +42,8 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(load_image(self.paths[i], self.where[i]))
+        draft = getattr(self.transform, "draft_size", None)
+        return self.transform(load_image(self.paths[i], self.where[i], draft_size=draft))
 
 
 def eval_loader(preprocess, paths: Sequence[Path], where: Optional[Sequence[str]] = None, batch_size: int = 32,

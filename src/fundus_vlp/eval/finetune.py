@@ -61,7 +61,8 @@ class AugmentedImages(ImageFiles):
 
     def __getitem__(self, i: int):
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        return self.transform(load_image(self.paths[i], self.where[i]), rng=rng), int(self.labels[i])
+        image = load_image(self.paths[i], self.where[i], draft_size=getattr(self.transform, "draft_size", None))
+        return self.transform(image, rng=rng), int(self.labels[i])
 
 
 def _last_block_prefix(trunk: nn.Module) -> str:

@@ -33,9 +33,14 @@ def splice_features(cache: List[Features], live: Features, slot: int) -> Feature
 
 
 def combine_losses(terms: Dict[str, Tuple[float, Tensor]]) -> Dict[str, Tensor]:
-    """``{"loss": Σ weight·term, name: term}`` — parts are logged unweighted and detached."""
+    """``{"loss": Σ weight·term, name: term}`` — parts are logged unweighted; the loop detaches them.
+
+    The parts are not detached here: under ``torch.compile`` (inductor) a total that simplifies to one
+    term (``0 + 1.0 * t``) becomes the same graph output as ``t.detach()`` and loses its ``grad_fn``, so
+    the first backward fails with "element 0 of tensors does not require grad".
+    """
     total = sum(weight * value for weight, value in terms.values())
-    return {"loss": total, **{name: value.detach() for name, (_, value) in terms.items()}}
+    return {"loss": total, **{name: value for name, (_, value) in terms.items()}}
 
 
 class Method(nn.Module):

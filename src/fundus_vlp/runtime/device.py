@@ -1,6 +1,8 @@
 """The one place that turns a device setting ("auto", "cpu", "cuda", "cuda:1") into a ``torch.device``."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -13,3 +15,8 @@ def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     if resolved.type == "cuda" and resolved.index is None:
         resolved = torch.device("cuda", local_rank)
     return resolved
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (the affinity mask, e.g. under taskset or a container quota)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
