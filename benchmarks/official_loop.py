@@ -119,7 +119,7 @@ def run_ours(spec: dict, extra: list) -> dict:
     bert = {k: v for k, v in spec["bert"].items() if k != "vocab_size"}
     overrides = ", ".join(f"{k}: {v}" for k, v in bert.items())
     args = [
-        "pretrain", "method=flair", f"model={spec['our_model']}", f"model.embed_dim=512",
+        "pretrain", "method=flair", f"model={spec['our_model']}", "model.embed_dim=512",
         "model.text.hf_model_name=null", "model.text.pretrained=false",
         f"model.text.hf_tokenizer_name={spec['tokenizer']}",
         f"model.text.config_overrides={{{overrides}}}", f"model.preprocess.size={spec['size']}",
