@@ -40,17 +40,22 @@ def test_tensorboard_and_run_records(image_dataset, tiny_overrides, tmp_path):
 
 
 def test_bad_images_are_skipped_counted_and_reported(tmp_path, tiny_overrides, caplog):
+    """Missing/empty files are found when the data is built (dropped and counted with skip); an image that
+    exists but does not decode is found when drawn (substituted, counted and reported per epoch)."""
     ds = make_image_dataset(tmp_path / "d", n_per_class=4, n_elite=3)
     (ds["root"] / "setA" / "glaucoma_0.png").write_bytes(b"")
     (ds["root"] / "setA" / "normal_2.png").unlink()
+    corrupt = ds["root"] / "setA" / "glaucoma_1.png"
+    corrupt.write_bytes(corrupt.read_bytes()[:60])  # a truncated PNG: exists, is not empty, does not decode
     args = pretrain_overrides(ds, tiny_overrides, tmp_path, "flair", run_name="bad")
     assert main(["pretrain"] + args) == 1  # default policy: a clear error naming file and row
     assert main(["pretrain"] + args + ["data.on_bad_image=skip", "run_name=bad2"]) == 0
+    assert any("dropped 2 row(s)" in r.message and "public.csv, row 5" in r.message for r in caplog.records)
     recs = [json.loads(line) for line in (tmp_path / "bad2" / "metrics.jsonl").read_text().splitlines()]
     skipped = [r for r in recs if r["kind"] == "skipped"]
-    assert skipped and skipped[0]["count"] == 2
-    assert any("public.csv, row 5" in s for s in skipped[0]["images"])  # glaucoma_0 is the 5th data row
-    assert any("skipped 2 unreadable image(s)" in r.message for r in caplog.records)
+    assert skipped and skipped[0]["count"] == 1
+    assert any("public.csv, row 6" in s for s in skipped[0]["images"])  # glaucoma_1 is the 6th data row
+    assert any("skipped 1 unreadable image(s)" in r.message for r in caplog.records)
 
 
 @pytest.mark.distributed
@@ -64,7 +69,9 @@ def test_torchrun_two_processes_train_checkpoint_and_resume(image_dataset, tiny_
     ckpt = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "latest.pt")
     assert ckpt["step"] == 4 and ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
     more = [a for a in args if not a.startswith("train.max_steps")] + ["train.max_steps=6"]
-    subprocess.run(cmd + more + ["resume=latest"], check=True, env=env, capture_output=True, timeout=300)
+    # extending a run is a config change: it is shown and must be allowed explicitly
+    subprocess.run(cmd + more + ["resume=latest", "allow_config_change=true"], check=True, env=env,
+                   capture_output=True, timeout=300)
     recs = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
     assert (tmp_path / "ddp" / "model" / "model.safetensors").is_file()
