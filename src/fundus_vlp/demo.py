@@ -133,23 +133,40 @@ def format_demo_table(rows: List[Dict], cfg: DemoCfg, chance: Dict[str, float]) 
     return "\n".join(lines)
 
 
-def run_demo(cfg: DemoCfg) -> Dict:
+def _start(cfg: DemoCfg, prefix: str):
+    """(t0, run folder, demo world, stage-0 text tower or None, timings): what every demo run begins with.
+    Stage 0 runs once; the methods' stage-1 runs (and their seeds) share it."""
     from .data.demo_presets import demo_world_cfg
     from .data.demo_world import build_demo_world
-    from .train.loop import pretrain
 
     t0 = time.perf_counter()
-    run_dir = Path(cfg.output_dir) / (cfg.run_name or f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = Path(cfg.output_dir) / (cfg.run_name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir.mkdir(parents=True, exist_ok=True)
     world = build_demo_world(demo_world_cfg(cfg.world, cfg.seed))
     _logger.info("demo world: %s (unseen conditions: %s)", world.root, ", ".join(world.unseen_conditions))
     timings: Dict[str, float] = {"world": time.perf_counter() - t0}
-
     text_dir = None
     if "keepfit_v2" in cfg.methods:
         t = time.perf_counter()
         text_dir = _stage0(cfg, run_dir)
         timings["keepfit_v2 stage 0 (MLM)"] = time.perf_counter() - t
+    return t0, run_dir, world, text_dir, timings
+
+
+def _finish(cfg: DemoCfg, run_dir: Path, t0: float, timings: Dict[str, float], table: str, rows: List[Dict],
+            world, **extra) -> Dict:
+    total = time.perf_counter() - t0
+    summary = {"config": asdict(cfg), "seconds": total, "timings_s": timings, "table": table, "rows": rows,
+               "unseen_conditions": world.unseen_conditions, **extra}
+    (run_dir / "demo_results.json").write_text(json.dumps(summary, indent=2, default=_plain))
+    (run_dir / "demo_table.md").write_text(table + "\n")
+    return {"run_dir": run_dir, "table": table, "seconds": total, "timings": timings, "rows": rows}
+
+
+def run_demo(cfg: DemoCfg) -> Dict:
+    from .train.loop import pretrain
+
+    t0, run_dir, world, text_dir, timings = _start(cfg, "demo")
     rows: List[Dict] = []
     for method in cfg.methods:
         t = time.perf_counter()
@@ -161,12 +178,7 @@ def run_demo(cfg: DemoCfg) -> Dict:
     chance = {e: 1.0 / len(world.experiments[e]["classes"]) for e in cfg.experiments}
     table = format_demo_table(rows, cfg, chance)
     curves = plot_loss_curves({m: run_dir / m / "metrics.jsonl" for m in cfg.methods}, run_dir / LOSS_CURVES)
-    total = time.perf_counter() - t0
-    summary = {"config": asdict(cfg), "seconds": total, "timings_s": timings, "table": table, "rows": rows,
-               "unseen_conditions": world.unseen_conditions, "loss_curves": str(curves)}
-    (run_dir / "demo_results.json").write_text(json.dumps(summary, indent=2, default=_plain))
-    (run_dir / "demo_table.md").write_text(table + "\n")
-    return {"run_dir": run_dir, "table": table, "seconds": total, "timings": timings, "rows": rows}
+    return _finish(cfg, run_dir, t0, timings, table, rows, world, loss_curves=str(curves))
 
 
 def format_seeds_table(rows: List[Dict], cfg: DemoCfg, chance: Dict[str, float]) -> str:
@@ -188,20 +200,9 @@ def format_seeds_table(rows: List[Dict], cfg: DemoCfg, chance: Dict[str, float])
 
 def run_demo_seeds(cfg: DemoCfg) -> Dict:
     """Pretraining of every method once per seed in ``cfg.seeds``; zero-shot evaluation of each model."""
-    from .data.demo_presets import demo_world_cfg
-    from .data.demo_world import build_demo_world
     from .train.loop import pretrain
 
-    t0 = time.perf_counter()
-    run_dir = Path(cfg.output_dir) / (cfg.run_name or f"demo-seeds-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    world = build_demo_world(demo_world_cfg(cfg.world, cfg.seed))
-    timings: Dict[str, float] = {"world": time.perf_counter() - t0}
-    text_dir = None
-    if "keepfit_v2" in cfg.methods:  # stage 0 is shared: the seeds vary the pretraining of stage 1
-        t = time.perf_counter()
-        text_dir = _stage0(cfg, run_dir)
-        timings["keepfit_v2 stage 0 (MLM)"] = time.perf_counter() - t
+    t0, run_dir, world, text_dir, timings = _start(cfg, "demo-seeds")
     rows: List[Dict] = []
     for seed in cfg.seeds:
         seed_dir = run_dir / f"seed{seed}"
@@ -212,13 +213,7 @@ def run_demo_seeds(cfg: DemoCfg) -> Dict:
             rows += _evaluate(cfg, result.model_dir, method, seed_dir, modes=("zero-shot",))
             timings[f"seed {seed} {method}"] = time.perf_counter() - t
     chance = {e: 1.0 / len(world.experiments[e]["classes"]) for e in cfg.experiments}
-    table = format_seeds_table(rows, cfg, chance)
-    total = time.perf_counter() - t0
-    summary = {"config": asdict(cfg), "seconds": total, "timings_s": timings, "table": table, "rows": rows,
-               "unseen_conditions": world.unseen_conditions}
-    (run_dir / "demo_results.json").write_text(json.dumps(summary, indent=2, default=_plain))
-    (run_dir / "demo_table.md").write_text(table + "\n")
-    return {"run_dir": run_dir, "table": table, "seconds": total, "timings": timings, "rows": rows}
+    return _finish(cfg, run_dir, t0, timings, format_seeds_table(rows, cfg, chance), rows, world)
 
 
 def _plain(obj):
