@@ -120,7 +120,7 @@ def test_unnormalised_prototypes_switch(model, binary_experiment, tmp_path):
     raw = torch.stack([encode_texts(model, class_prompts(c, EvalCfg().zero_shot.templates, kb)).mean(0)
                        for c in binary_experiment.classes])
     assert not torch.allclose(raw.norm(dim=1), torch.ones(2), atol=1e-3)  # ensembles: the switch matters here
-    scale = float(model.scale())
+    scale = float(model.scale().detach())
     np.testing.assert_allclose(fixed, (scale * X @ F.normalize(raw, dim=1).T).softmax(-1).numpy(), atol=1e-5)
     np.testing.assert_allclose(compat, (scale * X @ raw.T).softmax(-1).numpy(), atol=1e-5)
     assert np.abs(fixed - compat).max() > 1e-4  # well above the 1e-5 tolerance of the formula checks
