@@ -44,25 +44,19 @@ def split_inputs(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:
 def model_modality_classifier(model, device: str = "cpu"):
     """Zero-shot modality probabilities from a fundus-vlp model: the image embedding against the mean text
     embedding of each class's prompts (``MODALITY_PROMPTS``), softmax at the model's logit scale."""
-    import numpy as np
     import torch
 
     from ..data.elite_builder import MODALITIES, MODALITY_PROMPTS
-    from ..data.transforms import build_transform
     from ..models.zero_shot import encode_texts, prototypes_from_embeddings, zero_shot_probs
 
     model.to(device).eval()
     with torch.no_grad():
         prototypes = prototypes_from_embeddings([encode_texts(model, MODALITY_PROMPTS[m], device=device)
                                                  for m in MODALITIES])
-    transform = build_transform(model.cfg.preprocess, train=False)
 
     def classify(images) -> List[Mapping[str, float]]:
-        tensors = [torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
-                   for im in images]
-        with torch.no_grad():
-            x = torch.stack([transform(t) for t in tensors]).to(device)
-            probs = zero_shot_probs(model.encode_image(x).float().cpu(), prototypes, model.scale())
+        # the model API decodes PIL images and applies the model's own preprocessing
+        probs = zero_shot_probs(model.embed_images(list(images), device=device), prototypes, model.scale().detach())
         return [{m: float(p) for m, p in zip(MODALITIES, row)} for row in probs]
 
     return classify
