@@ -14,7 +14,7 @@ from PIL import Image
 from fundus_vlp.cli.main import main
 from fundus_vlp.eval.captioning import caption_metrics, simple_tokenize
 from fundus_vlp.eval.config import EvalCfg, ReportCfg
-from fundus_vlp.eval.report_generation import build_decoder_and_tower, case_memory, even_subset
+from fundus_vlp.eval.report_generation import TowerTokens, build_decoder_and_tower, case_memory, even_subset
 from fundus_vlp.eval.runner import evaluate
 
 @pytest.fixture(autouse=True)
@@ -101,6 +101,36 @@ def test_decoder_and_tower_choices(tiny_overrides, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(inet.trunk.parameters(), rnd.trunk.parameters()))
 
 
+@pytest.mark.parametrize("finetune", ["frozen", "last_block", "full"])
+def test_tower_tokens_per_finetune_mode(tiny_overrides, tmp_path, finetune):
+    """Every mode gives the tower's own tokens; only the parts that train get gradients."""
+    from fundus_vlp.factory import create_model
+
+    torch.manual_seed(0)
+    model = create_model("tiny", **tiny_overrides)
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(paths[-1])
+    tokens = TowerTokens(model.visual, paths, model.cfg.preprocess, torch.device("cpu"), finetune, batch_size=2)
+    tokens.precompute()
+    model.visual.eval()
+    idx = torch.tensor([2, 0])
+    with torch.no_grad():
+        expected = model.visual.forward_with_tokens(torch.stack([tokens.files[int(i)] for i in idx]))[1]
+    got = tokens(idx)
+    assert torch.allclose(got, expected, atol=1e-5)
+    trained = {n for n, p in model.visual.named_parameters() if p.requires_grad}
+    if finetune == "frozen":
+        assert not trained and not got.requires_grad
+    else:
+        got.sum().backward()
+        stage = model.visual.trunk.get_submodule("layer4") if finetune == "last_block" else model.visual.trunk
+        grads = {n for n, p in model.visual.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        assert grads and all(n.startswith("trunk.layer4.") for n in grads) == (finetune == "last_block")
+        assert all(p.grad is not None for p in stage.parameters())
+
+
 def write_cases(root: Path, n_cases: int = 18) -> Path:
     """An FFA-IR JSON of multi-image cases whose report follows the images' brightness pattern."""
     rng = np.random.default_rng(0)
@@ -140,7 +170,7 @@ def test_cli_report_on_tiny_ffair_json(tiny_reports, tmp_path):
                "report.num_beams=2", "report.max_images=2"])
     assert rc == 0
     row = json.loads((out / "results.json").read_text())["rows"][0]
-    assert row["mode"] == "report" and row["method"] == "case: model tower, pretrained decoder"
+    assert row["mode"] == "report" and row["method"] == "case: model tower (frozen), pretrained decoder"
     assert (row["n_train"], row["n_val"], row["n_test"]) == (12, 3, 3)
     assert {"bleu_1", "bleu_4", "rouge_l", "cider"} <= set(row["metrics"])
     assert row["details"]["n_images"] == 6 * 1 + 6 * 2 + 6 * 2  # cases of 3 frames keep max_images=2

@@ -43,6 +43,8 @@ def test_whole_word_masking_rate_and_labels(tiny_mlm_dir):
     batch = _collator(tok, cfg, seed=0)([ds[i] for i in range(len(ds))])
     labels, ids = batch["labels"], batch["input_ids"]
     real = torch.tensor([d["special_tokens_mask"] for d in ds.items]) == 0
+    assert labels.shape[1] < cfg.context_length and not real[:, labels.shape[1]:].any()  # only padding trimmed
+    real = real[:, :labels.shape[1]]
     rate = float((labels != -100).sum() / real.sum())
     assert 0.10 < rate < 0.20  # 15 % of the (whole-word) tokens, never pads or [CLS]/[SEP]
     assert bool(((labels != -100) & ~real).sum() == 0)
@@ -63,6 +65,21 @@ def test_sparse_mlm_loss_equals_dense_loss(tiny_mlm_dir):
     dense = model(**batch).loss
     assert torch.allclose(sparse, dense, atol=1e-5)
     assert logits.shape[0] == int((batch["labels"] != -100).sum())
+
+
+def test_trimmed_padding_keeps_the_mlm_loss(tiny_mlm_dir):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_mlm_dir))
+    model = AutoModelForMaskedLM.from_pretrained(str(tiny_mlm_dir)).eval()
+    cfg = TextPretrainCfg(context_length=48)
+    ds = _Paragraphs(CORPUS, tok, cfg.context_length)
+    trimmed = _collator(tok, cfg, seed=1)([ds[i] for i in range(8)])
+    extra = cfg.context_length - trimmed["input_ids"].shape[1]
+    assert extra > 0
+    fill = {"input_ids": tok.pad_token_id, "attention_mask": 0, "token_type_ids": 0, "labels": -100}
+    padded = {k: torch.nn.functional.pad(v, (0, extra), value=fill[k]) for k, v in trimmed.items()}
+    assert torch.allclose(mlm_forward(model, trimmed)[0], mlm_forward(model, padded)[0], atol=1e-6)
 
 
 def test_text_pretrain_cli_output_is_a_text_tower(tiny_mlm_dir, tiny_overrides, tmp_path):

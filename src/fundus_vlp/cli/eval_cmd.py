@@ -29,7 +29,7 @@ MODE_HELP = textwrap.dedent("""\
                     CSV such as KeepFIT's FFA.csv, or "demo"); epoch chosen on validation, beam search on
                     test; BLEU-1..4, ROUGE-L, CIDEr, METEOR (with Java); results.md with example reports.
                     report.unit=case|image, report.tower_init=model|random|imagenet,
-                    report.decoder_init=auto|pretrained|fresh, report.train_tower=true
+                    report.decoder_init=auto|pretrained|fresh, report.finetune=frozen|last_block|full
 
     experiments: a built-in name (see --list-experiments), a YAML file, or demo:<name>.
     Folds are repeated seeded stratified splits (folds=5, seed=0), not disjoint k-fold; every

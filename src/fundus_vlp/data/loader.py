@@ -71,7 +71,8 @@ class Collator:
                 multi_hot[row, it["label_ids"]] = 1.0
             out["multi_hot"] = multi_hot
         if captions and self.caption_length:
-            out["caption_ids"] = self.tokenizer(texts, context_length=self.caption_length)
+            # padded to the longest caption (at most caption_length): the decoder's cost follows real lengths
+            out["caption_ids"] = self.tokenizer(texts, context_length=self.caption_length, padding="longest")
         return out
 
     def __call__(self, items: List[Dict[str, Any]]) -> Dict[str, Any]:

@@ -153,11 +153,13 @@ class ReportCfg:
     tower_init: str = "model"  # model (the pretrained tower) | random | imagenet (a local timm checkpoint)
     imagenet_checkpoint: Optional[str] = None  # timm state dict (.safetensors/.pth) for tower_init=imagenet
     decoder_init: str = "auto"  # auto: the model's decoder if it has one, else fresh | pretrained | fresh
-    train_tower: bool = False  # False: frozen tower, image tokens computed once
+    # frozen: image tokens computed once; last_block: the trunk's last stage trains with the decoder (its inputs
+    # computed once, held in memory); full: the whole tower trains (the slowest)
+    finetune: str = "frozen"
     epochs: int = 30
     batch_size: int = 16
     lr: float = 3e-4
-    tower_lr: float = 1e-5
+    tower_lr: float = 1e-4  # trained tower parts (finetune=last_block|full)
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     label_smoothing: float = 0.0
@@ -175,7 +177,8 @@ class ReportCfg:
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("unit", self.unit, REPORT_UNITS), ("tower_init", self.tower_init, TOWER_INITS),
-                                     ("decoder_init", self.decoder_init, DECODER_INITS)):
+                                     ("decoder_init", self.decoder_init, DECODER_INITS),
+                                     ("finetune", self.finetune, SEG_FINETUNE)):
             if value not in allowed:
                 raise ValueError(f"report.{name} must be one of {allowed}, got {value!r}")
         metrics = ("loss", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider")

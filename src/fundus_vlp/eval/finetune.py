@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..data.images import load_image
 from ..data.transforms import build_transform
+from ..models.vision import last_stage_name
 from .config import FinetuneCfg
 from ..runtime.device import resolve_device
 from .features import ImageFiles, eval_loader
@@ -65,14 +66,6 @@ class AugmentedImages(ImageFiles):
         return self.transform(image, rng=rng), int(self.labels[i])
 
 
-def _last_block_prefix(trunk: nn.Module) -> str:
-    info = getattr(trunk, "feature_info", None)
-    if info:
-        last = info[-1]["module"] if isinstance(info, list) else info.module_name()[-1]
-        return last
-    return list(dict(trunk.named_children()))[-1]
-
-
 def configure_trainable(clf: ImageClassifier, mode: str) -> None:
     """Set ``requires_grad`` for a fine-tuning mode."""
     if mode not in FINETUNE_MODES:
@@ -81,7 +74,7 @@ def configure_trainable(clf: ImageClassifier, mode: str) -> None:
         p.requires_grad_(True)
     if mode == "last_block":
         trunk = clf.visual.trunk
-        prefix = _last_block_prefix(trunk)
+        prefix = last_stage_name(trunk)
         names = [n for n, _ in trunk.named_parameters()]
         first = next((i for i, n in enumerate(names) if n == prefix or n.startswith(prefix + ".")), None)
         if first is None:

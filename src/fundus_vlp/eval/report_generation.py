@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from ..data.report_annotations import ReportCase
 from ..losses.caption import target_positions, token_cross_entropy
 from ..models.decoder import CaptionDecoder
-from ..models.vision import ImageTower
+from ..models.vision import ImageTower, last_stage_name
 from .captioning import caption_metrics
 from .config import ReportCfg
 from .features import ImageFiles
@@ -80,31 +80,59 @@ def build_samples(cases: Sequence[ReportCase], unit: str, max_images: int,
 
 
 class TowerTokens:
-    """Grid/patch tokens of the images, through the evaluation transform. A frozen tower's tokens are computed
-    once (``precompute``); a trained tower runs on every call."""
+    """Grid/patch tokens of the images through the evaluation transform, for a tower that is ``frozen`` (tokens
+    computed once), trains from its ``last_block`` (the inputs of the trunk's last stage computed once, the
+    stage itself runs on every call) or trains in ``full`` (the tower runs on every call)."""
 
     def __init__(self, tower: ImageTower, paths: Sequence[Path], preprocess, device: torch.device,
-                 batch_size: int = 32, num_workers: int = 0):
-        self.tower, self.device = tower, device
+                 finetune: str = "frozen", batch_size: int = 32, num_workers: int = 0):
+        self.tower, self.device, self.finetune = tower, device, finetune
         self.files = ImageFiles(paths, build_transform(preprocess, train=False))
         self.batch_size, self.num_workers = batch_size, num_workers
         self.cache: Optional[torch.Tensor] = None
+        self.stage: Optional[nn.Module] = None
+        if finetune == "last_block":
+            self.stage = tower.trunk.get_submodule(last_stage_name(tower.trunk))
+        for p in tower.parameters():
+            p.requires_grad_(finetune == "full")
+        for p in (self.stage.parameters() if self.stage is not None else ()):
+            p.requires_grad_(True)
 
     @torch.no_grad()
     def precompute(self, progress: bool = False) -> None:
+        """Compute what does not train once: the tokens (frozen) or the last stage's inputs (last_block)."""
         from torch.utils.data import DataLoader
 
+        if self.finetune == "full":
+            return
         self.tower.eval()
+        inputs: List[torch.Tensor] = []
+        hook = (self.stage.register_forward_pre_hook(lambda _, args: inputs.append(args[0].float().cpu()))
+                if self.stage is not None else None)
         loader = DataLoader(self.files, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
-        out = [self.tower.forward_with_tokens(x.to(self.device))[1].float().cpu()
-               for x in tqdm(loader, desc="image tokens", disable=None if progress else True, leave=False)]
-        self.cache = torch.cat(out)
+        out = []
+        try:
+            for x in tqdm(loader, desc="image tokens", disable=None if progress else True, leave=False):
+                out.append(self.tower.tokens(self.tower.forward_features(x.to(self.device))).float().cpu())
+        finally:
+            if hook is not None:
+                hook.remove()
+        if self.stage is not None:
+            self._check_last_stage_gives(out[0], inputs[0])
+        self.cache = torch.cat(inputs if self.stage is not None else out)
+
+    def _check_last_stage_gives(self, tokens: torch.Tensor, stage_input: torch.Tensor) -> None:
+        again = self.tower.tokens(self.stage(stage_input.to(self.device))).float().cpu()
+        if again.shape != tokens.shape or not torch.allclose(again, tokens, atol=1e-4, rtol=1e-3):
+            raise ValueError(f"report.finetune=last_block: the last stage of {type(self.tower.trunk).__name__} is not "
+                             f"the end of its feature pass (e.g. a norm follows it); use finetune=full or frozen")
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
-        if self.cache is not None:
-            return self.cache[idx].to(self.device)
-        images = torch.stack([self.files[int(i)] for i in idx]).to(self.device)
-        return self.tower.forward_with_tokens(images)[1]
+        if self.cache is None:
+            images = torch.stack([self.files[int(i)] for i in idx]).to(self.device)
+            return self.tower.tokens(self.tower.forward_features(images))
+        cached = self.cache[idx].to(self.device)
+        return cached if self.stage is None else self.tower.tokens(self.stage(cached))
 
 
 def case_memory(tokens: TokenFn, image_idx: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -221,8 +249,9 @@ def train_report_decoder(decoder: CaptionDecoder, tower: ImageTower, tokens: Tok
     val_ids = tokenize_reports(tokenizer, val.reports, max_length)
     groups = [{"params": [p for p in decoder.parameters() if p.requires_grad], "lr": cfg.lr}]
     modules: List[nn.Module] = [decoder]
-    if cfg.train_tower:
-        groups.append({"params": [p for p in tower.parameters() if p.requires_grad], "lr": cfg.tower_lr})
+    tower_params = [p for p in tower.parameters() if p.requires_grad]
+    if tower_params:
+        groups.append({"params": tower_params, "lr": cfg.tower_lr})
         modules.append(tower)
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -247,7 +276,7 @@ def train_report_decoder(decoder: CaptionDecoder, tower: ImageTower, tokens: Tok
     bar = tqdm(range(cfg.epochs), desc="report decoder", disable=None if progress else True, leave=False)
     for epoch in bar:
         decoder.train()
-        if cfg.train_tower:
+        if tower_params:
             tower.train()
         perm = torch.randperm(len(train), generator=gen)
         run, n = 0.0, 0
@@ -263,8 +292,7 @@ def train_report_decoder(decoder: CaptionDecoder, tower: ImageTower, tokens: Tok
             run, n = run + loss.item() * len(b), n + len(b)
         if (epoch + 1) % cfg.eval_every and epoch + 1 != cfg.epochs:
             continue
-        if cfg.train_tower:
-            tower.eval()
+        tower.eval()
         rec = validate(epoch)
         rec["train_loss"] = run / max(n, 1)
         history.append(rec)

@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 from .config import SEG_ARCHITECTURES as ARCHITECTURES
 from .config import SEG_FINETUNE, SegmentationCfg
 from .config import SEG_INITS as INITS
-from .finetune import _last_block_prefix, set_train_mode
+from ..models.vision import last_stage_name
+from .finetune import set_train_mode
 from .segmentation_metrics import confusion_counts, metrics_from_counts
 
 _logger = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def configure_encoder(seg: nn.Module, finetune: str, trunk: nn.Module) -> int:
         p.requires_grad_(True)
     if finetune == "full":
         return sum(1 for _ in enc.parameters())
-    last = _last_block_prefix(trunk) if finetune == "last_block" else None
+    last = last_stage_name(trunk) if finetune == "last_block" else None
     trunk_keys = {n for n, _ in trunk.named_parameters()}
     n = 0
     for name, p in enc.named_parameters():

@@ -92,12 +92,12 @@ class CaptionDecoder(nn.Module):
 
     @torch.no_grad()
     def generate(self, image_tokens: torch.Tensor, max_length: Optional[int] = None, num_beams: int = 1,
-                 no_repeat_ngram_size: int = 0, image_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Greedy (num_beams=1) or beam-search decoding with transformers' ``generate``."""
+                 no_repeat_ngram_size: int = 0, image_mask: Optional[torch.Tensor] = None,
+                 use_cache: bool = True) -> torch.Tensor:
+        """Greedy (num_beams=1) or beam-search decoding with transformers' ``generate`` (key/value cached)."""
         memory = self.image_proj(image_tokens)
         extra = {} if image_mask is None else {"encoder_attention_mask": image_mask}
         start = torch.full((memory.shape[0], 1), self.bos_id, dtype=torch.long, device=memory.device)
-        # transformers 5.x: a decoder with cross-attention needs caching disabled.
         return self.lm.generate(
             input_ids=start,
             encoder_hidden_states=memory,
@@ -107,6 +107,16 @@ class CaptionDecoder(nn.Module):
             no_repeat_ngram_size=no_repeat_ngram_size,
             eos_token_id=self.eos_id,
             pad_token_id=self.pad_id,
-            use_cache=False,
+            use_cache=use_cache,
+            # Each new token attends to cached keys/values instead of re-running the whole prefix. A BERT
+            # decoder with cross-attention needs an encoder-decoder cache; transformers' default cache for
+            # it lacks the cross-attention half.
+            **({"cache": _encoder_decoder_cache()} if use_cache else {}),
             **extra,
         )
+
+
+def _encoder_decoder_cache():
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    return EncoderDecoderCache(DynamicCache(), DynamicCache())

@@ -31,6 +31,14 @@ def _load_local_trunk_weights(trunk: nn.Module, path: str) -> None:
         raise ValueError(f"{p}: does not match {type(trunk).__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
+def last_stage_name(trunk: nn.Module) -> str:
+    """Name (in ``trunk``) of its last stage: timm's last feature module, else its last child module."""
+    info = getattr(trunk, "feature_info", None)
+    if info:
+        return info[-1]["module"] if isinstance(info, list) else info.module_name()[-1]
+    return list(dict(trunk.named_children()))[-1]
+
+
 class ImageTower(nn.Module):
     def __init__(self, cfg: VisionCfg, embed_dim: int, projection_bias: bool = False):
         super().__init__()

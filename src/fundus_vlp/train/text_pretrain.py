@@ -90,8 +90,22 @@ def _collator(tokenizer, cfg: TextPretrainCfg, seed: int):
 
     # transformers' whole-word masking always uses [MASK] (no random/kept tokens); say so explicitly
     replace = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if cfg.whole_word_mask else {}
-    return DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability,
-                                           whole_word_mask=cfg.whole_word_mask, seed=seed, **replace)
+    collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability,
+                                              whole_word_mask=cfg.whole_word_mask, seed=seed, **replace)
+    if getattr(tokenizer, "padding_side", "right") != "right":
+        return collate
+    return lambda items: trim_padding(collate(items))
+
+
+def trim_padding(batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Drop the columns after the batch's longest text. Paragraphs are padded to ``context_length`` (the
+    whole-word masking needs equal lengths) but the padding is masked out of attention and never a label:
+    the loss is the same, and the encoder's cost follows the real lengths."""
+    if "attention_mask" not in batch:
+        return batch
+    longest = int(batch["attention_mask"].sum(1).max())
+    return {k: v[:, :longest].contiguous() if v.dim() == 2 and v.shape == batch["attention_mask"].shape else v
+            for k, v in batch.items()}
 
 
 def _mlm_head(model):

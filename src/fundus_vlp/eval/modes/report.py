@@ -73,11 +73,8 @@ def run_report(ctx: EvalContext) -> List[Dict]:
     device = ctx.device
     tower.to(device)
     decoder.to(device)
-    tokens = TowerTokens(tower, paths, ctx.model.cfg.preprocess, device, cfg.batch_size, cfg.num_workers)
-    if not rc.train_tower:
-        for p in tower.parameters():
-            p.requires_grad_(False)
-        tokens.precompute(cfg.progress)
+    tokens = TowerTokens(tower, paths, ctx.model.cfg.preprocess, device, rc.finetune, cfg.batch_size, cfg.num_workers)
+    tokens.precompute(cfg.progress)
     choice = train_report_decoder(decoder, tower, tokens, samples["train"], samples["val"], tok, rc, max_length,
                                   seed, device, cfg.progress)
     test = samples["test"]
@@ -85,7 +82,7 @@ def run_report(ctx: EvalContext) -> List[Dict]:
     scores = score_reports(test, generated)
     if scores.get("notes"):
         ctx.note(str(scores["notes"]))
-    method = f"{rc.unit}: {info['tower']} tower, {info['decoder']} decoder"
+    method = f"{rc.unit}: {info['tower']} tower ({rc.finetune}), {info['decoder']} decoder"
     examples = [{"id": i, "reference": r, "generated": g} for i, r, g in zip(test.ids, test.reports, generated)]
     row = plain_row(ctx, "report", method, {k: v for k, v in scores.items() if k in REPORT_METRICS or k == "n"},
                     n_test=len(test))
