@@ -45,6 +45,15 @@ class TrainResult:
     samples_per_second: float
 
 
+def _finite_floats(values: Dict[str, torch.Tensor], step: int) -> Dict[str, float]:
+    """The step's values as floats (one wait for the device, on logging steps only); a non-finite loss stops the
+    run: a diverged run wastes every later step."""
+    out = {k: float(v) for k, v in values.items()}
+    if not math.isfinite(out["loss"]):
+        raise FloatingPointError(f"loss is {out['loss']} at step {step}; lower optim.lr or check the data")
+    return out
+
+
 def _to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
     if isinstance(batch, dict):
         return {k: _to_device(v, device, channels_last) for k, v in batch.items()}
@@ -67,8 +76,9 @@ def _build_model(cfg: PretrainCfg):
 class Callback:
     """Hooks into a run without editing the loop (custom logging, early stops, profiling)."""
 
-    def on_step_end(self, trainer: "Trainer", values: Dict[str, float]) -> None:
-        """After every optimiser step; ``values`` are this step's losses (rank-local), ``trainer.step`` is done."""
+    def on_step_end(self, trainer: "Trainer", values: Dict[str, torch.Tensor]) -> None:
+        """After every optimiser step; ``values`` are this step's losses and gradient norm as detached 0-d tensors
+        (rank-local; ``float()`` of one waits for the device), ``trainer.step`` is done."""
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -226,7 +236,9 @@ class Trainer:
     def _backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
 
-    def train_step(self, micro_batches: List[Dict[str, Any]]) -> Dict[str, float]:
+    def train_step(self, micro_batches: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+        """One optimiser step. Returns detached 0-d tensors: reading them (``float``) waits for the device, which
+        the loop does only on logging steps."""
         cfg = self.cfg.train
         amp = autocast(cfg.precision, self.device)
         if len(micro_batches) == 1:
@@ -247,8 +259,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.task.after_step()
-        out = {k: float(v.detach().float()) for k, v in losses.items()}
-        out["grad_norm"] = float(grad_norm)
+        out = {k: v.detach().float() for k, v in losses.items()}
+        out["grad_norm"] = grad_norm.detach().float()
         return out
 
     # -- the loop -------------------------------------------------------------------------------------------
@@ -306,6 +318,7 @@ class Trainer:
         t_start = time.perf_counter()
         samples_done = 0
         last_loss = math.nan
+        last_values: Dict[str, torch.Tensor] = {}
         skipped_total = 0
         while self.epoch < cfg.epochs and self.step < self.total_steps:
             skipped: Dict[str, Any] = {}
@@ -323,11 +336,9 @@ class Trainer:
                 n = sum(b["main"]["images"].shape[0] + (b["elite"]["images"].shape[0] if "elite" in b else 0)
                         for b in batches) * self.env.world_size
                 samples_done += n
-                last_loss = values["loss"]
-                if not math.isfinite(last_loss):
-                    raise FloatingPointError(f"loss is {last_loss} at step {self.step}; lower optim.lr or check the data")
+                last_values = values
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                    self._log_step(values, step_time, data_time, n)
+                    self._log_step(_finite_floats(values, self.step), step_time, data_time, n)
                 if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
                     self.save_checkpoint()
                 for callback in self.callbacks:
@@ -347,6 +358,8 @@ class Trainer:
                 self.start_batch = 0
             skipped_total += self._report_skipped(skipped)
             self.save_checkpoint()
+        if last_values:
+            last_loss = _finite_floats(last_values, self.step)["loss"]
         seconds = time.perf_counter() - t_start
         model_dir = self._export() if self.env.is_main else None
         dist.barrier()
