@@ -114,3 +114,14 @@ class TextTower(nn.Module):
             for layer in layers[-unlocked_layers:]:
                 for p in layer.parameters():
                     p.requires_grad_(True)
+        # The locked part is a fixed feature extractor (as in LiT): it runs in eval mode, so no dropout
+        # noise, and the attention can use the fused kernels (dropout forces the slow path on CPU).
+        self._locked = [m for m in self.transformer.modules()
+                        if not any(p.requires_grad for p in m.parameters()) and next(m.parameters(), None) is not None]
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "TextTower":
+        super().train(mode)
+        for module in getattr(self, "_locked", ()):
+            module.eval()
+        return self
