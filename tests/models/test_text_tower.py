@@ -38,3 +38,30 @@ def test_partly_locked_text_tower_keeps_dropout_in_its_trainable_layers(tiny_ove
     assert layers[-1].training and not layers[0].training and not model.text.transformer.embeddings.training
     a, b = _twice(model, model.tokenizer(["glaucoma with a large cup"]))
     assert not torch.allclose(a, b)
+
+
+def test_fully_locked_tower_reuses_pooled_features_exactly(tiny_overrides):
+    torch.manual_seed(0)
+    model = create_model("tiny", **tiny_overrides, **DROPOUT)
+    model.lock_text_tower(0)
+    model.train()
+    texts = ["glaucoma with a large cup", "normal fundus", "drusen at the macula"]
+    fresh = model.encode_text(model.tokenizer(texts))
+    assert len(model.text._pooled_cache) == 3
+    # the same texts in another order and padding length come from the cache, unchanged
+    again = model.encode_text(model.tokenizer(texts[::-1], padding="longest"))
+    assert torch.equal(again, fresh.flip(0)) and len(model.text._pooled_cache) == 3
+    # the projection still trains on top of the cached features
+    again.sum().backward()
+    assert model.text.head.projection.weight.grad is not None
+    assert all(p.grad is None for p in model.text.transformer.parameters())
+    # new weights for the encoder empty the cache
+    state = {k: v + 0.01 for k, v in model.text.transformer.state_dict().items()}
+    model.text.transformer.load_state_dict(state)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model.encode_text(model.tokenizer(texts)), model.text.head(model.text._pool(
+            model.tokenizer(texts))), atol=1e-6)
+    assert not torch.allclose(model.encode_text(model.tokenizer(texts)), fresh)
+    model.text.lock(1)  # a trainable layer: no cache
+    assert model.text._pooled_cache is None

@@ -62,6 +62,9 @@ def _build_hf_text_model(cfg: TextCfg, vocab_size: Optional[int]) -> nn.Module:
     return _without_pooler(AutoModel.from_config, config)
 
 
+_POOLED_CACHE_SIZE = 200_000  # texts; pooled features of a locked encoder kept for re-use (see TextTower.pool)
+
+
 class TextTower(nn.Module):
     def __init__(self, cfg: TextCfg, embed_dim: int, pad_token_id: int, vocab_size: Optional[int] = None,
                  projection_bias: bool = False):
@@ -71,6 +74,8 @@ class TextTower(nn.Module):
         self.transformer = build_hf_text_model(cfg, vocab_size)
         self.width = self.transformer.config.hidden_size
         self.head = ProjectionHead(self.width, embed_dim, bias=projection_bias)
+        self._pooled_cache: Optional[Dict[tuple, torch.Tensor]] = None  # while fully locked: see pool()
+        self._cached_weights_version = -1
 
     def attention_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         return (input_ids != self.pad_token_id).long()
@@ -80,6 +85,33 @@ class TextTower(nn.Module):
         return self.transformer(input_ids=input_ids, attention_mask=self.attention_mask(input_ids)).last_hidden_state
 
     def pool(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self._pooled_cache is not None and not input_ids.is_cuda:
+            return self._pool_through_cache(input_ids)
+        return self._pool(input_ids)
+
+    def _pool_through_cache(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """A fully locked encoder (eval mode, no gradients) is a fixed function of the text: training re-reads
+        the same prompts and captions every epoch, so each text's pooled features are computed once. Keyed by
+        the ids without padding (padding never changes the pooled features). On CUDA this is skipped: the key
+        would need the ids back on the host every step."""
+        # any in-place change of the encoder's weights (load_state_dict, a momentum update) bumps their version
+        version = sum(p._version for p in self.transformer.parameters())
+        if version != self._cached_weights_version:
+            self._pooled_cache.clear()
+            self._cached_weights_version = version
+        lengths = self.attention_mask(input_ids).sum(1).tolist()
+        keys = [tuple(row[:n]) for row, n in zip(input_ids.tolist(), lengths)]
+        missing = [i for i, k in enumerate(keys) if k not in self._pooled_cache]
+        if missing:
+            with torch.no_grad():
+                fresh = self._pool(input_ids[missing])
+            if len(self._pooled_cache) + len(missing) > _POOLED_CACHE_SIZE:
+                self._pooled_cache.clear()
+            for i, row in zip(missing, fresh):
+                self._pooled_cache[keys[i]] = row
+        return torch.stack([self._pooled_cache[k] for k in keys])
+
+    def _pool(self, input_ids: torch.Tensor) -> torch.Tensor:
         mask = self.attention_mask(input_ids)
         if self.pooling == "flair_compat":
             # FLAIR: mean over ALL positions (padding included) of hidden states 1, 2 and last,
@@ -118,6 +150,7 @@ class TextTower(nn.Module):
         # noise, and the attention can use the fused kernels (dropout forces the slow path on CPU).
         self._locked = [m for m in self.transformer.modules()
                         if not any(p.requires_grad for p in m.parameters()) and next(m.parameters(), None) is not None]
+        self._pooled_cache = {} if unlocked_layers <= 0 else None
         self.train(self.training)
 
     def train(self, mode: bool = True) -> "TextTower":
