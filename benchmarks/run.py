@@ -281,7 +281,7 @@ def bench_official(out: Path, official_src: Optional[str], configs: list[str], s
                 t = time.perf_counter()
                 prepare_dataset(data_root / source, [csv], cache, size=c["size"], progress=False)
                 prep_s = time.perf_counter() - t
-                built = f"built at {n / prep_s:.1f} img/s incl. worker start-up"
+                built = f"built at {n / prep_s:.1f} img/s"
                 variants.append(("ours", f"ours from a {c['size']} px `prepare` cache ({built})", ["__cache__"]))
             if _bf16_cpu() or "cuda" in ENV.get("FUNDUS_VLP_BENCH_DEVICE", ""):
                 variants.append(("ours", "ours, recommended CPU settings (bf16 autocast, channels_last)",

@@ -65,3 +65,16 @@ def test_prepare_refuses_a_cache_of_another_size(dataset_with_bad_images, tmp_pa
     prepare_dataset(ds["root"], [ds["elite_csv"]], out, size=32, workers=1, progress=False)
     with pytest.raises(ValueError, match="size=32"):
         prepare_dataset(ds["root"], [ds["elite_csv"]], out, size=64, workers=1, progress=False)
+
+
+def test_worker_processes_write_the_same_cache(dataset_with_bad_images, tmp_path, monkeypatch):
+    """Small jobs run in this process; large ones in spawned workers: both give the same files."""
+    import fundus_vlp.data.prepare as prepare
+
+    ds = dataset_with_bad_images
+    here = prepare_dataset(ds["root"], [ds["public_csv"]], tmp_path / "here", size=32, workers=2, progress=False)
+    monkeypatch.setattr(prepare, "_IMAGES_PER_WORKER_START", 1)
+    pool = prepare_dataset(ds["root"], [ds["public_csv"]], tmp_path / "pool", size=32, workers=2, progress=False)
+    assert (here.written, len(here.bad)) == (pool.written, len(pool.bad)) and here.written > 0
+    files = sorted(p.relative_to(tmp_path / "here") for p in (tmp_path / "here").rglob("*.png"))
+    assert files and all((tmp_path / "here" / f).read_bytes() == (tmp_path / "pool" / f).read_bytes() for f in files)

@@ -179,6 +179,8 @@ def test_cli_report_on_tiny_ffair_json(tiny_reports, tmp_path):
     assert "| id | reference | generated |" in md and any(r in md for r in REPORTS)
     preds = json.loads((out / "report_predictions.json").read_text())
     assert [p["id"] for p in preds] == ["case5", "case11", "case17"]
+    assert row["details"]["distinct_reports"] == len({p["generated"] for p in preds})
+    assert f"{row['details']['distinct_reports']} distinct generated reports for 3 test samples" in md
 
 
 def _run(tiny, out, annotations, **report):

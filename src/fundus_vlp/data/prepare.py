@@ -8,13 +8,14 @@ unchanged with ``root=<cache>``. Bad images are skipped and reported by datafram
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -67,6 +68,25 @@ def _process(job: Tuple[str, str, str, str, int, bool]) -> Tuple[str, Optional[s
         return rel, f"{type(exc).__name__}: {exc}"
 
 
+# Below this many images per worker, starting the workers (a fresh interpreter importing torch, ~3 s each)
+# costs more than they save: the images are prepared in this process (~20 ms each at 128-512 px).
+_IMAGES_PER_WORKER_START = 150
+
+
+@contextlib.contextmanager
+def _results(jobs: List[tuple], workers: int) -> Iterator[Iterator[Tuple[str, Optional[str]]]]:
+    """(relative, error) per job, in order: in this process for small jobs, else from ``workers`` processes."""
+    workers = max(1, min(workers, len(jobs) // _IMAGES_PER_WORKER_START))
+    if workers == 1:
+        yield map(_process, jobs)
+        return
+    # spawn, not fork: forking a process whose OpenMP thread pool is already running (any torch op
+    # ran before) can deadlock the children; workers resize single-threaded
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker) as pool:
+        yield pool.map(_process, jobs, chunksize=8)
+
+
 def _collect(root: Path, dataframes: Sequence[str | Path]) -> Dict[str, Tuple[str, str]]:
     """relative path -> (absolute source path, first 'file, row' that references it)."""
     images: Dict[str, Tuple[str, str]] = {}
@@ -110,22 +130,16 @@ def prepare_dataset(root: str | Path, dataframes: Sequence[str | Path], out: str
             continue
         jobs.append((src, str(dst), rel, loc, size, crop))
     bad: Dict[str, str] = {}
-    if jobs:
-        # spawn, not fork: forking a process whose OpenMP thread pool is already running (any torch op
-        # ran before) can deadlock the children; workers resize single-threaded
-        workers = workers if workers is not None else usable_cores()
-        with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))),
-                                 mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker) as pool:
-            done = pool.map(_process, jobs, chunksize=8)
-            for i, (rel, error) in enumerate(tqdm(done, total=len(jobs), desc="preparing", disable=not progress)):
-                if error is None:
-                    entries[rel] = cached_name(rel)
-                    report.written += 1
-                else:
-                    bad[rel] = error
-                if i % 500 == 499:
-                    _write_manifest(out, size, crop, entries, bad, images)
+    workers = workers if workers is not None else usable_cores()
+    with _results(jobs, workers) as done:
+        for i, (rel, error) in enumerate(tqdm(done, total=len(jobs), desc="preparing", disable=not progress)):
+            if error is None:
+                entries[rel] = cached_name(rel)
+                report.written += 1
+            else:
+                bad[rel] = error
+            if i % 500 == 499:
+                _write_manifest(out, size, crop, entries, bad, images)
     _write_manifest(out, size, crop, entries, bad, images)
     report.bad = [{"image": rel, "where": images[rel][1], "reason": reason} for rel, reason in bad.items()]
     return report

@@ -92,7 +92,9 @@ def run_report(ctx: EvalContext) -> List[Dict]:
                              "max_length": max_length, "num_beams": rc.num_beams, **info}],
                 "details": {"history": choice["history"], "tokenizer": scores.get("tokenizer"),
                             "annotations": str(annotations), "unit": rc.unit,
-                            "n_cases": {s: len(by_split[s]) for s in SPLITS}, "n_images": len(paths)}})
+                            "n_cases": {s: len(by_split[s]) for s in SPLITS}, "n_images": len(paths),
+                            # one report for every case = a decoder that ignores the images
+                            "distinct_reports": len(set(generated))}})
     (ctx.out_dir / "report_predictions.json").write_text(json.dumps(examples, indent=1))
     (ctx.out_dir / "results.md").write_text(results_markdown(ctx.model_name, str(annotations), row, examples,
                                                              rc.examples))
@@ -112,7 +114,8 @@ def results_markdown(model: str, annotations: str, row: Dict, examples: Sequence
              f"Annotations `{annotations}`; {row['method']}; {row['n_train']} train / {row['n_val']} val / "
              f"{row['n_test']} test samples. Checkpoint: epoch {hp['best_epoch']} chosen on validation "
              f"{hp['select_metric']} (-1 = before fine-tuning); test decoding with beam search "
-             f"({hp['num_beams']} beams, at most {hp['max_length']} tokens).", "",
+             f"({hp['num_beams']} beams, at most {hp['max_length']} tokens); "
+             f"{row['details']['distinct_reports']} distinct generated reports for {row['n_test']} test samples.", "",
              "| " + " | ".join(names) + " |", "|" + "---|" * len(names),
              "| " + " | ".join(f"{m[k]:.3f}" for k in names) + " |", ""]
     if "meteor" not in names:
