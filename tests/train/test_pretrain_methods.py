@@ -60,10 +60,22 @@ def test_gradient_accumulation_equals_full_batch(method, image_dataset, tiny_ove
     def half(b, sl):
         return {k: (half(v, sl) if isinstance(v, dict) else v[sl]) for k, v in b.items()}
 
-    micro = [half(full, slice(0, 2)), half(full, slice(2, 4))]
-    assert torch.equal(concat_batches(micro)["main"]["images"], full["main"]["images"])
+    pad = trainer.model.tokenizer.pad_token_id
+
+    def own_longest(b):  # as the collator pads each micro-batch: token ids cut to its longest text
+        return {k: own_longest(v) if isinstance(v, dict) else
+                v[:, :int((v != pad).sum(1).max())] if v.dim() == 2 and not v.is_floating_point() else v
+                for k, v in b.items()}
+
+    def padded(b, extra=3):  # another micro-batch with a longer text
+        return {k: padded(v) if isinstance(v, dict) else
+                torch.nn.functional.pad(v, (0, extra), value=pad) if v.dim() == 2 and not v.is_floating_point() else v
+                for k, v in b.items()}
+
+    micro = [own_longest(half(full, slice(0, 2))), padded(own_longest(half(full, slice(2, 4))))]
+    assert torch.equal(concat_batches(micro, pad)["main"]["images"], full["main"]["images"])
     trainer.task.zero_grad()
-    accumulate_gradients(trainer.task, trainer.task, micro, lambda loss: loss.backward())  # the loop's code path
+    accumulate_gradients(trainer.task, trainer.task, micro, lambda loss: loss.backward(), pad_id=pad)  # the loop's path
     accumulated = grads()
     assert reference.keys() == accumulated.keys()
     for name in reference:

@@ -16,7 +16,7 @@ from .linear_probe import DEFAULT_C_GRID
 
 MODES = ("zero-shot", "few-shot", "linear-probe", "fine-tune", "retrieval", "segmentation", "report")
 SEG_INITS = ("pretrained", "random", "imagenet")
-SEG_FINETUNE = ("frozen", "last_block", "full")
+TOWER_FINETUNE = ("frozen", "last_block", "full")  # how much of the image tower trains (segmentation, report)
 SEG_ARCHITECTURES = ("auto", "unet", "fpn", "dpt")
 EXPERIMENT_FREE_MODES = ("report",)  # modes that read their own data, not a classification experiment
 REPORT_UNITS = ("case", "image")
@@ -129,8 +129,8 @@ class SegmentationCfg:
         bad = [i for i in self.inits if i not in SEG_INITS]
         if bad or not self.inits:
             raise ValueError(f"segmentation.inits must be a non-empty list from {SEG_INITS}, got {self.inits}")
-        if self.finetune not in SEG_FINETUNE:
-            raise ValueError(f"segmentation.finetune must be one of {SEG_FINETUNE}, got {self.finetune!r}")
+        if self.finetune not in TOWER_FINETUNE:
+            raise ValueError(f"segmentation.finetune must be one of {TOWER_FINETUNE}, got {self.finetune!r}")
         if self.architecture not in SEG_ARCHITECTURES:
             raise ValueError(f"segmentation.architecture must be one of {SEG_ARCHITECTURES}, got {self.architecture!r}")
         if "imagenet" in self.inits and not self.imagenet_checkpoint:
@@ -178,7 +178,7 @@ class ReportCfg:
     def __post_init__(self) -> None:
         for name, value, allowed in (("unit", self.unit, REPORT_UNITS), ("tower_init", self.tower_init, TOWER_INITS),
                                      ("decoder_init", self.decoder_init, DECODER_INITS),
-                                     ("finetune", self.finetune, SEG_FINETUNE)):
+                                     ("finetune", self.finetune, TOWER_FINETUNE)):
             if value not in allowed:
                 raise ValueError(f"report.{name} must be one of {allowed}, got {value!r}")
         metrics = ("loss", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider")

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import SEG_ARCHITECTURES as ARCHITECTURES
-from .config import SEG_FINETUNE, SegmentationCfg
+from .config import TOWER_FINETUNE, SegmentationCfg
 from .config import SEG_INITS as INITS
 from ..models.vision import last_stage_name
 from .finetune import set_train_mode
@@ -138,8 +138,8 @@ def load_encoder_init(seg: nn.Module, model, init: str, imagenet_checkpoint: Opt
 
 def configure_encoder(seg: nn.Module, finetune: str, trunk: nn.Module) -> int:
     """``requires_grad`` for a fine-tuning mode; returns the number of trainable encoder tensors."""
-    if finetune not in SEG_FINETUNE:
-        raise ValueError(f"segmentation.finetune must be one of {SEG_FINETUNE}, got {finetune!r}")
+    if finetune not in TOWER_FINETUNE:
+        raise ValueError(f"segmentation.finetune must be one of {TOWER_FINETUNE}, got {finetune!r}")
     enc = _encoder_timm(seg)
     for p in seg.parameters():
         p.requires_grad_(True)

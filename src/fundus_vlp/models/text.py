@@ -92,14 +92,16 @@ class TextTower(nn.Module):
     def _pool_through_cache(self, input_ids: torch.Tensor) -> torch.Tensor:
         """A fully locked encoder (eval mode, no gradients) is a fixed function of the text: training re-reads
         the same prompts and captions every epoch, so each text's pooled features are computed once. Keyed by
-        the ids without padding (padding never changes the pooled features). On CUDA this is skipped: the key
-        would need the ids back on the host every step."""
+        the ids without padding (masked pooling ignores it; ``flair_compat`` averages over the padding too, so
+        there the whole row is the key). On CUDA this is skipped: the key would need the ids back on the host
+        every step."""
         # any in-place change of the encoder's weights (load_state_dict, a momentum update) bumps their version
         version = sum(p._version for p in self.transformer.parameters())
         if version != self._cached_weights_version:
             self._pooled_cache.clear()
             self._cached_weights_version = version
-        lengths = self.attention_mask(input_ids).sum(1).tolist()
+        lengths = (self.attention_mask(input_ids).sum(1).tolist() if self.pooling != "flair_compat"
+                   else [input_ids.shape[1]] * input_ids.shape[0])
         keys = [tuple(row[:n]) for row, n in zip(input_ids.tolist(), lengths)]
         missing = [i for i, k in enumerate(keys) if k not in self._pooled_cache]
         if missing:

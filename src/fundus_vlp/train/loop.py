@@ -247,7 +247,7 @@ class Trainer:
             self._backward(losses["loss"])
         else:
             losses = accumulate_gradients(self.wrapped, self.task, micro_batches, self._backward, amp,
-                                          self._sync_context)
+                                          self._sync_context, pad_id=self.model.tokenizer.pad_token_id)
         clip = self.cfg.optim.grad_clip_norm
         if clip > 0:
             self.scaler.unscale_(self.optimizer)
