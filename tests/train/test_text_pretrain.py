@@ -68,17 +68,19 @@ def test_sparse_mlm_loss_equals_dense_loss(tiny_mlm_dir):
 
 
 def test_trimmed_padding_keeps_the_mlm_loss(tiny_mlm_dir):
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
 
     tok = AutoTokenizer.from_pretrained(str(tiny_mlm_dir))
     model = AutoModelForMaskedLM.from_pretrained(str(tiny_mlm_dir)).eval()
     cfg = TextPretrainCfg(context_length=48)
     ds = _Paragraphs(CORPUS, tok, cfg.context_length)
-    trimmed = _collator(tok, cfg, seed=1)([ds[i] for i in range(8)])
-    extra = cfg.context_length - trimmed["input_ids"].shape[1]
-    assert extra > 0
-    fill = {"input_ids": tok.pad_token_id, "attention_mask": 0, "token_type_ids": 0, "labels": -100}
-    padded = {k: torch.nn.functional.pad(v, (0, extra), value=fill[k]) for k, v in trimmed.items()}
+    items = [ds[i] for i in range(8)]
+    trimmed = _collator(tok, cfg, seed=1)(items)
+    padded = DataCollatorForLanguageModeling(tok, mlm_probability=cfg.mlm_probability, whole_word_mask=True, seed=1,
+                                             mask_replace_prob=1.0, random_replace_prob=0.0)(items)
+    width = trimmed["input_ids"].shape[1]
+    assert width == int(padded["attention_mask"].sum(1).max()) < cfg.context_length  # exactly the padding goes
+    assert all(torch.equal(trimmed[k], padded[k][:, :width]) for k in trimmed)
     assert torch.allclose(mlm_forward(model, trimmed)[0], mlm_forward(model, padded)[0], atol=1e-6)
 
 
