@@ -185,32 +185,29 @@ def test_world_info_defaults(monkeypatch):
     assert du.world_info_from_env() == (0, 0, 1)
 
 
+def _set_env(monkeypatch, **variables):
+    for name, value in variables.items():
+        monkeypatch.setenv(name, str(value))
+
+
 def test_world_info_torchrun(monkeypatch):
     _clear_env(monkeypatch)
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    monkeypatch.setenv("RANK", "5")
-    monkeypatch.setenv("WORLD_SIZE", "8")
+    _set_env(monkeypatch, LOCAL_RANK=1, RANK=5, WORLD_SIZE=8)
     assert du.world_info_from_env() == (1, 5, 8)
 
 
 def test_world_info_slurm(monkeypatch):
     _clear_env(monkeypatch)
-    monkeypatch.setenv("SLURM_LOCALID", "2")
-    monkeypatch.setenv("SLURM_PROCID", "6")
-    monkeypatch.setenv("SLURM_NTASKS", "16")
+    _set_env(monkeypatch, SLURM_LOCALID=2, SLURM_PROCID=6, SLURM_NTASKS=16)
     assert du.world_info_from_env() == (2, 6, 16)
     # torchrun inside a SLURM allocation wins
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    monkeypatch.setenv("RANK", "3")
-    monkeypatch.setenv("WORLD_SIZE", "4")
+    _set_env(monkeypatch, LOCAL_RANK=0, RANK=3, WORLD_SIZE=4)
     assert du.world_info_from_env() == (0, 3, 4)
 
 
 def test_slurm_without_master_addr_raises(monkeypatch):
     _clear_env(monkeypatch)
-    monkeypatch.setenv("SLURM_LOCALID", "0")
-    monkeypatch.setenv("SLURM_PROCID", "0")
-    monkeypatch.setenv("SLURM_NTASKS", "2")
+    _set_env(monkeypatch, SLURM_LOCALID=0, SLURM_PROCID=0, SLURM_NTASKS=2)
     with pytest.raises(RuntimeError, match="MASTER_ADDR"):
         du.init_distributed(device="cpu")
 

@@ -35,21 +35,15 @@ def export_onnx(model, directory: str | Path, opset: int = ONNX_OPSET) -> List[P
     import torch
     from torch import nn
 
-    class ImageEncoder(nn.Module):
-        def __init__(self, clip):
+    class Encoder(nn.Module):
+        """One tower's normalised embedding (``encode_image`` or ``encode_text``) as a one-input graph."""
+
+        def __init__(self, encode):
             super().__init__()
-            self.clip = clip
+            self.clip, self.encode = encode.__self__, encode.__name__
 
-        def forward(self, pixel_values):
-            return self.clip.encode_image(pixel_values, normalize=True)
-
-    class TextEncoder(nn.Module):
-        def __init__(self, clip):
-            super().__init__()
-            self.clip = clip
-
-        def forward(self, input_ids):
-            return self.clip.encode_text(input_ids, normalize=True)
+        def forward(self, x):
+            return getattr(self.clip, self.encode)(x, normalize=True)
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -62,10 +56,10 @@ def export_onnx(model, directory: str | Path, opset: int = ONNX_OPSET) -> List[P
         # that stay consistent (mask length = input length), and the parity test checks other lengths.
         warnings.simplefilter("ignore")
         # the TorchScript-based exporter: it works offline and keeps both axes of input_ids symbolic
-        torch.onnx.export(ImageEncoder(model).eval(), (torch.zeros(2, 3, size, size),), str(image_path),
+        torch.onnx.export(Encoder(model.encode_image).eval(), (torch.zeros(2, 3, size, size),), str(image_path),
                           input_names=["pixel_values"], output_names=["image_embeds"], opset_version=opset,
                           dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}}, dynamo=False)
-        torch.onnx.export(TextEncoder(model).eval(), (ids,), str(text_path), input_names=["input_ids"],
+        torch.onnx.export(Encoder(model.encode_text).eval(), (ids,), str(text_path), input_names=["input_ids"],
                           output_names=["text_embeds"], opset_version=opset, dynamo=False,
                           dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "text_embeds": {0: "batch"}})
     return [image_path, text_path]
