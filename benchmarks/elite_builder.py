@@ -23,10 +23,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from fundus_vlp.data.demo_presets import demo_world_cfg
-    from fundus_vlp.data.demo_world import build_demo_world
-    from fundus_vlp.data.elite_builder import build_elite
-    from fundus_vlp.data.elite_builder.sample_atlas import write_sample_atlas
+    from fundus_vlp.demo_world.presets import demo_world_cfg
+    from fundus_vlp.demo_world import build_demo_world
+    from fundus_vlp.elite_builder import build_elite
+    from fundus_vlp.elite_builder.sample_atlas import write_sample_atlas
 
     world = build_demo_world(demo_world_cfg("tiny", 0))
     with tempfile.TemporaryDirectory() as tmp:

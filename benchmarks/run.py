@@ -170,8 +170,8 @@ def _render_fundus_jpegs(root: Path, n: int, sources: tuple) -> None:
     """n synthetic colour fundus photographs per source size ("1500", "512", ...), JPEG quality 95, made once."""
     from PIL import Image
 
-    from fundus_vlp.data.demo_world.render import render_case
-    from fundus_vlp.data.demo_world.scene import sample_case
+    from fundus_vlp.demo_world.render import render_case
+    from fundus_vlp.demo_world.scene import sample_case
 
     for res in sources:
         done = root / f"complete-{res}-{n}-v{DATA_VERSION}"

@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from fundus_vlp.data.demo_presets import PRESETS  # noqa: E402
+from fundus_vlp.demo_world.presets import PRESETS  # noqa: E402
 
 torch.set_num_threads(2)
 

@@ -17,7 +17,8 @@ PACKAGE = ROOT / "src" / "fundus_vlp"
 FLOORS = [
     {"version", "constants", "config"},  # typed configs, the architecture registry, config files
     {"runtime"},  # process groups, seeding, device choice, precision, local sources
-    {"models", "losses", "data", "hub"},  # towers, pure losses, readers/datasets, release folders
+    {"models", "losses", "data", "hub", "demo_world", "elite_builder"},  # towers, pure losses, readers/datasets,
+    # release folders, the generated demo world, atlas PDFs -> elite pairs
     {"factory", "convert"},  # models + their preprocessing; imported weights
     {"methods"},  # pretraining objectives composed of losses and model parts
     {"train", "eval", "retrieval"},  # the training loop and stage 0; evaluation protocols; folder search

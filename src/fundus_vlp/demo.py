@@ -87,7 +87,7 @@ def _stage0(cfg: DemoCfg, run_dir: Path) -> Path:
 
 def _evaluate(cfg: DemoCfg, model_dir: Path, method: str, run_dir: Path,
               modes: tuple = ("zero-shot", "few-shot", "linear-probe")) -> List[Dict]:
-    from .data.demo_presets import demo_world_cfg
+    from .demo_world.presets import demo_world_cfg
     from .eval.config import EvalCfg, FewShotCfg
     from .eval.runner import evaluate, load_model
 
@@ -138,8 +138,8 @@ def format_demo_table(rows: List[Dict], cfg: DemoCfg, chance: Dict[str, float]) 
 def _start(cfg: DemoCfg, prefix: str):
     """(t0, run folder, demo world, stage-0 text tower or None, timings): what every demo run begins with.
     Stage 0 runs once; the methods' stage-1 runs (and their seeds) share it."""
-    from .data.demo_presets import demo_world_cfg
-    from .data.demo_world import build_demo_world
+    from .demo_world.presets import demo_world_cfg
+    from .demo_world import build_demo_world
 
     t0 = time.perf_counter()
     run_dir = Path(cfg.output_dir) / (cfg.run_name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")

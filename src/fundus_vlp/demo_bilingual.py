@@ -72,7 +72,7 @@ def bilingual_pretrain_config(cfg: BilingualDemoCfg, language: str, run_dir: Pat
 
 
 def _zero_shot(cfg: BilingualDemoCfg, model_dir: Path, name: str, run_dir: Path) -> List[Dict]:
-    from .data.demo_presets import demo_world_cfg
+    from .demo_world.presets import demo_world_cfg
     from .eval.config import EvalCfg, ZeroShotCfg
     from .eval.runner import evaluate
 
@@ -106,8 +106,8 @@ def format_bilingual_table(rows: List[Dict], cfg: BilingualDemoCfg, chance: Dict
 
 
 def run_bilingual_demo(cfg: BilingualDemoCfg) -> Dict:
-    from .data.demo_presets import demo_world_cfg
-    from .data.demo_world import build_demo_world
+    from .demo_world.presets import demo_world_cfg
+    from .demo_world import build_demo_world
     from .train.loop import pretrain
     from .train.text_pretrain import text_pretrain
 

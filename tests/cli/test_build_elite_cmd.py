@@ -9,9 +9,9 @@ import pytest
 from conftest import TINY_WORLD
 from fundus_vlp.cli.build_elite_cmd import model_modality_classifier, split_inputs
 from fundus_vlp.cli.main import main
-from fundus_vlp.data.demo_world import DemoWorldCfg, build_demo_world
-from fundus_vlp.data.elite_builder import MODALITIES
-from fundus_vlp.data.elite_builder.sample_atlas import demo_figures, write_sample_atlas
+from fundus_vlp.demo_world import DemoWorldCfg, build_demo_world
+from fundus_vlp.elite_builder import MODALITIES
+from fundus_vlp.elite_builder.sample_atlas import demo_figures, write_sample_atlas
 
 
 @pytest.fixture(scope="module")

@@ -128,8 +128,8 @@ def test_chinese_zero_shot_prompts():
 
 
 def test_demo_world_chinese_caption_describes_the_same_case():
-    from fundus_vlp.data.demo_world.scene import sample_case
-    from fundus_vlp.data.demo_world.text_zh import make_caption_zh, make_corpus_zh
+    from fundus_vlp.demo_world.scene import sample_case
+    from fundus_vlp.demo_world.text_zh import make_caption_zh, make_corpus_zh
 
     for cond, name in [("macular hole", "裂孔"), ("retinitis pigmentosa", "色素"), ("cataract", "")]:
         case = sample_case(cond, "CFP", np.random.default_rng(3))
@@ -141,7 +141,7 @@ def test_demo_world_chinese_caption_describes_the_same_case():
 
 
 def test_english_only_demo_world_keeps_its_cache_key():
-    from fundus_vlp.data.demo_presets import demo_world_cfg
+    from fundus_vlp.demo_world.presets import demo_world_cfg
 
     en, zh = demo_world_cfg("tiny", 0), demo_world_cfg("tiny", 0, chinese=True)
     assert "chinese" not in en.to_dict() and zh.to_dict()["chinese"] is True

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fundus_vlp.data.demo_world import CONDITIONS, FINDINGS, UNSEEN_CONDITIONS
+from fundus_vlp.demo_world import CONDITIONS, FINDINGS, UNSEEN_CONDITIONS
 from fundus_vlp.data.knowledge import KnowledgeBase, normalize_label
 
 REAL = Path("/work/shared/data/keepfit_dataframes")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from fundus_vlp.eval.captioning import caption_metrics, simple_tokenize
-from fundus_vlp.eval.retrieval import recall_at_k
+from fundus_vlp.eval.recall import recall_at_k
 
 
 def test_perfect_and_known_ranks():

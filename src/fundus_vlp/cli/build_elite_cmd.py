@@ -15,7 +15,7 @@ skips the PDFs already built; a PDF that cannot be read is reported and the othe
   fundus-vlp build-elite books/*.pdf --out elite/ --model runs/v2/model     # zero-shot modality
   fundus-vlp build-elite atlas.pdf --out elite/ max_caption_gap=0.4 dedup_max_distance=0
 
-Settings (key=value, or --config FILE.yaml): see fundus_vlp.data.elite_builder.EliteBuildCfg.
+Settings (key=value, or --config FILE.yaml): see fundus_vlp.elite_builder.EliteBuildCfg.
 """
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
@@ -46,7 +46,7 @@ def model_modality_classifier(model, device: str = "cpu"):
     embedding of each class's prompts (``MODALITY_PROMPTS``), softmax at the model's logit scale."""
     import torch
 
-    from ..data.elite_builder import MODALITIES, MODALITY_PROMPTS
+    from ..elite_builder import MODALITIES, MODALITY_PROMPTS
     from ..models.zero_shot import encode_texts, prototypes_from_embeddings, zero_shot_probs
 
     model.to(device).eval()
@@ -64,7 +64,7 @@ def model_modality_classifier(model, device: str = "cpu"):
 
 def run(args: argparse.Namespace) -> int:
     from ..config.loading import build_config
-    from ..data.elite_builder import EliteBuildCfg, build_elite
+    from ..elite_builder import EliteBuildCfg, build_elite
 
     pdfs, overrides = split_inputs(args.inputs)
     if not pdfs:

@@ -95,8 +95,8 @@ class TrainData:
 
 
 def _load_demo_sources(cfg) -> Dict[str, Any]:
-    from .demo_world import build_demo_world
-    from .demo_presets import demo_world_cfg
+    from ..demo_world import build_demo_world
+    from ..demo_world.presets import demo_world_cfg
 
     # Chinese captions live in a bilingual world (the English-only world's files stay as they are)
     world = build_demo_world(demo_world_cfg(cfg.data.demo_size, cfg.data.demo_seed,

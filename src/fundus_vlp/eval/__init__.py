@@ -5,7 +5,7 @@
 from .config import EvalCfg
 from .experiments import Experiment, builtin_experiments, get_experiment
 from .metrics import aggregate_folds, bootstrap_ci, compute_metrics
-from .report import format_summary, format_table
+from .tables import format_summary, format_table
 from .runner import evaluate
 from .splits import Split, make_splits
 from ..models.zero_shot import build_zero_shot_classifier

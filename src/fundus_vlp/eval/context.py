@@ -14,7 +14,7 @@ from .config import EvalCfg
 from .experiments import Experiment, LabeledImages, load_labeled_images
 from .features import FeatureCache
 from .metrics import aggregate_folds, bootstrap_ci, choose_threshold, compute_metrics
-from .report import prediction_key
+from .tables import prediction_key
 from .splits import Split, fold_seeds, make_splits
 from ..models.zero_shot import build_zero_shot_classifier, display_names, load_knowledge
 

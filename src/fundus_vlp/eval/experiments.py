@@ -193,8 +193,8 @@ def resolve_locations(exp: Experiment, dataframe_dir: Optional[str] = None,
 
 def demo_experiment(name: str, demo_cfg: Optional[Dict[str, Any]] = None,
                     cache_dir: Optional[str] = None) -> Experiment:
-    """An experiment of the generated demo world (``fundus_vlp.data.demo_world``)."""
-    from ..data.demo_world import EXPERIMENTS, SEGMENTATION_CLASSES, SEGMENTATION_EXPERIMENT
+    """An experiment of the generated demo world (``fundus_vlp.demo_world``)."""
+    from ..demo_world import EXPERIMENTS, SEGMENTATION_CLASSES, SEGMENTATION_EXPERIMENT
 
     if name not in EXPERIMENTS and name != SEGMENTATION_EXPERIMENT:  # before building the world (minutes)
         raise ExperimentError(f"unknown demo experiment {name!r}; the demo world has "
@@ -218,14 +218,14 @@ def demo_experiment(name: str, demo_cfg: Optional[Dict[str, Any]] = None,
 
 
 def load_demo_world(demo_cfg: Optional[Dict[str, Any]] = None, cache_dir: Optional[str] = None):
-    from ..data.demo_world import DemoWorldCfg, build_demo_world
+    from ..demo_world import DemoWorldCfg, build_demo_world
 
     return build_demo_world(DemoWorldCfg(**(demo_cfg or {})), cache_dir=cache_dir)
 
 
 def demo_experiment_names() -> List[str]:
     """``demo:<name>`` experiments of the demo world (no world is built)."""
-    from ..data.demo_world import EXPERIMENTS, SEGMENTATION_EXPERIMENT
+    from ..demo_world import EXPERIMENTS, SEGMENTATION_EXPERIMENT
 
     return [DEMO_PREFIX + n for n in sorted([*EXPERIMENTS, SEGMENTATION_EXPERIMENT])]
 

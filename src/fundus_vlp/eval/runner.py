@@ -34,7 +34,7 @@ from .experiments import SEGMENTATION_TASK, Experiment, get_experiment
 from .features import FeatureCache, model_fingerprint
 from .modes import RUNNERS
 from .modes.report import report_experiment
-from .report import write_run
+from .tables import write_run
 from .splits import fold_seeds
 
 

@@ -67,8 +67,8 @@ def collect_texts(cfg: TextPretrainCfg) -> List[str]:
     sources = list(cfg.corpus)
     captions: List[str] = []
     if cfg.demo:
-        from ..data.demo_presets import demo_world_cfg
-        from ..data.demo_world import build_demo_world
+        from ..demo_world.presets import demo_world_cfg
+        from ..demo_world import build_demo_world
 
         world = build_demo_world(demo_world_cfg(cfg.demo_size, cfg.demo_seed, chinese=cfg.caption_language != "en"))
         sources.append(str(world.corpus_dir))

@@ -9,7 +9,7 @@ from typing import Dict, List, Sequence, Tuple
 from ..config import EvalCfg
 from ..context import EvalContext, plain_row
 from ..experiments import Experiment
-from ..report import REPORT_METRICS
+from ..tables import REPORT_METRICS
 
 DEMO_ANNOTATIONS = "demo"
 

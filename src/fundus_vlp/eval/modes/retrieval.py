@@ -9,7 +9,7 @@ from ..context import EvalContext, plain_row
 def run_retrieval(ctx: EvalContext) -> List[Dict]:
     from ...data.dataframes import read_captions, resolve_image_path
     from ..experiments import check_images_exist
-    from ..retrieval import recall_at_k
+    from ..recall import recall_at_k
     from ...models.zero_shot import encode_texts
 
     rc, exp = ctx.cfg.retrieval, ctx.experiment

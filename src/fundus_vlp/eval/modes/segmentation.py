@@ -9,7 +9,7 @@ import numpy as np
 from ..context import EvalContext, split_for_seed
 from ..experiments import SEGMENTATION_TASK
 from ..metrics import aggregate_folds
-from ..report import prediction_key
+from ..tables import prediction_key
 from ..splits import fold_seeds
 
 

@@ -1,4 +1,4 @@
-"""Tests for the embedded demo world (fundus_vlp.data.demo_world). A tiny 64 px world keeps them fast."""
+"""Tests for the embedded demo world (fundus_vlp.demo_world). A tiny 64 px world keeps them fast."""
 from __future__ import annotations
 
 import ast
@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 
 from conftest import TINY_WORLD
-from fundus_vlp.data.demo_world import (CONDITIONS, SEEN_CONDITIONS, UNSEEN_CONDITIONS, DemoWorld, DemoWorldCfg,
+from fundus_vlp.demo_world import (CONDITIONS, SEEN_CONDITIONS, UNSEEN_CONDITIONS, DemoWorld, DemoWorldCfg,
                                         build_demo_world, make_caption, render_case, sample_case)
-from fundus_vlp.data.demo_world import build as build_mod
-from fundus_vlp.data.demo_world import records as records_mod
-from fundus_vlp.data.demo_world.fundus import build_scene
-from fundus_vlp.data.demo_world.segmentation import SEGMENTATION_CLASSES, label_map
+from fundus_vlp.demo_world import build as build_mod
+from fundus_vlp.demo_world import records as records_mod
+from fundus_vlp.demo_world.fundus import build_scene
+from fundus_vlp.demo_world.segmentation import SEGMENTATION_CLASSES, label_map
 from fundus_vlp.data.knowledge import KnowledgeBase, normalize_label
 
 
@@ -306,7 +306,7 @@ def test_public_and_eval_labels_are_in_knowledge_base(world, kb):
 def test_ffa_report_cases_in_ffair_layout(world):
     import json
 
-    from fundus_vlp.data.demo_world.ffa_reports import MAX_FRAMES_PER_EYE
+    from fundus_vlp.demo_world.ffa_reports import MAX_FRAMES_PER_EYE
     from fundus_vlp.data.report_annotations import read_report_annotations
 
     data = json.loads(world.ffa_reports.read_text(encoding="utf-8"))

@@ -1,7 +1,7 @@
 """Named sizes of the embedded demo world: ``tiny`` for tests, ``demo`` for `fundus-vlp demo`."""
 from __future__ import annotations
 
-from .demo_world import DemoWorldCfg
+from .build import DemoWorldCfg
 
 PRESETS = {
     "tiny": dict(n_public=60, elite_per_modality={"CFP": 12, "FFA": 4, "OCT": 4}, n_eval_per_class=4,

@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fundus_vlp.data.demo_world import DemoWorldCfg, build_demo_world
-from fundus_vlp.data.elite_builder import ELITE_COLUMNS, EliteBuildCfg, build_elite
-from fundus_vlp.data.elite_builder import build as build_module
-from fundus_vlp.data.elite_builder.captions import parse_caption_block, split_panels
-from fundus_vlp.data.elite_builder.dedup import dhash, hamming
-from fundus_vlp.data.elite_builder.modality import non_fundus_reason, stats_probabilities
-from fundus_vlp.data.elite_builder.imagestats import image_stats
-from fundus_vlp.data.elite_builder.panels import panel_boxes
-from fundus_vlp.data.elite_builder.sample_atlas import (composite, demo_figures, drawing_image, image_matches,
+from fundus_vlp.demo_world import DemoWorldCfg, build_demo_world
+from fundus_vlp.elite_builder import ELITE_COLUMNS, EliteBuildCfg, build_elite
+from fundus_vlp.elite_builder import build as build_module
+from fundus_vlp.elite_builder.captions import parse_caption_block, split_panels
+from fundus_vlp.elite_builder.dedup import dhash, hamming
+from fundus_vlp.elite_builder.modality import non_fundus_reason, stats_probabilities
+from fundus_vlp.elite_builder.imagestats import image_stats
+from fundus_vlp.elite_builder.panels import panel_boxes
+from fundus_vlp.elite_builder.sample_atlas import (composite, demo_figures, drawing_image, image_matches,
                                                         table_image, write_sample_atlas)
 from fundus_vlp.data.dataframes import read_captions
 

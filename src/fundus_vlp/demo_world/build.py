@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...runtime.sources import cache_root
-from ..dataframes import CATEGORICAL_COLUMNS
+from ..runtime.sources import cache_root
+from ..data.dataframes import CATEGORICAL_COLUMNS
 from .ontology import MODALITIES, SEEN_CONDITIONS, UNSEEN_CONDITIONS
 from .ffa_reports import ffa_case_jobs, make_ffa_case, write_annotations
 from .records import (EXPERIMENT_DESCRIPTIONS, EXPERIMENTS, Job, allocate, eval_jobs, make_item, paired_jobs,

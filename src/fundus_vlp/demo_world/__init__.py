@@ -7,7 +7,7 @@ evaluation sets (seen, unseen, DR grading) and retrieval pairs.
 
 Example::
 
-    from fundus_vlp.data.demo_world import DemoWorldCfg, build_demo_world
+    from fundus_vlp.demo_world import DemoWorldCfg, build_demo_world
     world = build_demo_world(DemoWorldCfg(seed=0))      # cached after the first call
     world.public_csv, world.elite_csvs["CFP"], world.eval_csvs["demo_unseen"]
     world.segmentation_csv                              # image, mask (label maps, segmentation.py)
