@@ -275,3 +275,18 @@ def test_predict_reports_every_bad_image_and_predicts_every_valid_one(corpus, ti
     table = pd.read_csv(out)
     predicted = table[table["error"].isna()]
     assert sorted(Path(p).name for p in predicted["image"]) == sorted(p.name for p in corpus.valid_images)
+
+
+def test_segmentation_names_a_decompression_bomb_mask(corpus, tiny_model, tmp_path, capsys):
+    """A DRIVE-style pairs CSV whose second mask is the corpus bomb: a named error before any training."""
+    tiny_model.save_pretrained(tmp_path / "m")
+    (tmp_path / "pairs.csv").write_text("image,mask\nok/rgb.tif,ok/bilevel.png\nok/rgba.png,bad/bomb.png\n")
+    (tmp_path / "seg.yaml").write_text("name: bomb_masks\ntask: segmentation\nclasses: [background, vessel]\n"
+                                       "masks: pairs.csv\nmask_values: {0: 0, 1: 1, 255: 1}\nzero_shot: false\n")
+    code, text = run_cli(["eval", "segmentation", "--model", str(tmp_path / "m"), "--experiment",
+                          str(tmp_path / "seg.yaml"), "--image-root", str(corpus.root), "--dataframe-dir",
+                          str(tmp_path), "--output-dir", str(tmp_path / "out"), "progress=false"], capsys)
+    assert code != 0
+    line = next(line for line in text.splitlines() if "bomb.png" in line)
+    assert "mask" in line and "decompression bomb" in line and "pairs.csv, row 2" in line, text
+    assert "Traceback" not in text and not (tmp_path / "out" / "results.json").exists()

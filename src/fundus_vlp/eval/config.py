@@ -18,6 +18,7 @@ MODES = ("zero-shot", "few-shot", "linear-probe", "fine-tune", "retrieval", "seg
 SEG_INITS = ("pretrained", "random", "imagenet")
 TOWER_FINETUNE = ("frozen", "last_block", "full")  # how much of the image tower trains (segmentation, report)
 SEG_ARCHITECTURES = ("auto", "unet", "fpn", "dpt")
+SEG_LOSSES = ("dice_ce", "dice_focal")  # foreground Dice + class-weighted cross-entropy | + focal term
 EXPERIMENT_FREE_MODES = ("report",)  # modes that read their own data, not a classification experiment
 REPORT_UNITS = ("case", "image")
 TOWER_INITS = ("model", "random", "imagenet")
@@ -105,24 +106,30 @@ class RetrievalCfg:
 
 @dataclass
 class SegmentationCfg:
-    """``eval segmentation``: a decoder on the image trunk (``segmentation.py``), selected on validation Dice."""
+    """``eval segmentation``: a decoder on the image trunk (``segmentation.py``), trained and selected on
+    validation Dice (never on a constant prediction) by ``segmentation_train.py``."""
 
     inits: List[str] = field(default_factory=lambda: ["pretrained"])  # pretrained | random | imagenet (one row each)
     imagenet_checkpoint: Optional[str] = None  # local timm checkpoint for init "imagenet" (never downloaded)
     finetune: str = "frozen"  # frozen | last_block | full
     architecture: str = "auto"  # auto (unet for CNN trunks, dpt for ViTs) | unet | fpn | dpt
-    decoder_channels: Optional[List[int]] = None  # UNet decoder widths, 5 stages (None = smp's 256..16)
+    # decoder widths, 5 values: UNet stages (None = smp's 256..16); DPT: 4 reassemble widths + the fusion
+    # width (None = [w/4, w/2, w, w, w/4] of the ViT width w: a decoder sized to its trunk)
+    decoder_channels: Optional[List[int]] = None
     size: Optional[int] = None  # square training/evaluation resolution; None = the model's preprocess.size
     folds: Optional[int] = None  # None = EvalCfg.folds
     train_fraction: Optional[float] = None  # None = every non-test, non-val image
     val_fraction: float = 0.2
-    epochs: int = 30
-    patience: int = 10
+    epochs: int = 40
+    patience: int = 12  # epochs without a better non-trivial validation Dice
+    min_steps_per_epoch: int = 10  # small sets are repeated within an epoch (reshuffled) up to this many steps
+    warmup_epochs: int = 2  # linear warm-up, then cosine decay to 0 at `epochs`
+    loss: str = "dice_ce"  # dice_ce | dice_focal (foreground Dice + weighted cross-entropy | + focal term)
     batch_size: int = 8
     lr: float = 1e-3  # decoder and segmentation head
     encoder_lr: float = 1e-4  # trainable encoder parts (last_block / full)
     weight_decay: float = 1e-4
-    augment: bool = True  # seeded horizontal flips
+    augment: bool = True  # seeded horizontal and vertical flips
     plot_images: int = 6  # test images of fold 0 in the mask plot
 
     def __post_init__(self) -> None:
@@ -133,6 +140,10 @@ class SegmentationCfg:
             raise ValueError(f"segmentation.finetune must be one of {TOWER_FINETUNE}, got {self.finetune!r}")
         if self.architecture not in SEG_ARCHITECTURES:
             raise ValueError(f"segmentation.architecture must be one of {SEG_ARCHITECTURES}, got {self.architecture!r}")
+        if self.loss not in SEG_LOSSES:
+            raise ValueError(f"segmentation.loss must be one of {SEG_LOSSES}, got {self.loss!r}")
+        if self.decoder_channels is not None and len(self.decoder_channels) != 5:
+            raise ValueError(f"segmentation.decoder_channels needs 5 widths, got {self.decoder_channels}")
         if "imagenet" in self.inits and not self.imagenet_checkpoint:
             raise ValueError("segmentation init 'imagenet' needs segmentation.imagenet_checkpoint=FILE (a local timm "
                              "checkpoint; weights are never downloaded)")

@@ -72,6 +72,11 @@ class Experiment:
     test_mask_dir: Optional[str] = None
     mask_values: Dict[int, int] = field(default_factory=dict)  # grey level -> class index (default below)
     mask_colors: Dict[str, List[int]] = field(default_factory=dict)  # class name -> [R, G, B] (coloured masks)
+    # multi-label (lesion types that may overlap): one mask folder per class; an image with no file there has
+    # none of that class. mask_suffixes: class -> file-stem suffix of its masks (IDRiD: IDRiD_01_MA.tif)
+    mask_dirs: Dict[str, str] = field(default_factory=dict)
+    test_mask_dirs: Dict[str, str] = field(default_factory=dict)
+    mask_suffixes: Dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in EXPERIMENT_TASKS:
@@ -86,6 +91,10 @@ class Experiment:
             raise ExperimentError(f"experiment {self.name!r}: a binary task needs 2 classes, got {len(self.classes)}")
         if self.positive is not None and self.positive not in self.classes:
             raise ExperimentError(f"experiment {self.name!r}: positive class {self.positive!r} not in {self.classes}")
+
+    @property
+    def is_multilabel_segmentation(self) -> bool:
+        return self.task == SEGMENTATION_TASK and bool(self.mask_dirs)
 
     @property
     def positive_index(self) -> int:

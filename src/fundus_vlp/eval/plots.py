@@ -95,14 +95,27 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, n_classes: int, alpha: flo
     return out
 
 
-def plot_mask_grid(images, truth, pred, classes: Sequence[str], path: str | Path, title: str = "") -> Path:
+def _lowest_label(bits: np.ndarray) -> np.ndarray:
+    """Class-index map (0 = none, k + 1 = label k) of bit-encoded multi-label masks: where labels overlap,
+    the first one is shown."""
+    out = np.zeros(bits.shape, dtype=int)
+    for k in range(7, -1, -1):
+        out[(bits >> k) & 1 == 1] = k + 1
+    return out
+
+
+def plot_mask_grid(images, truth, pred, classes: Sequence[str], path: str | Path, title: str = "",
+                   multilabel: bool = False) -> Path:
     """One row per image: the image, the ground truth over it, the prediction over it.
 
-    ``images`` uint8 (N, 3, H, W); ``truth`` / ``pred`` class-index maps (N, H, W)."""
+    ``images`` uint8 (N, 3, H, W); ``truth`` / ``pred`` class-index maps (N, H, W), or bit-encoded
+    multi-label masks (bit k = class k) when ``multilabel``."""
     from matplotlib.patches import Patch
 
     imgs = np.asarray(images).transpose(0, 2, 3, 1) / 255.0
     truth, pred = np.asarray(truth).astype(int), np.asarray(pred).astype(int)
+    if multilabel:
+        truth, pred, classes = _lowest_label(truth), _lowest_label(pred), ["none", *classes]
     n = len(imgs)
     fig = Figure(figsize=(7.5, 2.5 * n + 0.8))
     axes = fig.subplots(n, 3, squeeze=False)
@@ -123,3 +136,28 @@ def plot_mask_grid(images, truth, pred, classes: Sequence[str], path: str | Path
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     return path
+
+
+def plot_segmentation_history(histories: Sequence[Sequence[Dict]], hparams: Sequence[Dict], path: str | Path,
+                              title: str = "") -> Path:
+    """Per fold: training loss and validation mean Dice per epoch; trivial (constant-prediction) epochs
+    are crosses, the selected epoch a star; each fold's legend entry says why it stopped."""
+    fig = Figure(figsize=(9, 3.6))
+    ax_loss, ax_dice = fig.subplots(1, 2)
+    for f, (hist, hp) in enumerate(zip(histories, hparams)):
+        ep = [h["epoch"] for h in hist]
+        ax_loss.plot(ep, [h["train_loss"] for h in hist], label=f"fold {f}")
+        dice = np.array([h["val_dice_mean"] for h in hist], dtype=float)
+        line, = ax_dice.plot(ep, dice, label=f"fold {f}: best {hp['best_epoch']}; {hp['stopped']}")
+        triv = [i for i, h in enumerate(hist) if h["trivial"]]
+        ax_dice.plot([ep[i] for i in triv], dice[triv], "x", color=line.get_color(), ms=8)
+        best = [i for i, h in enumerate(hist) if h["epoch"] == hp["best_epoch"]]
+        ax_dice.plot([ep[i] for i in best], dice[best], "*", color=line.get_color(), ms=13)
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    ax_dice.set(xlabel="epoch", ylabel="validation mean Dice", title="validation (x: constant prediction)")
+    ax_loss.legend(fontsize=7)
+    ax_dice.legend(fontsize=6, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)

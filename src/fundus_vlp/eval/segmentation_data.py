@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..data.dataframes import IMAGE_EXTENSIONS, DataFormatError, _read_csv, _require_columns, resolve_image_path
-from ..data.images import BadImageError, load_image
+from ..data.images import BadImageError, load_image, open_image
 from .experiments import Experiment, ExperimentError, _dataframe_path
 
 MASK_EXTENSIONS = IMAGE_EXTENSIONS + (".gif",)  # DRIVE ships its vessel masks as GIF
@@ -151,11 +151,13 @@ def decode_mask(path: Path, classes: Sequence[str], mask_values: Optional[Dict[i
     """Class-index map (H, W) int64 of a mask file (rules in the module docstring)."""
     loc = f" ({where})" if where else ""
     try:
-        with Image.open(path) as img:
+        with open_image(path, where) as img:  # the image pixel limit: a decompression-bomb mask is refused
             img.load()
             mode = img.mode
             arr = np.asarray(img.convert("RGB") if mode in ("P", "RGBA", "LA", "CMYK", "YCbCr") else img)
-    except (OSError, ValueError) as exc:
+    except BadImageError as exc:
+        raise MaskError(f"mask {exc}") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise MaskError(f"{path}: cannot read mask ({exc}){loc}") from exc
     if arr.dtype == bool:
         arr = arr.astype(np.int64)
