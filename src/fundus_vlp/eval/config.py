@@ -126,11 +126,16 @@ class SegmentationCfg:
     warmup_epochs: int = 2  # linear warm-up, then cosine decay to 0 at `epochs`
     loss: str = "dice_ce"  # dice_ce | dice_focal (foreground Dice + weighted cross-entropy | + focal term)
     batch_size: int = 8
-    lr: float = 1e-3  # decoder and segmentation head
+    lr: float = 3e-3  # decoder and segmentation head (peak, after the warm-up)
     encoder_lr: float = 1e-4  # trainable encoder parts (last_block / full)
     weight_decay: float = 1e-4
     augment: bool = True  # seeded horizontal and vertical flips
     plot_images: int = 6  # test images of fold 0 in the mask plot
+    # decode every pair once into a memory-mapped cache at the working size, reused by later runs (false: decode
+    # into memory on every run); cache_dir None = $FUNDUS_VLP_CACHE/segmentation or beside the feature cache
+    cache: bool = True
+    cache_dir: Optional[str] = None
+    workers: Optional[int] = None  # decoding threads (None = the usable CPU cores)
 
     def __post_init__(self) -> None:
         bad = [i for i in self.inits if i not in SEG_INITS]

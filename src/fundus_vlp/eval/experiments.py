@@ -89,6 +89,9 @@ class Experiment:
             raise ExperimentError(f"experiment {self.name!r}: target indices {bad} outside 0..{len(self.classes) - 1}")
         if self.task == "binary" and len(self.classes) != 2:
             raise ExperimentError(f"experiment {self.name!r}: a binary task needs 2 classes, got {len(self.classes)}")
+        if self.mask_dirs and len(self.classes) > 8:  # multi-label masks are stored as 8 bits per pixel
+            raise ExperimentError(f"experiment {self.name!r}: at most 8 classes with one mask folder each, got "
+                                  f"{len(self.classes)}")
         if self.positive is not None and self.positive not in self.classes:
             raise ExperimentError(f"experiment {self.name!r}: positive class {self.positive!r} not in {self.classes}")
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .config import SEG_ARCHITECTURES as ARCHITECTURES
-from .config import TOWER_FINETUNE, SegmentationCfg
+from .config import TOWER_FINETUNE
 from .config import SEG_INITS as INITS
 from ..models.vision import last_stage_name
 
@@ -72,7 +72,7 @@ def dpt_widths(vit_width: int) -> list:
     return [max(8, w // 4), max(8, w // 2), max(8, w), max(8, w), max(8, w // 4)]
 
 
-def _encoder_timm(seg: nn.Module) -> nn.Module:
+def encoder_timm(seg: nn.Module) -> nn.Module:
     return seg.encoder.model  # smp's TimmUniversalEncoder / TimmViTEncoder keep the timm model here
 
 
@@ -95,7 +95,7 @@ def transfer_trunk_weights(seg: nn.Module, trunk_state: Dict[str, torch.Tensor],
     Every trunk tensor must be used, except classifier parts (``head.``/``fc.``/``classifier.``); every
     encoder tensor must be filled, except the encoder's own unused classifier. Anything else is an error.
     """
-    enc = _encoder_timm(seg)
+    enc = encoder_timm(seg)
     enc_state = enc.state_dict()
     trunk_keys = set(trunk_state)
     mapping = {k: _trunk_key_for(k, trunk_keys) for k in enc_state}
@@ -138,7 +138,7 @@ def configure_encoder(seg: nn.Module, finetune: str, trunk: nn.Module) -> int:
     """``requires_grad`` for a fine-tuning mode; returns the number of trainable encoder tensors."""
     if finetune not in TOWER_FINETUNE:
         raise ValueError(f"segmentation.finetune must be one of {TOWER_FINETUNE}, got {finetune!r}")
-    enc = _encoder_timm(seg)
+    enc = encoder_timm(seg)
     for p in seg.parameters():
         p.requires_grad_(True)
     if finetune == "full":

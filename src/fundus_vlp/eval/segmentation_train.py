@@ -12,32 +12,28 @@ Schedule: AdamW, a linear warm-up over ``warmup_epochs`` then cosine decay to ze
 is at least ``min_steps_per_epoch`` optimiser steps (small sets are repeated, reshuffled, within an epoch),
 so a 20-image set gets as many updates between validations as a large one needs.
 
-Selection: after every epoch the validation split is predicted; the history records the loss, learning
-rate, validation Dice per class, the predicted foreground fraction per class and ``trivial`` (the
-prediction is one constant mask: every pixel the same class, or for multi-label every label all on or all
-off). A trivial epoch is never selected while a non-trivial one exists; early stopping counts epochs
-without improvement of a non-trivial validation Dice.
+Selection (``fit.fit_select``): after every epoch the validation split is predicted; the history records the
+loss, learning rate, validation Dice per class, the predicted foreground fraction per class and ``trivial``
+(the prediction is one constant mask: every pixel the same class, or for multi-label every label all on or
+all off). A trivial epoch is never selected while a non-trivial one exists; patience counts epochs without
+a new selection.
 """
 from __future__ import annotations
 
-import copy
-import logging
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .config import SEG_LOSSES, SegmentationCfg
 from .finetune import set_train_mode
-from .segmentation import _encoder_timm, build_segmenter, configure_encoder, load_encoder_init
+from .fit import STOP_COMPLETED, STOP_PATIENCE, fit_select
+from .segmentation import encoder_timm, build_segmenter, configure_encoder, load_encoder_init
 from .segmentation_metrics import class_fractions, label_counts, metrics_from_counts, pixel_aupr, unpack_labels
-
-_logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -218,8 +214,8 @@ def train_segmenter(model, images, masks, train_idx: np.ndarray, val_idx: np.nda
     pre = model.cfg.preprocess
     norm = _Normalise(pre.mean, pre.std).to(device)
     seg.to(device)
-    enc_ids = {id(p) for p in _encoder_timm(seg).parameters()}
-    enc_params = [p for p in _encoder_timm(seg).parameters() if p.requires_grad]
+    enc_ids = {id(p) for p in encoder_timm(seg).parameters()}
+    enc_params = [p for p in encoder_timm(seg).parameters() if p.requires_grad]
     other = [p for p in seg.parameters() if p.requires_grad and id(p) not in enc_ids]
     groups = [{"params": other, "lr": cfg.lr}] + ([{"params": enc_params, "lr": cfg.encoder_lr}] if enc_params else [])
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
@@ -230,12 +226,8 @@ def train_segmenter(model, images, masks, train_idx: np.ndarray, val_idx: np.nda
     loss_fn = build_loss(cfg, task, weights, fg)
     gen = torch.Generator().manual_seed(seed)
     y_val = take(masks, val_idx)
-    best = {"dice": -1.0, "epoch": -1, "state": copy.deepcopy(seg.state_dict()), "trivial": True}
-    history: List[Dict] = []
-    bad, stopped = 0, f"epoch budget ({cfg.epochs}) reached"
-    bar = tqdm(range(cfg.epochs), desc=f"segmentation ({init}, {cfg.finetune})", disable=None if progress else True,
-               leave=False)
-    for epoch in bar:
+
+    def train_epoch(epoch: int) -> Dict[str, float]:
         set_train_mode(seg, cfg.finetune)  # fully frozen parts run in eval mode: BN statistics fixed
         order = _epoch_order(train_idx, steps * cfg.batch_size, gen)
         total, seen = 0.0, 0
@@ -243,37 +235,27 @@ def train_segmenter(model, images, masks, train_idx: np.ndarray, val_idx: np.nda
             x, y = take(images, order[s]), take(masks, order[s])
             if cfg.augment:
                 x, y = _augment(x, y, gen)
-            logits = seg(norm(x.to(device)))
-            loss = loss_fn(logits, task.targets(y.to(device)))
+            loss = loss_fn(seg(norm(x.to(device))), task.targets(y.to(device)))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             total, seen = total + loss.item() * len(x), seen + len(x)
+        return {"train_loss": total / max(seen, 1), "lr": opt.param_groups[0]["lr"]}
+
+    def validate(epoch: int) -> Dict[str, object]:
         pred, _ = predict_masks(seg, norm, images, val_idx, task, cfg.batch_size, device)
         val = score(pred, y_val, task)
-        trivial = is_trivial(pred, task)
-        history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "lr": opt.param_groups[0]["lr"],
-                        **{f"val_{k}": v for k, v in val.items() if k.startswith("dice_")},
-                        **{f"val_fraction_{c}": f for c, f in zip(task.classes, class_fractions(pred, task.n,
-                                                                                                task.multilabel))},
-                        "trivial": trivial})
-        better = (not trivial and (best["trivial"] or val["dice_mean"] > best["dice"])) or \
-                 (trivial and best["trivial"] and val["dice_mean"] > best["dice"])
-        if better:
-            best, bad = {"dice": val["dice_mean"], "epoch": epoch, "state": copy.deepcopy(seg.state_dict()),
-                         "trivial": trivial}, 0
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                stopped = f"no better non-trivial validation Dice for {cfg.patience} epochs (patience)"
-                break
-    _logger.info("segmentation (%s): best epoch %d (val Dice %.3f%s); stopped: %s", init, best["epoch"],
-                 best["dice"], ", trivial" if best["trivial"] else "", stopped)
-    seg.load_state_dict(best["state"])
-    seg.eval()
-    return seg, norm, {"best_epoch": best["epoch"], "best_val_dice_mean": best["dice"],
-                       "selected_trivial": best["trivial"], "stopped": stopped, "history": history,
+        fractions = class_fractions(pred, task.n, task.multilabel)
+        return {**{f"val_{k}": v for k, v in val.items() if k.startswith("dice_")},
+                **{f"val_fraction_{c}": f for c, f in zip(task.classes, fractions)}, "trivial": is_trivial(pred, task)}
+
+    fit = fit_select(train_epoch, validate, modules=seg, metric="val_dice_mean", epochs=cfg.epochs,
+                     patience=cfg.patience, desc=f"segmentation ({init}, {cfg.finetune})", progress=progress)
+    stopped = {STOP_PATIENCE: f"no better validation Dice for {cfg.patience} epochs (patience)",
+               STOP_COMPLETED: f"epoch budget ({cfg.epochs}) reached"}.get(fit.stop_reason, fit.stop_reason)
+    return seg, norm, {"best_epoch": fit.best_epoch, "best_val_dice_mean": fit.best_value,
+                       "selected_trivial": fit.best_trivial, "stopped": stopped, "history": fit.history,
                        "class_weights": [round(float(w), 4) for w in weights],
                        "trainable_encoder_tensors": n_trainable,
                        "transfer": {k: v for k, v in transfer.items() if k != "skipped_classifier"}}

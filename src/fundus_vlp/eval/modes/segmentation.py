@@ -16,7 +16,8 @@ from ..splits import fold_seeds
 
 
 def run_segmentation(ctx: EvalContext) -> List[Dict]:
-    from ..segmentation_data import list_pairs, load_pairs
+    from ..segmentation_data import cached_arrays, list_pairs, load_pairs
+    from ...runtime.device import usable_cores
     from ..segmentation_train import SegTask, constant_baselines, predict_masks, score, take, train_segmenter
 
     exp, cfg = ctx.experiment, ctx.cfg
@@ -27,7 +28,13 @@ def run_segmentation(ctx: EvalContext) -> List[Dict]:
     task = SegTask(exp.classes, multilabel=exp.is_multilabel_segmentation)
     pairs = list_pairs(exp)
     size = sc.size or ctx.model.cfg.preprocess.size
-    images, masks = load_pairs(pairs, exp, size, cfg.progress)  # every mask is checked before any training
+    workers = sc.workers or usable_cores()
+    if sc.cache:  # every mask is checked (once, when the cache is written) before any training
+        images, masks, info = cached_arrays(pairs, exp, size, _cache_dir(ctx), cfg.progress, workers)
+        ctx.notes.append(f"segmentation data: {'cache hit' if info['hit'] else 'decoded into the cache'} "
+                         f"{info['folder']} ({info['bytes'] / 2**20:.0f} MiB, {info['seconds']:.1f} s)")
+    else:
+        images, masks = load_pairs(pairs, exp, size, cfg.progress, workers)
     seeds = fold_seeds(sc.folds or cfg.folds, cfg.seed, cfg.seeds)
     splits = [split_for_seed(pairs, s, sc.train_fraction, sc.val_fraction, cfg.test_fraction, ["image"]) for s in seeds]
     rows = []
@@ -71,6 +78,14 @@ def run_segmentation(ctx: EvalContext) -> List[Dict]:
                         "multilabel": task.multilabel, "loss": sc.loss},
         })
     return rows
+
+
+def _cache_dir(ctx: EvalContext):
+    """``segmentation.cache_dir``, else beside the feature cache (``$FUNDUS_VLP_CACHE`` or the runs folder)."""
+    from pathlib import Path
+
+    sc = ctx.cfg.segmentation
+    return Path(sc.cache_dir) if sc.cache_dir else Path(ctx.cache.directory).parent / ".segmentation_cache"
 
 
 def _method(sc, init: str) -> str:
