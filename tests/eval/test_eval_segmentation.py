@@ -15,7 +15,7 @@ from fundus_vlp.cli.main import main
 from fundus_vlp.eval.experiments import Experiment, ExperimentError, get_experiment
 from fundus_vlp.eval.segmentation import (WeightTransferError, build_segmenter, configure_encoder,
                                           load_encoder_init, transfer_trunk_weights)
-from fundus_vlp.eval.segmentation_data import MaskError, decode_mask, list_pairs, load_pairs
+from fundus_vlp.eval.segmentation_data import MaskError, decode_binary_mask, decode_mask, list_pairs, load_pairs
 from fundus_vlp.eval.segmentation_metrics import confusion_counts, dice_iou_per_image, segmentation_metrics
 from fundus_vlp.eval.segmentation_train import SegTask, constant_baselines, is_trivial
 
@@ -177,6 +177,15 @@ def _fives_like(root: Path, n_train: int = 6, n_test: int = 2, size: int = 40) -
             _png(root / split / "Ground truth" / f"{i + 1}_A.png", (vessel * 255).astype(np.uint8))
 
 
+@pytest.fixture
+def one_thread():
+    """Convolutions this small gain nothing from a second thread, and lose much to it on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     from fundus_vlp.factory import create_model
@@ -196,7 +205,7 @@ def _cli(model_dir: Path, root: Path, out: Path) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-def test_fives_folder_end_to_end_and_no_test_set_selection(model_dir, tmp_path):
+def test_fives_folder_end_to_end_and_no_test_set_selection(model_dir, tmp_path, one_thread):
     root = tmp_path / "FIVES"
     _fives_like(root)
     res = _cli(model_dir, root, tmp_path / "run")
@@ -277,13 +286,13 @@ def test_constant_predictions_are_trivial_and_are_the_baselines():
 
 
 @pytest.mark.slow
-def test_drive_layout_vessels_are_learned_beyond_both_constant_predictions(model_dir, tmp_path):
+def test_drive_layout_vessels_are_learned_beyond_both_constant_predictions(model_dir, tmp_path, one_thread):
     root = tmp_path / "DRIVE"
     _drive_like(root)
     out = tmp_path / "run"
     args = ["eval", "segmentation", "--model", str(model_dir), "--experiment", str(root / "drive.yaml"),
             "--image-root", str(root), "--dataframe-dir", str(root), "--output-dir", str(out), "folds=1",
-            "progress=false", "print_table=false", "segmentation.epochs=20",
+            "progress=false", "print_table=false", "segmentation.epochs=15",
             "segmentation.decoder_channels=[32,16,16,8,8]"]  # loss, schedule, lr, selection: the defaults
     assert main(args) == 0
     (row,) = json.loads((out / "results.json").read_text())["rows"]
@@ -353,7 +362,6 @@ def test_idrid_layout_pairs_absent_lesions_and_overlaps(tmp_path):
     green = np.zeros((4, 4, 3), np.uint8)
     green[0, 0] = [0, 255, 0]
     with pytest.raises(MaskError, match=r"g\.tif: a lesion mask must be grey or red"):
-        from fundus_vlp.eval.segmentation_data import decode_binary_mask
         decode_binary_mask(_png(tmp_path / "g.tif", green))
     with pytest.raises(MaskError, match=r"l\.png: a lesion mask must be binary .*\[0, 1, 2\]"):
         decode_binary_mask(_png(tmp_path / "l.png", np.array([[0, 1, 2]], np.uint8)))
@@ -368,7 +376,7 @@ def test_pixel_aupr_by_hand():
     assert pixel_aupr(probs, target, ["a"])["aupr_a"] == pytest.approx(5 / 6)
 
 
-def test_idrid_lesions_end_to_end_multilabel_scores_per_lesion(model_dir, tmp_path):
+def test_idrid_lesions_end_to_end_multilabel_scores_per_lesion(model_dir, tmp_path, one_thread):
     root = _idrid_like(tmp_path / "A. Segmentation")
     out = tmp_path / "run"
     seg = [f"segmentation.{k}={json.dumps(v).replace(' ', '')}" for k, v in TINY_SEG.items()]
@@ -395,3 +403,46 @@ def test_fgadr_layout_lists_one_folder_per_lesion(tmp_path):
     pairs = list_pairs(exp)
     assert pairs.masks == [{}, {"hard_exudates": root / "HardExudate_Masks" / "0002_1.png"}]
     assert not pairs.official_test.any()
+
+
+# -- dataset scale: decoded once into a memory-mapped cache; DPT decoder sized to its ViT ---------------------
+
+def test_cache_decodes_once_streams_from_disk_and_follows_file_changes(tmp_path):
+    from fundus_vlp.eval.segmentation_data import cached_arrays
+
+    root = tmp_path / "FIVES"
+    _fives_like(root, n_train=4, n_test=2)
+    exp = get_experiment("13_FIVES_vessels", image_root=str(root))
+    pairs = list_pairs(exp)
+    ref_images, ref_masks = load_pairs(pairs, exp, 32)
+    images, masks, info = cached_arrays(pairs, exp, 32, tmp_path / "cache")
+    assert not info["hit"] and isinstance(images, np.memmap) and isinstance(masks, np.memmap)
+    assert np.array_equal(images, ref_images) and np.array_equal(masks, ref_masks)
+    again_images, _, again = cached_arrays(pairs, exp, 32, tmp_path / "cache")
+    assert again["hit"] and again["folder"] == info["folder"] and np.array_equal(again_images, ref_images)
+    mask = root / "test" / "Ground truth" / "2_A.png"  # an edited mask is a new cache, decoded again
+    _png(mask, 255 - np.asarray(Image.open(mask)))
+    _, new_masks, changed = cached_arrays(list_pairs(exp), exp, 32, tmp_path / "cache")
+    assert not changed["hit"] and changed["folder"] != info["folder"]
+    assert np.array_equal(new_masks[-1], 1 - ref_masks[-1])
+    _png(mask, np.full((40, 40), 7, np.uint8))  # a bad mask: the error, and no (partial) cache left behind
+    with pytest.raises(MaskError, match=r"2_A\.png.*value\(s\) \[7\]"):
+        cached_arrays(list_pairs(exp), exp, 32, tmp_path / "cache")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
+        [Path(info["folder"]).name, Path(changed["folder"]).name])
+
+
+def test_dpt_decoder_is_sized_to_its_vit_and_configurable():
+    from fundus_vlp.factory import create_model
+
+    vit = create_model("tiny-vit").cfg.vision
+
+    def n_params(module):
+        return sum(p.numel() for p in module.parameters())
+
+    seg = build_segmenter(vit, 2, "dpt", 64)
+    assert n_params(seg.decoder) < 4 * n_params(seg.encoder)  # smp's default (ViT-L widths) is ~28 M here
+    narrow = build_segmenter(vit, 2, "dpt", 64, decoder_channels=[8, 8, 16, 16, 8])
+    assert n_params(narrow.decoder) < n_params(seg.decoder)
+    with torch.no_grad():
+        assert narrow(torch.zeros(1, 3, 64, 64)).shape == (1, 2, 64, 64)
