@@ -9,14 +9,11 @@ config is stored inside ``config.json`` (``text.hf_config``) and the tokenizer f
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from .config import ModelCfg, from_dict, to_dict
-from .runtime.files import chmod_like_new
+from .runtime.files import atomic_dir
 from .constants import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
 from .version import __version__
 
@@ -61,28 +58,21 @@ def _release_config(model) -> Dict[str, Any]:
 
 
 def save_pretrained(model, directory: str | Path, tokenizer=None, card: Optional[Dict[str, Any]] = None) -> Path:
-    """Write the release folder atomically (temp dir + rename), so a crash never leaves half a model."""
+    """Write the release folder atomically (temp dir + rename), so a crash or a full disk never leaves half a
+    model (``DiskFullError`` names the folder, the bytes needed and the free space)."""
     from safetensors.torch import save_model
 
     directory = Path(directory)
     tokenizer = tokenizer or getattr(model, "tokenizer", None)
     if tokenizer is None:
         raise ValueError("save_pretrained needs the model's tokenizer (model.tokenizer or tokenizer=...)")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    with atomic_dir(directory, needed=weight_bytes) as tmp:
         config = _release_config(model)
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
         save_model(model, str(tmp / WEIGHTS_NAME))  # handles the decoder's tied embeddings
         tokenizer.save_pretrained(tmp)
         (tmp / MODEL_CARD_NAME).write_text(model_card(model.cfg, card or {}))
-        chmod_like_new(tmp)  # mkdtemp makes a private 0700 folder; a release is shared like any other output
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 
