@@ -47,6 +47,32 @@ def load_torch_file(path: str | Path) -> Any:
                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
+# Files that hold a tokenizer's vocabulary (tokenizer_config.json alone names special tokens only: transformers
+# then builds a tokenizer of those few tokens, and every word becomes [UNK])
+TOKENIZER_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                         "tokenizer.model")
+
+
+def require_tokenizer_files(directory: str | Path) -> None:
+    """Raise ``CheckpointError`` when a model folder has no tokenizer vocabulary beside its weights."""
+    directory = Path(directory)
+    if not any((directory / name).is_file() for name in TOKENIZER_VOCAB_FILES):
+        raise CheckpointError(
+            f"{directory}: the tokenizer is missing (none of {', '.join(TOKENIZER_VOCAB_FILES)}); a model folder "
+            f"needs the tokenizer files its text tower was trained with beside the weights. Copy them from the "
+            f"folder the model came from (save_pretrained writes them)")
+
+
+def require_safe_weights(folder: str | Path) -> None:
+    """A Hugging Face folder whose weights are only pickled ``pytorch_model*.bin`` files: read each with
+    ``weights_only=True`` first, so an unsafe one is refused with the same message as any checkpoint."""
+    folder = Path(folder)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return  # transformers prefers safetensors when present
+    for path in sorted(folder.glob("pytorch_model*.bin")):
+        load_torch_file(path)
+
+
 def _release_config(model) -> Dict[str, Any]:
     cfg = to_dict(model.cfg)
     # Store the text tower's complete architecture so loading needs neither the hub nor the original name.

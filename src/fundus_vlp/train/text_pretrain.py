@@ -20,6 +20,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ..data.ban import BanList
 from ..data.dataframes import read_captions, read_corpus
+from ..hub import require_safe_weights
 from ..runtime.files import atomic_dir
 from ..runtime.sources import resolve_hf_source
 from ..runtime import distributed as dist
@@ -222,6 +223,7 @@ def _text_pretrain(cfg: TextPretrainCfg) -> TextPretrainResult:
         model = _scratch_bert(cfg, tokenizer).to(env.device)
     else:
         source = resolve_hf_source(cfg.text_model)
+        require_safe_weights(source)  # a stage-0 folder to continue from: never unpickled unsafely
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForMaskedLM.from_pretrained(source).to(env.device)  # a missing MLM head is initialised
     collator = _collator(tokenizer, cfg, cfg.seed + env.rank)
