@@ -35,6 +35,12 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_as_the_resume_po
     assert ckpt.resolve_resume("latest").name in ("latest.pt", "step_1.pt")
     assert torch.load(ckpt.resolve_resume("latest"))["step"] == 1
 
+    # a save killed before it could clean up (older versions: latest.pt.tmp) is removed when the run resumes
+    (tmp_path / "checkpoints" / "latest.pt.tmp").write_bytes(b"partial")
+    (tmp_path / "checkpoints" / ".step_3.pt.4242.tmp").write_bytes(b"partial")
+    CheckpointManager(tmp_path / "checkpoints")
+    assert _temp_files(tmp_path) == [] and ckpt.resolve_resume("latest") is not None
+
 
 def test_full_disk_writers_of_models_caches_and_results_name_the_file(tiny_model, tmp_path, disk_fills_after,
                                                                       monkeypatch):

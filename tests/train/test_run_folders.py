@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from omegaconf import OmegaConf
 
 from conftest import pretrain_overrides
@@ -116,3 +117,27 @@ def test_a_refused_resume_leaves_the_config_untouched(image_dataset, tiny_overri
     assert (run / "config.yaml").read_bytes() == config
     assert not (run / "config.1.yaml").exists()
     assert not (run / "run.lock").exists()
+
+
+def test_text_pretrain_folders_follow_the_same_rule(tmp_path):
+    """Stage 0 writes its text_model/ into a run folder too: a second run there is refused, --overwrite moves
+    the first one aside."""
+    from fundus_vlp.runtime import distributed as dist
+    from fundus_vlp.train.config import TextPretrainCfg
+    from fundus_vlp.train.rundir import RunFolderError, prepare_run_dir, releasing_run_dirs
+
+    env = dist.init_distributed("cpu")
+    cfg = TextPretrainCfg(demo=True, output_dir=str(tmp_path), run_name="stage0")
+    with releasing_run_dirs():
+        run = prepare_run_dir(cfg, env, prefix="text-pretrain")
+    (run / "text_model").mkdir()
+    (run / "text_model" / "config.json").write_text("{}")
+    with pytest.raises(RunFolderError, match="already holds a run.*--overwrite"), releasing_run_dirs():
+        prepare_run_dir(cfg, env, prefix="text-pretrain")
+    assert (run / "text_model" / "config.json").is_file()
+    cfg.overwrite = True
+    with releasing_run_dirs():
+        prepare_run_dir(cfg, env, prefix="text-pretrain")
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("stage0.replaced-")]
+    assert len(aside) == 1 and (aside[0] / "text_model" / "config.json").is_file()
+    assert not (run / "text_model").exists() and (run / "config.yaml").is_file()
