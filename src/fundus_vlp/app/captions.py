@@ -27,7 +27,8 @@ def _mean_token_logprob(model, batch: torch.Tensor, ids: torch.Tensor) -> torch.
 
 
 @torch.no_grad()
-def caption_grounding(model, images: Sequence[torch.Tensor], captions: Sequence[str], device: str = "cpu") -> List[float]:
+def caption_grounding(model, images: Sequence[torch.Tensor], captions: Sequence[str],
+                      device: str = "cpu") -> List[float]:
     """Per caption: how much more likely (nats per token) it is given its image than given a flat image."""
     from ..data.transforms import build_transform
 
