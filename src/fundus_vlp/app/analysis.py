@@ -97,8 +97,8 @@ class Analyzer:
     """A loaded model folder and what the app does with it."""
 
     def __init__(self, model, model_dir: str | Path, device: str = "cpu",
-                 calibration: Optional[Calibration | str | Path] = None):
-        self.model, self.model_dir, self.device = model, Path(model_dir), device
+                 calibration: Optional[Calibration | str | Path] = None, knowledge: str = "fundus_en"):
+        self.model, self.model_dir, self.device, self.knowledge = model, Path(model_dir), device, knowledge
         self.index, self.index_note = self._load_index()
         if calibration is None and (self.model_dir / CALIBRATION_NAME).is_file():
             calibration = self.model_dir / CALIBRATION_NAME
@@ -131,7 +131,8 @@ class Analyzer:
 
     def classify(self, paths: Sequence[Path], labels: Sequence[str], domain_knowledge: bool, multilabel: bool,
                  calibration: Optional[Calibration] = None) -> pd.DataFrame:
-        return predict(self.model, list(paths), list(labels), multilabel=multilabel, knowledge=domain_knowledge,
+        knowledge = self.knowledge if domain_knowledge else False
+        return predict(self.model, list(paths), list(labels), multilabel=multilabel, knowledge=knowledge,
                        calibration=calibration, device=self.device).probabilities
 
     @torch.no_grad()
