@@ -22,7 +22,7 @@ def _random_patients(rng, multilabel):
                 name = f"p{p}_{eye}_{i}.png"
                 rows.append({"patient": f"p{p}", "eye": eye, "image": name})
                 # logits spread so that eyes often disagree and the healthy label often wins
-                logits[name] = rng.normal(0, 2.5, len(LABELS)) + (np.array([2.0, 0, 0, 0]) if rng.random() < 0.5 else 0)
+                logits[name] = rng.normal(0, rng.choice([0.3, 2.5]), len(LABELS)) + np.array([rng.choice([0.0, 0.5]), 0, 0, 0])
     table = pd.DataFrame(rows)
     return pd.DataFrame.from_dict(logits, orient="index", columns=LABELS), table
 
