@@ -44,7 +44,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_as_the_resume_po
 
 def test_full_disk_writers_of_models_caches_and_results_name_the_file(tiny_model, tmp_path, disk_fills_after,
                                                                       monkeypatch):
-    from fundus_vlp.eval.features import FeatureCache
+    from fundus_vlp.inference.features import FeatureCache
     from fundus_vlp.factory import from_pretrained
 
     tiny_model.save_pretrained(tmp_path / "model")
