@@ -113,9 +113,13 @@ def save_container(state: Dict[str, torch.Tensor], container: str, path: Path) -
     return path
 
 
-def assert_close(got, expected, what: str, atol: float = 1e-5) -> None:
-    got = torch.as_tensor(np.asarray(got, dtype=np.float64))
+def assert_close(got, expected, what: str, atol: float = 1e-5, relative: bool = False) -> None:
+    """max |Δ| < atol; ``relative``: Δ measured in units of the largest expected magnitude (unnormalised
+    features, whose scale on random weights can be in the thousands)."""
+    got = torch.as_tensor(np.asarray(torch.as_tensor(got).detach(), dtype=np.float64))
     expected = torch.as_tensor(np.asarray(expected, dtype=np.float64))
     assert got.shape == expected.shape, f"{what}: shape {tuple(got.shape)} != {tuple(expected.shape)}"
     diff = (got - expected).abs().max().item()
-    assert diff < atol, f"{what}: max |Δ| {diff:.3g} >= {atol}"
+    if relative:
+        diff /= max(expected.abs().max().item(), 1e-12)
+    assert diff < atol, f"{what}: max |Δ| {diff:.3g} >= {atol}{' (relative)' if relative else ''}"
