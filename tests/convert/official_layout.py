@@ -123,3 +123,14 @@ def assert_close(got, expected, what: str, atol: float = 1e-5, relative: bool = 
     if relative:
         diff /= max(expected.abs().max().item(), 1e-12)
     assert diff < atol, f"{what}: max |Δ| {diff:.3g} >= {atol}{' (relative)' if relative else ''}"
+
+
+def predict_probs(model_dir: Path, images: List[Path], classes: List[str], template: str, capsys) -> np.ndarray:
+    """``fundus-vlp predict --json`` probabilities (images × classes) with one template and no knowledge base."""
+    from fundus_vlp.cli.main import main
+
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model_dir), "--classes", ",".join(classes), "--template", template,
+                 "--no-domain-knowledge", "--json", "--device", "cpu", *map(str, images)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    return np.array([[row["probs"][c] for c in classes] for row in document["images"]])

@@ -10,8 +10,8 @@ from fundus_vlp.data.images import load_image
 from fundus_vlp.data.transforms import build_transform
 from fundus_vlp.factory import from_pretrained
 from fundus_vlp.hub import CheckpointError
-from official_layout import (assert_close, chinese_vocab, fixed_input, load_fixture, save_container, seeded_state,
-                             write_vocab)
+from official_layout import (assert_close, chinese_vocab, fixed_input, load_fixture, predict_probs, save_container,
+                             seeded_state, write_vocab)
 
 
 def import_fixture(name: str, tmp_path, variant=None):
@@ -48,16 +48,22 @@ def check_parity(model, ref, out, paths) -> None:
 # the ViT-B/16 image tower at its real size: about a minute on two busy cores, hence slow
 @pytest.mark.parametrize("name", ["vilref_vit_small", pytest.param("vilref_vit_b16", marks=pytest.mark.slow),
                                   "vilref_rn50"])
-def test_vilref_import_matches_official_code(name, tmp_path, official_images):
+def test_vilref_import_matches_official_code(name, tmp_path, official_images, capsys):
     ref, model = import_fixture(name, tmp_path)
     expected_trunk = "resnet50_clip" if name.endswith("rn50") else "vit_base_patch16_clip_quickgelu_224"
     assert model.cfg.vision.timm_model_name == expected_trunk
-    assert model.cfg.zero_shot_scale == 100.0 and model.cfg.text.pooling == "cls"
+    assert model.cfg.zero_shot_scale == 100.0
     check_parity(model, ref, ref, official_images)
     emb = model.embed_images(official_images)
     assert 1 - float(emb[0] @ emb[1]) > 1e-3  # the two images are told apart (the CLIP ResNet's signal is alive)
     card = (tmp_path / "model" / "README.md").read_text()
     assert "3a01b908" in card and "arXiv 2408.10894" in card
+    if name == "vilref_vit_small":  # `fundus-vlp predict` gives the official single-template probabilities
+        probs = predict_probs(tmp_path / "model", official_images, ref["classes"], ref["templates"][0], capsys)
+        single = model.classify(official_images, ref["classes"], domain_knowledge=False,
+                                templates=ref["templates"][:1]).to_numpy()
+        assert_close(probs, single, "predict vs classify")
+        assert abs(probs.sum(axis=1) - 1).max() < 1e-6 and (probs.max(axis=1) < 1).all()
 
 
 @pytest.mark.parametrize("name,view", [("ret_clip_vit_small", "patient"), ("ret_clip_vit_small", "left"),

@@ -10,7 +10,8 @@ from fundus_vlp.cli.main import main
 from fundus_vlp.data.images import load_image
 from fundus_vlp.data.transforms import build_transform
 from fundus_vlp.factory import from_pretrained
-from official_layout import assert_close, english_vocab, fixed_input, load_fixture, save_container, seeded_state
+from official_layout import (assert_close, english_vocab, fixed_input, load_fixture, predict_probs, save_container,
+                             seeded_state)
 
 
 def _tokenizer_folder(path):
@@ -21,7 +22,7 @@ def _tokenizer_folder(path):
 
 
 @pytest.mark.parametrize("fmt", ["flair", "keepfit"])
-def test_flair_layout_import_matches_official_code(fmt, tmp_path, official_images):
+def test_flair_layout_import_matches_official_code(fmt, tmp_path, official_images, capsys):
     ref = load_fixture("flair_rn50")
     state = seeded_state(ref["shapes"], ref["seed"])
     if fmt == "keepfit":  # KeepFIT v1's revision attention: trained, never used by the released dual encoder
@@ -50,4 +51,7 @@ def test_flair_layout_import_matches_official_code(fmt, tmp_path, official_image
     assert_close(model.embed_texts(ref["prompts"]), ref["text_embeddings"], "text embeddings")
     probs = model.classify(official_images, ref["classes"], domain_knowledge=False, templates=ref["templates"])
     assert_close(probs.to_numpy(), ref["probs"], "zero-shot probabilities")
+    if fmt == "flair":  # `fundus-vlp predict` with FLAIR's prompt gives the official probabilities too
+        assert_close(predict_probs(tmp_path / "m", official_images, ref["classes"], ref["templates"][0], capsys),
+                     ref["probs"], "predict probabilities")
     assert "d6652d53" in (tmp_path / "m" / "README.md").read_text()
