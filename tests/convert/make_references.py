@@ -324,7 +324,7 @@ def flair(official: Path) -> None:
         images = model.vision_model(batch)
         features = model.vision_model.model(batch)
         tensor_emb = model.vision_model(fixed_input(512).abs().clamp(0, 1))
-        ids, mask = model.text_model.tokenize(PROMPTS_EN)["input_ids"], None
+        ids = model.text_model.tokenize(PROMPTS_EN)["input_ids"]
         text = model.text_model(ids, model.text_model.tokenize(PROMPTS_EN)["attention_mask"])
         _, prototypes = model.compute_text_embeddings(CLASSES_EN, domain_knowledge=False)
         probs = model.compute_logits(images, prototypes).softmax(dim=-1)
