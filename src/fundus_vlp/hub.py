@@ -169,7 +169,8 @@ def model_card(cfg: ModelCfg, info: Dict[str, Any]) -> str:
                   f"- licence of the weights: {info.get('license', 'not recorded')}",
                   f"- conversion checked against the official code at {info.get('official_code', 'not recorded')}"]
     else:
-        lines += ["", "## Training", f"- method: {info.get('method', 'unknown')}; data: {info.get('data', 'not recorded')}"]
+        lines += ["", "## Training",
+                  f"- method: {info.get('method', 'unknown')}; data: {info.get('data', 'not recorded')}"]
     if results:
         lines += ["", "## Evaluation", results]
     lines += [

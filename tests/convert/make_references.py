@@ -192,7 +192,8 @@ SMALL_TEXT = dict(text_attention_probs_dropout_prob=0.1, text_hidden_act="gelu",
                   text_max_position_embeddings=64, text_num_attention_heads=2, text_num_hidden_layers=2,
                   text_type_vocab_size=2)
 VISION = {"vit_small": dict(embed_dim=32, image_resolution=64, vision_layers=2, vision_width=128, vision_patch_size=16),
-          "vit_b16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16),
+          "vit_b16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                          vision_patch_size=16),
           "rn50": dict(embed_dim=1024, image_resolution=224, vision_layers=[3, 4, 6, 3], vision_width=64,
                        vision_patch_size=None)}
 
@@ -239,7 +240,8 @@ def vilref(official: Path, vision: str) -> None:
 
     zs = functions_from(official / repo / "ViLReF" / "eval" / "zeroshot_evaluation.py", ["zero_shot_classifier", "run"],
                         # its accuracy() fails on numpy >= 2 (a known quirk); the probabilities do not use it
-                        {"accuracy": lambda logits, target, topk: [0.0 for _ in topk], "torch": torch, "tqdm": tqdm, "json": json, "tokenize": clip_utils.tokenize,
+                        {"accuracy": lambda logits, target, topk: [0.0 for _ in topk], "torch": torch,
+                         "tqdm": tqdm, "json": json, "tokenize": clip_utils.tokenize,
                          "_preprocess_text": preprocess_text})
     args = SimpleNamespace(context_length=52, gpu="cpu")
     inputs = images_through(clip_utils.image_transform(size))
@@ -288,7 +290,8 @@ def ret_clip(official: Path, vision: str) -> None:
                 emb = unit(model(None, None, t)[i]).mean(dim=0)
                 prototypes.append(emb / emb.norm())
             probs = (scales[i].exp() * unit(images[i]) @ torch.stack(prototypes).T).softmax(dim=-1)
-            record["views"][view] = {"image_projected": images[i].tolist(), "image_embeddings": unit(images[i]).tolist(),
+            record["views"][view] = {"image_projected": images[i].tolist(),
+                                     "image_embeddings": unit(images[i]).tolist(),
                                      "tensor_embedding": unit(fixed[i]).tolist(),
                                      "text_embeddings": unit(texts[i]).tolist(), "probs": probs.tolist()}
         record["image_features"] = model.visual.for_linear_probing(batch).tolist() if hasattr(

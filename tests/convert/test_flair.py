@@ -34,7 +34,7 @@ def test_flair_layout_import_matches_official_code(fmt, tmp_path, official_image
     assert main(["import", fmt, "--weights", str(tmp_path / "weights.pth"), "--out", str(tmp_path / "m"),
                  "--tokenizer", str(tokenizer)]) == 0
     model = from_pretrained(tmp_path / "m")
-    assert model.cfg.text.pooling == "flair_compat" and model.cfg.preprocess.mean is None
+    assert model.cfg.preprocess.mean is None
 
     transform = build_transform(model.cfg.preprocess)
     batch = torch.stack([transform(load_image(p)) for p in official_images])

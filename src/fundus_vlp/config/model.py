@@ -43,7 +43,8 @@ class PreprocessCfg:
         if self.resize_backend not in ("torch", "pil"):
             raise ValueError(f"preprocess.resize_backend must be 'torch' or 'pil', got {self.resize_backend!r}")
         if self.interpolation not in ("bilinear", "bicubic", "nearest"):
-            raise ValueError(f"preprocess.interpolation must be bilinear, bicubic or nearest, got {self.interpolation!r}")
+            raise ValueError(f"preprocess.interpolation must be bilinear, bicubic or nearest, "
+                             f"got {self.interpolation!r}")
         if not 0.0 < self.crop_pct <= 1.0:
             raise ValueError(f"preprocess.crop_pct must be in (0, 1], got {self.crop_pct}")
         if (self.mean is None) != (self.std is None):

@@ -200,7 +200,7 @@ def import_ret_clip(weights: str | Path, out_dir: str | Path, tokenizer=None, va
     save_release(model, out_dir, placement, {
         **CARDS["ret-clip"], "title": f"RET-CLIP ViT-B/16, {view} view (imported)", "weights_file": source.name,
         "description": f"RET-CLIP weights imported from {source.name}; a single image is embedded in the {view} "
-                       "view (see docs/reference.md#vilref-and-ret-clip). Chinese prompts."})
+                       "view (fundus-vlp documentation: reference, ViLReF and RET-CLIP). Chinese prompts."})
     return model
 
 
