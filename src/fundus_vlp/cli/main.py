@@ -1,7 +1,7 @@
 """``fundus-vlp`` command line: one module per subcommand, each exposing ``register(subparsers)``.
 
 Every subcommand that trains or evaluates takes ``--config FILE.yaml`` (repeatable) and trailing
-``key=value`` overrides that are merged into its typed config (see ``cli/overrides.py``).
+``key=value`` overrides that are merged into its typed config (``config/loading.py``: ``build_config``).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from ..config.loading import ConfigError
 
-SUBCOMMANDS = ("demo", "pretrain", "text_pretrain", "eval", "predict", "caption", "export", "import_flair", "prepare",
+SUBCOMMANDS = ("demo", "pretrain", "text_pretrain", "eval", "predict", "caption", "export", "import", "import_flair", "prepare",
                "check_data", "build_elite", "list_models", "serve", "index")
 
 
