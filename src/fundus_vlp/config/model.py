@@ -2,16 +2,15 @@
 
 The architecture registry (``configs/models/*.json``) stores only the fields that differ from these
 defaults, as open_clip does. Library code receives these dataclasses; OmegaConf is used only at the
-CLI edge (``fundus_vlp.cli.overrides``) to merge YAML files and ``key=value`` overrides into them.
+config loader (``fundus_vlp.config.loading``), which also refuses implausible sizes (``bounded`` fields).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Type, TypeVar
+from typing import Any, Dict, List, Optional
 
-T = TypeVar("T")
+from .loading import bounded
 
 LOGIT_SCALE_INIT = math.log(1 / 0.07)  # ln(1/0.07): logit multiplier exp = 14.29 at the start, as FLAIR
 LOGIT_SCALE_MAX = math.log(100.0)  # the multiplier is clamped to at most 100, as FLAIR
@@ -21,7 +20,7 @@ LOGIT_SCALE_MAX = math.log(100.0)  # the multiplier is clamped to at most 100, a
 class PreprocessCfg:
     """How an image file becomes a model input; stored with the model so inference reproduces it."""
 
-    size: int = 512
+    size: int = bounded(512, 1, 8192)
     # "pad": keep aspect, longer side to `size`, zero-pad bottom/right (FLAIR/KeepFIT;
     # docs/reference.md#flair-preprocessing);
     # "squash": plain resize to size×size.
@@ -79,7 +78,7 @@ class TextCfg:
     # Full HF config dict, filled when a model is saved so that loading never needs the hub.
     hf_config: Optional[Dict[str, Any]] = None
     pooling: str = "mean"  # "mean" (masked), "cls", or "flair_compat" (FLAIR: docs/reference.md#flair-model)
-    context_length: int = 77
+    context_length: int = bounded(77, 1, 8192)
     padding: str = "max_length"  # "max_length" (batch-independent) or "longest" (FLAIR behaviour)
 
     def __post_init__(self) -> None:
@@ -94,12 +93,12 @@ class DecoderCfg:
     """Image-conditioned caption decoder (KeepFIT V2 generative branch, docs/reference.md#keepfit-v2-inferred)."""
 
     enabled: bool = False
-    num_layers: int = 3
-    hidden_size: int = 512
-    num_heads: int = 8
-    intermediate_size: int = 2048
+    num_layers: int = bounded(3, 0, 96)
+    hidden_size: int = bounded(512, 1, 16384)
+    num_heads: int = bounded(8, 1, 256)
+    intermediate_size: int = bounded(2048, 1, 65536)
     dropout: float = 0.1
-    max_length: int = 64  # generated/teacher-forced caption length in tokens
+    max_length: int = bounded(64, 2, 8192)  # generated/teacher-forced caption length in tokens
     # Initialise self-attention and embeddings from the (stage-0 MLM) text tower; needs
     # hidden_size == text hidden size and num_layers <= text layers.
     init_from_text: bool = False
@@ -110,7 +109,7 @@ class ModelCfg:
     """A full dual-encoder (+ optional decoder) architecture."""
 
     name: str = "custom"
-    embed_dim: int = 512
+    embed_dim: int = bounded(512, 1, 16384)
     vision: VisionCfg = field(default_factory=VisionCfg)
     text: TextCfg = field(default_factory=TextCfg)
     decoder: DecoderCfg = field(default_factory=DecoderCfg)
@@ -132,47 +131,3 @@ class BugCompatCfg:
     empty_category_as_class: bool = False  # samples with no category are all mutual positives
     exact_match_ban: bool = False  # ban list by exact string equality
     unnormalised_prototypes: bool = False  # zero-shot class prototypes not re-normalised
-
-
-def from_dict(cls: Type[T], data: Dict[str, Any] | T) -> T:
-    """Build a (nested) dataclass from a plain dict; unknown keys are an error, not silently dropped."""
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise TypeError(f"expected a dict for {cls.__name__}, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise KeyError(f"unknown {cls.__name__} key(s): {', '.join(unknown)}")
-    kwargs = {}
-    for name, value in data.items():
-        ftype = fields[name].type
-        sub = _dataclass_type(ftype)
-        kwargs[name] = from_dict(sub, value) if sub is not None and isinstance(value, dict) else value
-    return cls(**kwargs)
-
-
-def to_dict(obj: Any) -> Dict[str, Any]:
-    return dataclasses.asdict(obj)
-
-
-def merge_dict(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
-    """Recursive dict merge (override wins); dict-valued fields such as timm_kwargs are merged too."""
-    out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_dict(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-_DATACLASSES = {c.__name__: c for c in (PreprocessCfg, AugmentCfg, VisionCfg, TextCfg, DecoderCfg, ModelCfg)}
-
-
-def _dataclass_type(ftype: Any) -> Optional[type]:
-    if dataclasses.is_dataclass(ftype):
-        return ftype
-    if isinstance(ftype, str):  # postponed annotations
-        return _DATACLASSES.get(ftype)
-    return None
