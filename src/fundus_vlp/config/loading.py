@@ -46,7 +46,10 @@ def resolve_schema(schema: Type[T]) -> Type[T]:
     hook = getattr(schema, "config_sections", None)
     if hook is None:
         return schema
-    own = {f.name for f in dataclasses.fields(schema)}
+    own = {f.name: f.type for f in dataclasses.fields(schema)}
+    clash = sorted(name for name, cls in hook().items() if name in own and own[name] is not cls)
+    if clash:
+        raise ConfigError(f"{schema.__name__}: section(s) {clash} would replace fields of the same name")
     sections = tuple((name, cls) for name, cls in hook().items() if name not in own)
     if not sections:
         return schema
@@ -54,7 +57,7 @@ def resolve_schema(schema: Type[T]) -> Type[T]:
     if key not in _EXTENDED:
         _EXTENDED[key] = dataclasses.make_dataclass(
             schema.__name__, [(name, cls, dataclasses.field(default_factory=cls)) for name, cls in sections],
-            bases=(schema,), namespace={"__reduce__": _reduce, "__doc__": schema.__doc__}, module=schema.__module__)
+            bases=(schema,), namespace={"__reduce__": _reduce, "__doc__": schema.__doc__, "__module__": schema.__module__})
     return _EXTENDED[key]
 
 

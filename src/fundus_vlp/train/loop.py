@@ -131,9 +131,9 @@ class Trainer:
         if cfg.train.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
         self.data: TrainData = build_train_data(
-            cfg, self.model.cfg, self.model.tokenizer, get_method(cfg.method).data_needs(cfg), self.env.rank,
+            cfg, self.model.cfg, self.model.tokenizer, get_method(cfg.method).data_needs(cfg.method_options), self.env.rank,
             self.env.world_size, self.run_dir if self.env.is_main else None, pin_memory=self.device.type == "cuda")
-        self.task = build_method(cfg, self.model, self.data.vocab).to(self.device)
+        self.task = build_method(cfg.method, self.model, cfg.method_options, cfg.bug_compat, self.data.vocab).to(self.device)
         if cfg.train.channels_last:
             self.task = self.task.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.task, cfg.optim)
@@ -434,7 +434,7 @@ def dry_run(cfg: PretrainCfg, workers: Optional[int] = None, progress: bool = Fa
     from ..factory import get_tokenizer
     from .rundir import resolve_run_dir
 
-    needs = get_method(cfg.method).data_needs(cfg)
+    needs = get_method(cfg.method).data_needs(cfg.method_options)
     sources = run_sources(cfg)
     use_elite = needs.elite or needs.pool_elite
     triples = [(csv, root, "categorical") for csv, root in sources["public"]]
