@@ -134,6 +134,17 @@ def check_bounds(obj: Any, where: str = "", path: str = "") -> Any:
     return obj
 
 
+def check_size_keys(mapping: Optional[Mapping[str, Any]], key: str, bounds: Mapping[str, Tuple[int, int]]) -> None:
+    """Plausible bounds for the size entries of a free-form dict (a Hugging Face config, timm keyword arguments),
+    which the schema cannot type; raises ``ValueError`` naming ``key.entry``."""
+    for name, (low, high) in bounds.items():
+        value = (mapping or {}).get(name)
+        items = value if isinstance(value, (list, tuple)) else [value]  # timm's img_size may be (H, W)
+        if value is not None and not all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+                                         for v in items):
+            raise ValueError(f"{key}.{name}: {value!r} is not a plausible size ({low}..{high})")
+
+
 # -- the CLI edge: YAML files and key=value overrides ------------------------------------------------------
 
 RECIPE_PREFIX = "recipe:"

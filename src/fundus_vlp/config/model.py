@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from .loading import bounded
+from .loading import bounded, check_size_keys
 
 LOGIT_SCALE_INIT = math.log(1 / 0.07)  # ln(1/0.07): logit multiplier exp = 14.29 at the start, as FLAIR
 LOGIT_SCALE_MAX = math.log(100.0)  # the multiplier is clamped to at most 100, as FLAIR
@@ -54,6 +54,14 @@ class AugmentCfg:
     contrast: float = 0.2
 
 
+# Size entries of the free-form tower dicts that the loader bounds like the typed fields (a hostile
+# config.json must not allocate gigabytes before it fails).
+TEXT_SIZE_BOUNDS = {"hidden_size": (1, 16384), "intermediate_size": (1, 65536), "num_hidden_layers": (1, 96),
+                    "num_attention_heads": (1, 256), "vocab_size": (1, 1_000_000), "max_position_embeddings": (1, 65536)}
+VISION_SIZE_BOUNDS = {"embed_dim": (1, 16384), "depth": (1, 96), "num_heads": (1, 256), "img_size": (1, 8192),
+                      "patch_size": (1, 1024)}
+
+
 @dataclass
 class VisionCfg:
     """Image tower: any timm model, built with ``num_classes=0`` (pooled features, no classifier)."""
@@ -63,6 +71,9 @@ class VisionCfg:
     # False: random init. True: timm pretrained weights (needs the hub; not for offline runs).
     # A path: a local timm checkpoint (.safetensors / .pth with weights_only).
     pretrained: Any = False
+
+    def __post_init__(self) -> None:
+        check_size_keys(self.timm_kwargs, "vision.timm_kwargs", VISION_SIZE_BOUNDS)
 
 
 @dataclass
@@ -86,6 +97,8 @@ class TextCfg:
             raise ValueError(f"text.pooling must be mean, cls or flair_compat, got {self.pooling!r}")
         if self.padding not in ("max_length", "longest"):
             raise ValueError(f"text.padding must be max_length or longest, got {self.padding!r}")
+        check_size_keys(self.hf_config, "text.hf_config", TEXT_SIZE_BOUNDS)
+        check_size_keys(self.config_overrides, "text.config_overrides", TEXT_SIZE_BOUNDS)
 
 
 @dataclass
