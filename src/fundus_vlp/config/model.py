@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from .loading import bounded, check_size_keys
+from .schema import bounded, check_size_keys
 
 LOGIT_SCALE_INIT = math.log(1 / 0.07)  # ln(1/0.07): logit multiplier exp = 14.29 at the start, as FLAIR
 LOGIT_SCALE_MAX = math.log(100.0)  # the multiplier is clamped to at most 100, as FLAIR

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List
 
-from .loading import from_dict
+from .schema import from_dict
 from .model import ModelCfg
 
 _CONFIG_DIR = Path(__file__).parents[1] / "configs" / "models"

@@ -5,9 +5,11 @@ from dataclasses import dataclass, field
 from typing import List
 
 from ..config import AugmentCfg
+from ..config.loading import check_choice
 from ..constants import DEFAULT_MAX_IMAGE_PIXELS
 
-CAPTION_LANGUAGES = ("en", "zh", "both")
+CAPTION_COLUMNS = {"en": "caption", "zh": "caption_zh"}  # the caption-file column of each caption language
+CAPTION_LANGUAGES = (*CAPTION_COLUMNS, "both")  # "both": one of the two per sample (or both texts, stage 0)
 
 
 @dataclass(frozen=True)
@@ -80,5 +82,4 @@ class DataCfg:
     caption_language: str = "en"
 
     def __post_init__(self) -> None:
-        if self.caption_language not in CAPTION_LANGUAGES:
-            raise ValueError(f"data.caption_language must be one of {CAPTION_LANGUAGES}, got {self.caption_language!r}")
+        check_choice("data.caption_language", self.caption_language, CAPTION_LANGUAGES)

@@ -17,6 +17,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from ..config.loading import check_choice
+from .config import CAPTION_COLUMNS, CAPTION_LANGUAGES
 from .dataframes import DataFormatError, dataset_key, where
 from .images import BadImageError, load_image
 from .knowledge import normalize_label
@@ -158,12 +160,12 @@ class CaptionDataset(Dataset):
 
     def __init__(self, frame: pd.DataFrame, root: str | Path, transform: Callable, on_bad_image: str = "error",
                  max_pixels: Optional[int] = None, language: str = "en"):
-        if language not in ("en", "zh", "both"):
-            raise ValueError(f"caption language must be en, zh or both, got {language!r}")
+        check_choice("caption language", language, CAPTION_LANGUAGES)
         self.src = _ImageSource(frame, root, transform, on_bad_image, max_pixels)
         self.language = language
         self.captions = list(self.src.frame["caption"])
-        zh = self.src.frame["caption_zh"] if "caption_zh" in self.src.frame.columns else [""] * len(self.captions)
+        zh_column = CAPTION_COLUMNS["zh"]
+        zh = self.src.frame[zh_column] if zh_column in self.src.frame.columns else [""] * len(self.captions)
         self.captions_zh = [c if isinstance(c, str) else "" for c in zh]  # NaN where concatenated frames lack it
 
     def __len__(self) -> int:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
 from ..config import BugCompatCfg, ModelCfg
-from ..data.config import BanCfg, DataCfg
+from ..config.loading import check_choice
+from ..data.config import CAPTION_LANGUAGES, BanCfg, DataCfg
 from ..methods import get_method, method_names, method_options_classes
 
 
@@ -148,8 +149,7 @@ class TextPretrainCfg:
     scratch: ScratchBertCfg = field(default_factory=ScratchBertCfg)
 
     def __post_init__(self) -> None:
-        if self.caption_language not in ("en", "zh", "both"):
-            raise ValueError(f"caption_language must be en, zh or both, got {self.caption_language!r}")
+        check_choice("caption_language", self.caption_language, CAPTION_LANGUAGES)
         if self.text_model == FROM_SCRATCH_BERT and not self.tokenizer.train:
             raise ValueError(f"text_model={FROM_SCRATCH_BERT} needs a vocabulary: set tokenizer.train=true")
         if self.tokenizer.train and self.text_model != FROM_SCRATCH_BERT:
