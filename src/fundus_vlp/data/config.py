@@ -22,6 +22,16 @@ class DataNeeds:
     multi_hot: bool = False  # batches carry each image's multi-hot label vector
 
 
+@dataclass(frozen=True)
+class BatchPlan:
+    """Per-rank batch shapes of one optimiser step (``accum_freq`` micro-batches), decided once per run by
+    ``train.plan.plan_run`` and handed to the data layer; ``elite_micro`` is 0 without an elite stream."""
+
+    micro: int
+    elite_micro: int = 0
+    accum_freq: int = 1
+
+
 @dataclass
 class DataSourceCfg:
     """One dataset: CSV dataframes whose image paths are relative to `root`."""
