@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from ..runtime.extras import require
 from .analysis import (NEIGHBOURS_PER_IMAGE, Analyzer, bar_chart, captions_html, default_labels, gallery_items,
                        neighbours_html, parse_labels, probability_table_html, status_markdown)
 from .uploads import ALLOWED_EXTENSIONS, ALLOWED_FORMATS, DEFAULT_MAX_IMAGES, DEFAULT_MAX_UPLOAD_MB, check_uploads
@@ -31,9 +32,11 @@ CSS = """
 """
 
 
-def _quiet_gradio() -> None:
-    """No usage statistics or update checks: the app runs offline and sends nothing anywhere."""
+def _gradio():
+    """Gradio (the ``app`` extra), imported with no usage statistics or update checks: the app runs offline and
+    sends nothing anywhere."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    return require("gradio", "app", "the web app")
 
 
 def _short(model_dir: Path) -> str:
@@ -43,8 +46,7 @@ def _short(model_dir: Path) -> str:
 
 def build_app(analyzer: Analyzer, labels: Optional[Sequence[str]] = None,
               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_images: int = DEFAULT_MAX_IMAGES):
-    _quiet_gradio()
-    import gradio as gr
+    gr = _gradio()
 
     labels = list(labels) if labels else default_labels(analyzer.model_dir)
     model = analyzer.model
@@ -104,6 +106,7 @@ def launch(model_dir: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_
     from ..factory import from_pretrained
     from ..runtime.device import resolve_device
 
+    _gradio()  # before the model is loaded: a missing extra is the first thing said
     device = str(resolve_device(device))
     model = from_pretrained(model_dir).to(device).eval()
     analyzer = Analyzer(model, model_dir, device=device)

@@ -21,6 +21,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 
 from ..constants import WEIGHTS_NAME
+from ..runtime.extras import require
 from .inference import (DEFAULT_TEMPLATES, Batches, Progress, check_labels, expand_inputs, preprocessed_batches,
                         resolve_knowledge)
 from .zero_shot import class_prompts, negative_prompts
@@ -34,6 +35,9 @@ def export_onnx(model, directory: str | Path, opset: int = ONNX_OPSET) -> List[P
     """Write the two encoder graphs (dynamic batch; dynamic text length) into ``directory``."""
     import torch
     from torch import nn
+
+    for module in ("onnx", "onnxscript"):  # torch.onnx.export writes the graph with them
+        require(module, "onnx", "ONNX export")
 
     class Encoder(nn.Module):
         """One tower's normalised embedding (``encode_image`` or ``encode_text``) as a one-input graph."""
@@ -78,7 +82,7 @@ class OnnxModel:
     """The zero-shot surface of ``FundusCLIP`` (``classify``, ``embed_images``, ``embed_texts``) on ONNX files."""
 
     def __init__(self, directory: str | Path, providers: Optional[Sequence[str]] = None):
-        import onnxruntime as ort
+        ort = require("onnxruntime", "onnx", "OnnxModel")
 
         from ..hub import CheckpointError, load_config
         from .tokenizer import Tokenizer
