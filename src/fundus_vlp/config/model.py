@@ -2,7 +2,8 @@
 
 The architecture registry (``configs/models/*.json``) stores only the fields that differ from these
 defaults, as open_clip does. Library code receives these dataclasses; OmegaConf is used only at the
-config loader (``fundus_vlp.config.loading``), which also refuses implausible sizes (``bounded`` fields).
+config loader (``fundus_vlp.config.schema.from_dict``, ``fundus_vlp.config.loading.build_config``), which
+also refuses implausible sizes (``bounded`` fields).
 """
 from __future__ import annotations
 
