@@ -7,7 +7,9 @@ from typing import List
 from ..config import AugmentCfg
 from ..config.loading import check_choice
 from ..constants import DEFAULT_MAX_IMAGE_PIXELS
+from .dataframes import ON_BAD_IMAGE, ON_EMPTY_CAPTION
 
+MODALITIES = ("CFP", "FFA", "OCT")  # imaging modalities of elite sets (DataSourceCfg.modality, data.elite_modalities)
 CAPTION_COLUMNS = {"en": "caption", "zh": "caption_zh"}  # the caption-file column of each caption language
 CAPTION_LANGUAGES = (*CAPTION_COLUMNS, "both")  # "both": one of the two per sample (or both texts, stage 0)
 
@@ -93,3 +95,5 @@ class DataCfg:
 
     def __post_init__(self) -> None:
         check_choice("data.caption_language", self.caption_language, CAPTION_LANGUAGES)
+        check_choice("data.on_bad_image", self.on_bad_image, ON_BAD_IMAGE)
+        check_choice("data.on_empty_caption", self.on_empty_caption, ON_EMPTY_CAPTION)

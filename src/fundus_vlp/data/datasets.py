@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from ..config.loading import check_choice
 from .config import CAPTION_COLUMNS, CAPTION_LANGUAGES
-from .dataframes import DataFormatError, dataset_key, where
+from .dataframes import ON_BAD_IMAGE, DataFormatError, dataset_key, where
 from .images import BadImageError, load_image
 from .knowledge import normalize_label
 from .prepare import CacheIndex
@@ -70,8 +70,7 @@ class _ImageSource:
 
     def __init__(self, frame: pd.DataFrame, root: str | Path, transform: Callable, on_bad_image: str,
                  max_pixels: Optional[int] = None):
-        if on_bad_image not in ("error", "skip"):
-            raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
+        check_choice("on_bad_image", on_bad_image, ON_BAD_IMAGE)
         if len(frame) == 0:
             raise ValueError("dataset is empty (no rows left after filtering?)")
         self.frame = frame.reset_index(drop=True)

@@ -13,6 +13,7 @@ from ..config import BugCompatCfg, ModelCfg
 from ..config.loading import check_choice
 from ..data.config import CAPTION_LANGUAGES, BanCfg, DataCfg
 from ..methods import get_method, method_names, method_options_classes
+from ..runtime.precision import PRECISIONS
 
 
 @dataclass
@@ -49,6 +50,9 @@ class TrainCfg:
     save_every_steps: int = 0  # 0: checkpoint at the end of every epoch only
     keep_checkpoints: int = 2
     tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        check_choice("train.precision", self.precision, PRECISIONS)
 
 
 @dataclass
