@@ -17,11 +17,12 @@ PACKAGE = ROOT / "src" / "fundus_vlp"
 FLOORS = [
     {"version", "constants", "config"},  # typed configs, the architecture registry, config files
     {"runtime"},  # process groups, seeding, device choice, precision, local sources
-    {"models", "losses", "data", "hub", "demo_world", "elite_builder"},  # towers, pure losses, readers/datasets,
-    # release folders, the generated demo world, atlas PDFs -> elite pairs
-    {"factory", "convert"},  # models + their preprocessing; imported weights
+    {"models", "losses", "data", "hub", "demo_world", "elite_builder", "factory", "inference"},  # towers, pure
+    # losses, readers/datasets, release folders, the generated demo world, atlas PDFs -> elite pairs, models from
+    # configs and folders, and inference on a model (model.classify calls it, so it sits beside the models)
+    {"convert"},  # imported weights
     {"methods"},  # pretraining objectives composed of losses and model parts
-    {"train", "eval", "retrieval"},  # the training loop and stage 0; evaluation protocols; folder search
+    {"train", "eval"},  # the training loop and stage 0; evaluation protocols
     {"demo", "demo_bilingual", "app"},  # the end-to-end demos (train and evaluate); the web app (model API)
     {"cli", "__main__"},  # the command line
 ]
