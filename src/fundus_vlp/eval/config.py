@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Optional
 
 from ..config import BugCompatCfg
 from ..data.prompts import NEGATIVE_TEMPLATE, PROMPT_LANGUAGES, ZERO_SHOT_TEMPLATE
-from .adapters import DEFAULT_ALPHAS, DEFAULT_BETAS, DEFAULT_RATIOS, AdapterOptimCfg
+from .adapters import (DEFAULT_ALPHAS, DEFAULT_BETAS, DEFAULT_NEIGHBOURS, DEFAULT_RATIOS, DEFAULT_TEMPERATURES,
+                       AdapterOptimCfg)
 from .linear_probe import DEFAULT_C_GRID
 
 MODES = ("zero-shot", "few-shot", "linear-probe", "fine-tune", "retrieval", "segmentation", "report")
@@ -22,7 +23,10 @@ EXPERIMENT_FREE_MODES = ("report",)  # modes that read their own data, not a cla
 REPORT_UNITS = ("case", "image")
 TOWER_INITS = ("model", "random", "imagenet")
 DECODER_INITS = ("auto", "pretrained", "fresh")
-FEW_SHOT_METHODS = ("clip_adapter", "tip_adapter", "tip_adapter_f", "linear_probe")
+FEW_SHOT_METHODS = ("clip_adapter", "tip_adapter", "tip_adapter_f", "linear_probe", "prototype", "knn")
+# what an image-only model (no text tower) can run: adapters without prompt prototypes, modes without text
+IMAGE_ONLY_FEW_SHOT = ("linear_probe", "prototype", "knn")
+TEXT_MODES = ("zero-shot", "retrieval")
 
 
 @dataclass
@@ -62,6 +66,8 @@ class FewShotCfg:
     betas: List[float] = field(default_factory=lambda: list(DEFAULT_BETAS))
     tip_f_init_alpha: float = 1.0
     tip_f_init_beta: float = 5.0
+    temperatures: List[float] = field(default_factory=lambda: list(DEFAULT_TEMPERATURES))  # prototype
+    neighbours: List[int] = field(default_factory=lambda: list(DEFAULT_NEIGHBOURS))  # knn: k chosen on validation
 
 
 @dataclass

@@ -123,3 +123,27 @@ def plot_mask_grid(images, truth, pred, classes: Sequence[str], path: str | Path
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     return path
+
+
+def plot_forest(entries: Sequence[Dict], path: str | Path, reference: str, metric: str) -> Optional[Path]:
+    """Forest plot of model − reference differences: one line per setting and model, the point the difference,
+    the bar its 95 % interval; filled markers are significant after the Holm adjustment."""
+    if not entries:
+        return None
+    models = list(dict.fromkeys(e["model"] for e in entries))
+    colours = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    fig = Figure(figsize=(7.5, 1.2 + 0.22 * len(entries)))
+    ax = fig.add_subplot()
+    labels = []
+    for y, e in enumerate(reversed(list(entries))):
+        c = colours[e["model"]]
+        ax.plot([e["diff_lo"], e["diff_hi"]], [y, y], color=c, lw=1.4)
+        ax.plot([e["diff"]], [y], "o", color=c, mfc=c if e.get("significant") else "white", ms=5)
+        shots = f" {e['shots']}-shot {e['method']}" if e["mode"] == "few-shot" else f" {e['mode']}"
+        labels.append(f"{e['experiment']}{shots} · {e['model']}")
+    ax.axvline(0.0, color="k", lw=0.8, ls="--")
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_ylim(-0.7, len(labels) - 0.3)
+    ax.set_xlabel(f"{metric}: model − {reference} (95 % interval; filled: significant after Holm)")
+    ax.set_title(f"Differences from the reference model ({reference})", fontsize=10)
+    return _save(fig, path)

@@ -30,3 +30,23 @@ def chmod_like_new(path: str | Path) -> None:
                 os.chmod(os.path.join(dirpath, name), 0o666 & ~mask)
     else:
         os.chmod(path, 0o666 & ~mask)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a temporary file in the same folder, sync it, rename it over ``path``: a killed process leaves the old
+    file or the new one, never half of one."""
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        chmod_like_new(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
