@@ -88,7 +88,7 @@ def image_logits(model, items: List[str], heads, batch_size: int, max_pixels: in
     labels = heads[2]
     if feats is None or not len(feats):
         return pd.DataFrame(columns=labels, dtype=float), record.failed
-    logits = label_logits(feats, heads[0], heads[1], model.scale())
+    logits = label_logits(feats, heads[0], heads[1], model.zero_shot_scale())
     return pd.DataFrame(logits.numpy().astype("float64"), index=record.names, columns=labels), record.failed
 
 

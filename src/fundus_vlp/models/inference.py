@@ -232,6 +232,6 @@ def classify(model, images, labels, domain_knowledge=True, multilabel: bool = Fa
     positive, negative = zero_shot_heads(model, labels, domain_knowledge, multilabel, templates, device)
     record = Batches()
     feats = embed_images(model, images, batch_size=batch_size, device=device, progress=progress, record=record)
-    probs = probabilities(feats, positive, negative, model.scale())
+    probs = probabilities(feats, positive, negative, model.zero_shot_scale())
     return pd.DataFrame(probs.numpy().astype(np.float64), index=pd.Index(record.names, name="image"),
                         columns=labels)

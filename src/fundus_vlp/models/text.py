@@ -73,7 +73,9 @@ class TextTower(nn.Module):
         self.pad_token_id = pad_token_id
         self.transformer = build_hf_text_model(cfg, vocab_size)
         self.width = self.transformer.config.hidden_size
-        self.head = ProjectionHead(self.width, embed_dim, bias=projection_bias)
+        bias = projection_bias if cfg.projection_bias is None else cfg.projection_bias
+        self.head = ProjectionHead(self.width, embed_dim, bias=bias, kind=cfg.projection,
+                                   prenorm=cfg.projection_prenorm)
         self._pooled_cache: Optional[Dict[tuple, torch.Tensor]] = None  # while fully locked: see pool()
         self._cached_weights_version = -1
 

@@ -68,6 +68,10 @@ def negative_prompts(classname: str, negative_templates: Sequence[str] = DEFAULT
 @torch.no_grad()
 def encode_texts(model, texts: Sequence[str], batch_size: int = 64, device: str | torch.device = "cpu") -> torch.Tensor:
     """Unit-norm projected text embeddings, P×D (float32, on CPU)."""
+    if getattr(model, "is_image_only", False):
+        from .errors import image_only_error
+
+        raise image_only_error("text embeddings (zero-shot prompts)")
     model.eval()
     out = []
     for i in range(0, len(texts), batch_size):
