@@ -43,6 +43,9 @@ def models(tmp_path_factory) -> dict:
         out[name] = root / name
     shutil.copytree(out["alpha"], root / "alpha_copy")  # the same weights under another name
     out["alpha_copy"] = root / "alpha_copy"
+    torch.manual_seed(2)
+    create_model("tiny-image-only").save_pretrained(root / "retina_only")  # no text tower, its own preprocessing
+    out["retina_only"] = root / "retina_only"
     return out
 
 
@@ -131,23 +134,14 @@ def test_resume_reuses_cells_and_features(models, experiment, tmp_path):
     assert changed["computed"] == 6 and all(c["feature_cache"]["misses"] == 0 for c in changed["cells"])
 
 
-def _image_only(model):
-    model.text = None
-    model.is_image_only = True
-    return model
+def test_image_only_model_is_benchmarked_without_text(models, experiment, tmp_path):
+    from fundus_vlp.eval.benchmark import run_benchmark
 
-
-def test_image_only_model_is_benchmarked_without_text(models, experiment, tmp_path, monkeypatch):
-    import fundus_vlp.eval.benchmark as bench
-
-    real = bench.load_model
-    monkeypatch.setattr(bench, "load_model", lambda d: (
-        (_image_only(real(d)[0]), *real(d)[1:]) if Path(d).name == "beta" else real(d)))
-    cfg = _cfg(models, experiment, tmp_path / "bench", ["alpha", "beta"])
+    cfg = _cfg(models, experiment, tmp_path / "bench", ["alpha", "retina_only"])
     cfg.eval.few_shot.methods = ["prototype", "tip_adapter"]
-    res = bench.run_benchmark(cfg)
+    res = run_benchmark(cfg)
     entries = res["report"]["entries"]
-    beta = {(e["mode"], e["method"]): e for e in entries if e["model"] == "beta"}
+    beta = {(e["mode"], e["method"]): e for e in entries if e["model"] == "retina_only"}
     assert beta[("zero-shot", "zero-shot")]["status"] == "image-only model: skipped"
     assert beta[("few-shot", "tip_adapter")]["status"] == "image-only model: skipped"
     assert beta[("few-shot", "prototype")]["status"] == "ok" and beta[("linear-probe", "linear_probe")]["status"] == "ok"
@@ -160,7 +154,7 @@ def test_image_only_eval_skips_or_refuses_text_modes(models, experiment, tmp_pat
     from fundus_vlp.eval import EvalCfg, evaluate
     from fundus_vlp.eval.runner import ImageOnlyError, load_model
 
-    model = _image_only(load_model(models["beta"])[0])
+    model = load_model(models["retina_only"])[0]
     cfg = EvalCfg(output_dir=str(tmp_path / "run"), folds=2, bootstrap=0, plots=False, progress=False,
                   print_table=False)
     cfg.few_shot.shots = [2]

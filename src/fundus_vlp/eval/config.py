@@ -159,6 +159,7 @@ class ReportCfg:
     tower_init: str = "model"  # model (the pretrained tower) | random | imagenet (a local timm checkpoint)
     imagenet_checkpoint: Optional[str] = None  # timm state dict (.safetensors/.pth) for tower_init=imagenet
     decoder_init: str = "auto"  # auto: the model's decoder if it has one, else fresh | pretrained | fresh
+    tokenizer: Optional[str] = None  # tokenizer folder of a fresh decoder (default the model's; image-only: MiniLM's)
     # frozen: image tokens computed once; last_block: the trunk's last stage trains with the decoder (its inputs
     # computed once, held in memory); full: the whole tower trains (the slowest)
     finetune: str = "frozen"
