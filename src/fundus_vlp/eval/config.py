@@ -58,7 +58,8 @@ class ZeroShotCfg:
 class FewShotCfg:
     shots: List[int] = field(default_factory=lambda: [1, 5, 10])  # per class
     val_shots: Optional[int] = None  # validation images per class; None = same as shots
-    methods: List[str] = field(default_factory=lambda: list(FEW_SHOT_METHODS))
+    # default: the prompt-based adapters and the probe (prototype, knn: on request, and for image-only models)
+    methods: List[str] = field(default_factory=lambda: ["clip_adapter", "tip_adapter", "tip_adapter_f", "linear_probe"])
     optim: AdapterOptimCfg = field(default_factory=AdapterOptimCfg)  # trainable adapters; seed = the fold's
     clip_adapter_reduction: int = 4
     clip_adapter_ratios: List[float] = field(default_factory=lambda: list(DEFAULT_RATIOS))
