@@ -116,10 +116,18 @@ def from_pretrained(directory: str | Path) -> FundusCLIP:
 
 def _folder_tokenizer(directory: Path, cfg: ModelCfg) -> Tokenizer:
     """The tokenizer saved in a model folder, with the model's context length and padding."""
-    from .hub import CheckpointError
+    from .hub import CheckpointError, require_tokenizer_files
 
+    require_tokenizer_files(directory)
     try:
-        return Tokenizer.from_pretrained(str(directory), cfg.text.context_length, cfg.text.padding,
-                                         cfg.text.text_normalize)
+        tokenizer = Tokenizer.from_pretrained(str(directory), cfg.text.context_length, cfg.text.padding,
+                                              cfg.text.text_normalize)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{directory}: tokenizer files unreadable ({exc})") from exc
+    rows = (cfg.text.hf_config or {}).get("vocab_size")
+    # more tokens than embedding rows would index past the table; far fewer means another (or a cut) vocabulary
+    if rows and not rows // 2 <= len(tokenizer) <= rows:
+        raise CheckpointError(f"{directory}: the tokenizer has {len(tokenizer)} tokens but the text tower was "
+                              f"trained with a vocabulary of {rows}: the tokenizer files are incomplete or belong "
+                              f"to another model; copy the ones the model was trained with")
+    return tokenizer

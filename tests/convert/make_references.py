@@ -67,10 +67,21 @@ def unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True)
 
 
+def _rounded(value):
+    """Floats to 9 significant digits (float32 carries about 7): small files, no loss at a 1e-5 check."""
+    if isinstance(value, float):
+        return float(f"{value:.9g}")
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
 def write(name: str, record: dict) -> None:
     FIXTURES.mkdir(exist_ok=True)
     path = FIXTURES / f"{name}.json"
-    path.write_text(json.dumps(record, separators=(",", ":")))
+    path.write_text(json.dumps(_rounded(record), separators=(",", ":")))
     print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
 
 
@@ -175,6 +186,161 @@ def _image_outputs(record: dict, model, transform, size: int, features) -> None:
     record["tensor_embedding"] = unit(tensor_feat).tolist()
 
 
+# -- ViLReF and RET-CLIP (Chinese-CLIP layout) --------------------------------------------------------------
+SMALL_TEXT = dict(text_attention_probs_dropout_prob=0.1, text_hidden_act="gelu", text_hidden_dropout_prob=0.1,
+                  text_hidden_size=128, text_initializer_range=0.02, text_intermediate_size=256,
+                  text_max_position_embeddings=64, text_num_attention_heads=2, text_num_hidden_layers=2,
+                  text_type_vocab_size=2)
+VISION = {"vit_small": dict(embed_dim=32, image_resolution=64, vision_layers=2, vision_width=128, vision_patch_size=16),
+          "vit_b16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                          vision_patch_size=16),
+          "rn50": dict(embed_dim=1024, image_resolution=224, vision_layers=[3, 4, 6, 3], vision_width=64,
+                       vision_patch_size=None)}
+
+
+def functions_from(path: Path, names, namespace: dict) -> dict:
+    """Run only the named top-level functions of an official script whose module cannot be imported
+    (ViLReF's eval/zeroshot_evaluation.py imports a training module missing from the repository)."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    picked = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name in names]
+    assert {n.name for n in picked} == set(names), names
+    exec(compile(ast.Module(body=picked, type_ignores=[]), str(path), "exec"), namespace)
+    return namespace
+
+
+def chinese_clip(official: Path, repo: str, package: str, vision: str):
+    """The official CLIP class of ``package`` (ViLReF / RET_CLIP) with the test vocabulary, seeded; its preprocess
+    and tokenize functions."""
+    root = official / repo
+    vocab = write_vocab(chinese_vocab(), WORK / "vocab_zh.txt")
+    with official_path(root, package):
+        bert_tokenizer = importlib.import_module(f"{package}.clip.bert_tokenizer")
+        clip_model = importlib.import_module(f"{package}.clip.model")
+        clip_utils = importlib.import_module(f"{package}.clip.utils")
+    tokenizer = bert_tokenizer.FullTokenizer(vocab_file=str(vocab))
+    clip_utils._tokenizer = tokenizer  # tokenize() reads the module's tokenizer: give it the test vocabulary
+    model = clip_model.CLIP(**VISION[vision], vocab_size=len(chinese_vocab()), tokenizer=tokenizer, **SMALL_TEXT)
+    shapes = fill(model, SEED)
+    model.eval()
+    return model, shapes, clip_utils
+
+
+def _preprocess_text(official: Path, repo: str, package: str):
+    return functions_from(official / repo / package / "eval" / "data.py", ["_preprocess_text"], {})["_preprocess_text"]
+
+
+def vilref(official: Path, vision: str) -> None:
+    repo = "T6Yang+ViLReF"
+    model, shapes, clip_utils = chinese_clip(official, repo, "ViLReF", vision)
+    size = VISION[vision]["image_resolution"]
+    preprocess_text = _preprocess_text(official, repo, "ViLReF")
+    from tqdm import tqdm
+
+    zs = functions_from(official / repo / "ViLReF" / "eval" / "zeroshot_evaluation.py", ["zero_shot_classifier", "run"],
+                        # its accuracy() fails on numpy >= 2 (a known quirk); the probabilities do not use it
+                        {"accuracy": lambda logits, target, topk: [0.0 for _ in topk], "torch": torch,
+                         "tqdm": tqdm, "json": json, "tokenize": clip_utils.tokenize,
+                         "_preprocess_text": preprocess_text})
+    args = SimpleNamespace(context_length=52, gpu="cpu")
+    inputs = images_through(clip_utils.image_transform(size))
+    batch = torch.stack(inputs)
+    ids = clip_utils.tokenize([preprocess_text(p) for p in PROMPTS_ZH], context_length=52)
+    with torch.no_grad():
+        projected = model(batch, None)
+        feats = model.encode_image_featExt(batch)
+        tensor_emb = model(fixed_input(size), None)
+        text = model(None, ids)
+        templates = [lambda c, t=t: t.format(c) for t in TEMPLATES_ZH]
+        classifier = zs["zero_shot_classifier"](model, CLASSES_ZH, templates, args)
+        _, probs = zs["run"](model, classifier, [(batch, torch.zeros(len(batch), dtype=torch.long))], args)
+    record = {"format": "vilref", "seed": SEED, "container": "chinese_clip_train", "shapes": shapes, "size": size,
+              "pixels": [pixel_stats(x) for x in inputs], "image_projected": projected.tolist(),
+              "image_embeddings": unit(projected).tolist(), "tensor_embedding": unit(tensor_emb).tolist(),
+              "image_features": None if vision == "rn50" else feats.tolist(),
+              "prompts": PROMPTS_ZH, "token_ids": ids.tolist(), "text_embeddings": unit(text).tolist(),
+              "classes": CLASSES_ZH, "templates": TEMPLATES_ZH, "probs": probs.tolist()}
+    write(f"vilref_{vision}", record)
+
+
+def ret_clip(official: Path, vision: str) -> None:
+    repo = "sStonemason+RET-CLIP"
+    model, shapes, clip_utils = chinese_clip(official, repo, "RET_CLIP", vision)
+    size = VISION[vision]["image_resolution"]
+    preprocess_text = _preprocess_text(official, repo, "RET_CLIP")
+    inputs = images_through(clip_utils.image_transform(size))
+    batch = torch.stack(inputs)
+    ids = clip_utils.tokenize([preprocess_text(p) for p in PROMPTS_ZH], context_length=52)
+    record = {"format": "ret-clip", "seed": SEED, "container": "module_state_dict", "shapes": shapes, "size": size,
+              "pixels": [pixel_stats(x) for x in inputs], "prompts": PROMPTS_ZH, "token_ids": ids.tolist(),
+              "classes": CLASSES_ZH, "templates": TEMPLATES_ZH, "views": {}}
+    with torch.no_grad():
+        views = {"patient": 0, "left": 1, "right": 2}
+        images = model(batch, batch, None)  # binocular: (patient, left, right) with the image as both eyes
+        fixed = model(fixed_input(size), fixed_input(size), None)
+        texts = model(None, None, ids)
+        scales = [model.logit_scale, model.logit_scale_left, model.logit_scale_right]
+        for view, i in views.items():
+            # no zero-shot script of RET-CLIP runs; the classifier follows ViLReF's (normalised template
+            # ensemble per class) with this view's text head and learned logit scale
+            prototypes = []
+            for c in CLASSES_ZH:
+                t = clip_utils.tokenize([preprocess_text(t.format(c)) for t in TEMPLATES_ZH], context_length=52)
+                emb = unit(model(None, None, t)[i]).mean(dim=0)
+                prototypes.append(emb / emb.norm())
+            probs = (scales[i].exp() * unit(images[i]) @ torch.stack(prototypes).T).softmax(dim=-1)
+            record["views"][view] = {"image_projected": images[i].tolist(),
+                                     "image_embeddings": unit(images[i]).tolist(),
+                                     "tensor_embedding": unit(fixed[i]).tolist(),
+                                     "text_embeddings": unit(texts[i]).tolist(), "probs": probs.tolist()}
+        record["image_features"] = model.visual.for_linear_probing(batch).tolist() if hasattr(
+            model.visual, "for_linear_probing") else None
+    write(f"ret_clip_{vision}", record)
+
+
+# -- FLAIR ---------------------------------------------------------------------------------------------------
+def flair(official: Path) -> None:
+    """FLAIRModel with a 2-layer BERT of FLAIR's width (its text projection is fixed at 768 inputs) saved as a
+    local folder with the test vocabulary, and the torchvision ResNet-50 without ImageNet weights."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = WORK / "flair_bert"
+    vocab = english_vocab()
+    BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True).save_pretrained(folder)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=768, num_hidden_layers=2, num_attention_heads=12,
+                         intermediate_size=256, max_position_embeddings=128)).save_pretrained(folder)
+    with official_path(official / "jusiro+FLAIR", "flair"):
+        from flair.modeling.model import FLAIRModel
+
+        model = FLAIRModel(vision_type="resnet_v1", bert_type=str(folder), vision_pretrained=False,
+                           from_checkpoint=False, image_size=512)
+    shapes = fill(model, SEED)
+    model.eval()
+    from PIL import Image
+
+    paths = write_test_images(WORK / "images")
+    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    with torch.no_grad():
+        inputs = [model.preprocess_image(a)[0] for a in arrays]
+        batch = torch.stack(inputs)
+        images = model.vision_model(batch)
+        features = model.vision_model.model(batch)
+        tensor_emb = model.vision_model(fixed_input(512).abs().clamp(0, 1))
+        ids = model.text_model.tokenize(PROMPTS_EN)["input_ids"]
+        text = model.text_model(ids, model.text_model.tokenize(PROMPTS_EN)["attention_mask"])
+        _, prototypes = model.compute_text_embeddings(CLASSES_EN, domain_knowledge=False)
+        probs = model.compute_logits(images, prototypes).softmax(dim=-1)
+    record = {"format": "flair", "seed": SEED, "container": "flair", "shapes": shapes, "size": 512,
+              "fixed_input": "abs_clamp", "pixels": [pixel_stats(x) for x in inputs],
+              "image_projected": images.tolist(), "image_embeddings": images.tolist(),
+              "tensor_embedding": tensor_emb.tolist(), "image_features": features.tolist(),
+              "prompts": PROMPTS_EN, "token_ids": ids.tolist(), "text_embeddings": text.tolist(),
+              "classes": CLASSES_EN, "templates": TEMPLATES_EN, "probs": probs.tolist(),
+              "logit_scale": float(model.logit_scale.detach())}
+    write("flair_rn50", record)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", required=True, type=Path)
@@ -185,6 +351,12 @@ def main() -> None:
         "retfound_mae_small": lambda: retfound_mae(args.official, small=True),
         "retfound_mae_vitl": lambda: retfound_mae(args.official, small=False),
         "retfound_dinov2_small": lambda: retfound_dinov2(args.official, small=True),
+        "vilref_vit_small": lambda: vilref(args.official, "vit_small"),
+        "vilref_vit_b16": lambda: vilref(args.official, "vit_b16"),
+        "vilref_rn50": lambda: vilref(args.official, "rn50"),
+        "ret_clip_vit_small": lambda: ret_clip(args.official, "vit_small"),
+        "ret_clip_vit_b16": lambda: ret_clip(args.official, "vit_b16"),
+        "flair_rn50": lambda: flair(args.official),
     }
     for name, job in jobs.items():
         if args.only is None or name in args.only:

@@ -113,9 +113,24 @@ def save_container(state: Dict[str, torch.Tensor], container: str, path: Path) -
     return path
 
 
-def assert_close(got, expected, what: str, atol: float = 1e-5) -> None:
-    got = torch.as_tensor(np.asarray(got, dtype=np.float64))
+def assert_close(got, expected, what: str, atol: float = 1e-5, relative: bool = False) -> None:
+    """max |Δ| < atol; ``relative``: Δ measured in units of the largest expected magnitude (unnormalised
+    features, whose scale on random weights can be in the thousands)."""
+    got = torch.as_tensor(np.asarray(torch.as_tensor(got).detach(), dtype=np.float64))
     expected = torch.as_tensor(np.asarray(expected, dtype=np.float64))
     assert got.shape == expected.shape, f"{what}: shape {tuple(got.shape)} != {tuple(expected.shape)}"
     diff = (got - expected).abs().max().item()
-    assert diff < atol, f"{what}: max |Δ| {diff:.3g} >= {atol}"
+    if relative:
+        diff /= max(expected.abs().max().item(), 1e-12)
+    assert diff < atol, f"{what}: max |Δ| {diff:.3g} >= {atol}{' (relative)' if relative else ''}"
+
+
+def predict_probs(model_dir: Path, images: List[Path], classes: List[str], template: str, capsys) -> np.ndarray:
+    """``fundus-vlp predict --json`` probabilities (images × classes) with one template and no knowledge base."""
+    from fundus_vlp.cli.main import main
+
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model_dir), "--classes", ",".join(classes), "--template", template,
+                 "--no-domain-knowledge", "--json", "--device", "cpu", *map(str, images)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    return np.array([[row["probs"][c] for c in classes] for row in document["images"]])

@@ -152,9 +152,10 @@ def test_image_only_model_is_benchmarked_without_text(models, experiment, tmp_pa
 
 def test_image_only_eval_skips_or_refuses_text_modes(models, experiment, tmp_path):
     from fundus_vlp.eval import EvalCfg, evaluate
-    from fundus_vlp.eval.runner import ImageOnlyError, load_model
+    from fundus_vlp.eval.runner import ImageOnlyError
+    from fundus_vlp.inference.loading import load_model
 
-    model = load_model(models["retina_only"])[0]
+    model = load_model(models["retina_only"]).model
     cfg = EvalCfg(output_dir=str(tmp_path / "run"), folds=2, bootstrap=0, plots=False, progress=False,
                   print_table=False)
     cfg.few_shot.shots = [2]

@@ -1,9 +1,13 @@
-"""Checks on uploaded files before any model sees them: size, image type, decodability.
+"""Uploaded files: checks before any model sees them (size, image type, decodability), and where they are kept
+until they are deleted.
 
 A rejected file gets a reason a person can act on; the other files of the same upload still go through.
 """
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Sequence, Tuple
@@ -25,7 +29,8 @@ MAX_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
 @dataclass
 class CheckedUploads:
     names: List[str] = field(default_factory=list)  # the user's file names, in upload order
-    images: List["torch.Tensor"] = field(default_factory=list)  # 3×H×W float in [0, 1]
+    images: List["torch.Tensor"] = field(default_factory=list)  # 3×H×W float in [0, 1], for display
+    paths: List[Path] = field(default_factory=list)  # the accepted files: the model decodes them itself
     rejected: List[Tuple[str, str]] = field(default_factory=list)  # (file name, reason)
 
 
@@ -90,4 +95,35 @@ def check_uploads(paths: Sequence[str | Path] | None, max_mb: float = DEFAULT_MA
         else:
             out.names.append(_unique(name, out.names))
             out.images.append(image)
+            out.paths.append(Path(path))
     return out
+
+
+class UploadStore:
+    """Where the server keeps uploaded files: a private folder of this process (the web framework writes uploads
+    there). Files are deleted after each analysis, accepted or rejected, and the folder at exit: uploads are
+    patients' images and must not pile up on the server's disk."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="fundus-vlp-uploads-")).resolve()
+        atexit.register(self.close)
+
+    def discard(self, paths: Sequence[str | Path] | None) -> int:
+        """Delete these uploads (and the folders the framework made for them); files outside the store are
+        never touched. Returns how many were deleted."""
+        deleted = 0
+        for path in paths or []:
+            path = Path(str(path)).resolve()
+            if self.root not in path.parents:
+                continue
+            if path.is_file():
+                path.unlink()
+                deleted += 1
+            for folder in path.parents:  # .../<root>/<hash>/<name>: drop the emptied <hash> folder too
+                if folder == self.root or not folder.is_dir() or any(folder.iterdir()):
+                    break
+                folder.rmdir()
+        return deleted
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)

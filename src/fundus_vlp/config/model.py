@@ -2,7 +2,7 @@
 
 The architecture registry (``configs/models/*.json``) stores only the fields that differ from these
 defaults, as open_clip does. Library code receives these dataclasses; OmegaConf is used only at the
-CLI edge (``fundus_vlp.cli.overrides``) to merge YAML files and ``key=value`` overrides into them.
+CLI edge (``fundus_vlp.config.loading.build_config``) to merge YAML files and ``key=value`` overrides into them.
 """
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ class PreprocessCfg:
         if self.resize_backend not in ("torch", "pil"):
             raise ValueError(f"preprocess.resize_backend must be 'torch' or 'pil', got {self.resize_backend!r}")
         if self.interpolation not in ("bilinear", "bicubic", "nearest"):
-            raise ValueError(f"preprocess.interpolation must be bilinear, bicubic or nearest, got {self.interpolation!r}")
+            raise ValueError(f"preprocess.interpolation must be bilinear, bicubic or nearest, "
+                             f"got {self.interpolation!r}")
         if not 0.0 < self.crop_pct <= 1.0:
             raise ValueError(f"preprocess.crop_pct must be in (0, 1], got {self.crop_pct}")
         if (self.mean is None) != (self.std is None):

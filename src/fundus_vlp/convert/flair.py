@@ -93,7 +93,7 @@ def _tokenizer_settings(tokenizer: str | Path | None) -> Dict[str, str]:
 
 def import_flair(weights: str | Path, out_dir: str | Path, model: str = "rn50-bioclinicalbert",
                  tokenizer: str | Path | None = None, card: Optional[dict] = None, **overrides):
-    """Build ``model`` with FLAIR's text and image conventions, load the renamed weights strictly, save a release folder.
+    """Build ``model`` with FLAIR's conventions, load the renamed weights strictly, save a release folder.
 
     The text tower's shape (width, layers, embedding rows, ...) is read from the checkpoint; ``tokenizer`` is a
     local tokenizer folder or vocab.txt for machines without the tokenizer in their cache. The text embedding
@@ -115,7 +115,8 @@ def import_flair(weights: str | Path, out_dir: str | Path, model: str = "rn50-bi
     heads = base.text.config_overrides.get("num_attention_heads")
     settings["text.hf_config"] = bert_config_from_state(state, "text.transformer.", source, heads)
     rows = int(state[_WORD_EMBEDDINGS].shape[0])
-    if tokenizer is not None and not (Path(tokenizer).is_dir() and (Path(tokenizer) / "tokenizer_config.json").is_file()):
+    folder_tokenizer = tokenizer is not None and (Path(tokenizer) / "tokenizer_config.json").is_file()
+    if tokenizer is not None and not folder_tokenizer:  # a bare vocab.txt (or a folder with only that)
         tok = load_tokenizer(tokenizer, lowercase=True, context_length=base.text.context_length, padding="longest")
     else:
         tok = get_tokenizer(model, **settings)

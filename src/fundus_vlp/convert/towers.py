@@ -66,8 +66,8 @@ def load_tokenizer(path: str | Path, lowercase: bool, context_length: int, paddi
 
 def check_vocabulary(tokenizer: Tokenizer, rows: int, source: Path) -> None:
     if len(tokenizer) > rows:
-        raise CheckpointError(f"{source}: the tokenizer has {len(tokenizer)} tokens but the checkpoint's text embedding "
-                              f"table only {rows} rows; use the tokenizer the weights were trained with")
+        raise CheckpointError(f"{source}: the tokenizer has {len(tokenizer)} tokens but the checkpoint's text "
+                              f"embedding table only {rows} rows; use the tokenizer the weights were trained with")
 
 
 def build(cfg: ModelCfg, tokenizer: Optional[Tokenizer], vocab_rows: Optional[int] = None):

@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 from ..hub import resolve_model_dir
 from ..runtime.files import write_text_atomic
 from .config import EvalCfg, FewShotCfg
-from .features import model_fingerprint
-from .runner import ImageOnlyError, is_image_only, load_model
+from ..inference.features import model_fingerprint
+from ..inference.loading import load_model
+from .runner import ImageOnlyError, is_image_only
 
 _logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class Model:
 
     def get(self):
         if self.loaded is None:
-            self.loaded = load_model(self.directory)[0]
+            self.loaded = load_model(self.directory).model
         return self.loaded
 
 
@@ -172,7 +173,7 @@ def run_benchmark(cfg: BenchmarkCfg, on_cell: Optional[Callable[[Dict], None]] =
         raise ValueError("benchmark needs --models DIR ... and --experiments NAME ...")
     t0 = time.perf_counter()
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "cells").mkdir(parents=True, exist_ok=True)
     models, ref = resolve_models(cfg.models, cfg.reference)
     todo = [(m, e, mode) for m in models for e in cfg.experiments for mode in cfg.modes]
     cells, computed, reused = [], 0, 0

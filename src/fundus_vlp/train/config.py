@@ -71,6 +71,7 @@ class PretrainCfg:
     run_name: str = ""  # default: <method>-<timestamp>
     resume: str = ""  # "", "latest" or a checkpoint path
     allow_config_change: bool = False  # resume although the config differs from the run's config.yaml
+    overwrite: bool = False  # a new run where a run exists: the old folder is moved aside (never deleted)
     init_from: str = ""  # a saved model folder to start from (e.g. continue from a FLAIR-style model)
 
     def __post_init__(self) -> None:
@@ -134,6 +135,7 @@ class TextPretrainCfg:
     log_every: int = 10
     output_dir: str = "runs"
     run_name: str = ""
+    overwrite: bool = False  # a new run where a run exists: the old folder is moved aside (never deleted)
     knowledge: str = "fundus_en"  # knowledge base whose synonyms the ban list adds
     ban: BanCfg = field(default_factory=BanCfg)
     bug_compat: BugCompatCfg = field(default_factory=BugCompatCfg)
