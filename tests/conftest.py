@@ -204,3 +204,11 @@ def disk_fills_after(monkeypatch):
         _FillingDisk.room = room
         monkeypatch.setattr(files, "_open_temp", _FillingDisk)
     return fill
+
+
+@pytest.fixture(scope="session")
+def official_images(tmp_path_factory):
+    """The import tests' official-code test images (tests/convert/official_layout.py), written once per session."""
+    from official_layout import write_test_images  # tests/convert is on the path of the tests that use this
+
+    return write_test_images(tmp_path_factory.mktemp("official_images"))

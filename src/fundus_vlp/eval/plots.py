@@ -142,6 +142,38 @@ def plot_mask_grid(images, truth, pred, classes: Sequence[str], path: str | Path
     return path
 
 
+def plot_forest(entries: Sequence[Dict], path: str | Path, reference: str, metric: str) -> Optional[Path]:
+    """Forest plot of model − reference differences: one panel per model, one line per setting, the point the
+    difference and the bar its 95 % interval; filled markers are significant after the Holm adjustment."""
+    if not entries:
+        return None
+    models = list(dict.fromkeys(e["model"] for e in entries))
+    settings = list(dict.fromkeys(_forest_label(e) for e in entries))
+    lo = min(e["diff_lo"] for e in entries if np.isfinite(e["diff_lo"]))
+    hi = max(e["diff_hi"] for e in entries if np.isfinite(e["diff_hi"]))
+    fig = Figure(figsize=(2.3 * len(models) + 2.6, 1.3 + 0.24 * len(settings)))
+    axes = fig.subplots(1, len(models), sharey=True, squeeze=False)[0]
+    for i, (ax, model) in enumerate(zip(axes, models)):
+        for e in (e for e in entries if e["model"] == model):
+            y = len(settings) - 1 - settings.index(_forest_label(e))
+            c = "C3" if e.get("significant") else "C0"
+            ax.plot([e["diff_lo"], e["diff_hi"]], [y, y], color=c, lw=1.4)
+            ax.plot([e["diff"]], [y], "o", color=c, mfc=c if e.get("significant") else "white", ms=4.5)
+        ax.axvline(0.0, color="k", lw=0.8, ls="--")
+        ax.set_xlim(lo - 0.02, hi + 0.02)
+        ax.set_title(model, fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+    axes[0].set_yticks(range(len(settings)), settings[::-1], fontsize=7)
+    axes[0].set_ylim(-0.7, len(settings) - 0.3)
+    fig.supxlabel(f"{metric}: model − {reference} (95 % interval; filled red: significant after Holm)", fontsize=9)
+    return _save(fig, path)
+
+
+def _forest_label(e: Dict) -> str:
+    what = f"{e['shots']}-shot {e['method']}" if e["mode"] == "few-shot" else e["mode"]
+    return f"{e['experiment']} · {what}"
+
+
 def plot_segmentation_history(histories: Sequence[Sequence[Dict]], hparams: Sequence[Dict], path: str | Path,
                               title: str = "") -> Path:
     """Per fold: training loss and validation mean Dice per epoch; trivial (constant-prediction) epochs

@@ -24,6 +24,7 @@ from .config import SEG_ARCHITECTURES as ARCHITECTURES
 from .config import TOWER_FINETUNE
 from .config import SEG_INITS as INITS
 from ..models.vision import last_stage_name
+from ..runtime.extras import require
 
 _HEAD_PREFIXES = ("head.", "fc.", "classifier.", "fc_norm.")  # classifier parts: not used to segment
 
@@ -40,8 +41,9 @@ def build_segmenter(vision_cfg, n_classes: int, architecture: str = "auto", size
                     decoder_channels: Optional[Sequence[int]] = None) -> nn.Module:
     """An smp model whose encoder is the tower's timm architecture (random weights). ``decoder_channels``:
     5 UNet stage widths, or DPT's 4 reassemble widths + fusion width (default: :func:`dpt_widths`)."""
-    import segmentation_models_pytorch as smp
     import timm
+
+    smp = require("segmentation_models_pytorch", "seg", "segmentation evaluation")
 
     if architecture not in ARCHITECTURES:
         raise ValueError(f"segmentation.architecture must be one of {ARCHITECTURES}, got {architecture!r}")

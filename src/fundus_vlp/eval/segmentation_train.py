@@ -32,7 +32,8 @@ from torch import nn
 from .config import SEG_LOSSES, SegmentationCfg
 from .finetune import set_train_mode
 from .fit import STOP_COMPLETED, STOP_PATIENCE, fit_select
-from .segmentation import encoder_timm, build_segmenter, configure_encoder, load_encoder_init
+from ..runtime.extras import require
+from .segmentation import build_segmenter, configure_encoder, encoder_timm, load_encoder_init
 from .segmentation_metrics import class_fractions, label_counts, metrics_from_counts, pixel_aupr, unpack_labels
 
 
@@ -146,7 +147,7 @@ def class_weights(masks, idx, task: SegTask, max_weight: float = 50.0) -> torch.
 
 def build_loss(cfg: SegmentationCfg, task: SegTask, weights: torch.Tensor, foreground: Sequence[int]
                ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    import segmentation_models_pytorch as smp
+    smp = require("segmentation_models_pytorch", "seg", "segmentation evaluation")
 
     if cfg.loss not in SEG_LOSSES:
         raise ValueError(f"segmentation.loss must be one of {SEG_LOSSES}, got {cfg.loss!r}")

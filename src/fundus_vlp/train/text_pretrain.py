@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from ..data.ban import BanList
+from ..data.config import CAPTION_COLUMNS
 from ..data.dataframes import read_captions, read_corpus
 from ..hub import require_safe_weights
 from ..runtime.files import atomic_dir
@@ -60,7 +61,7 @@ class _Paragraphs(Dataset):
 
 def caption_texts(frame, language: str) -> List[str]:
     """The non-empty captions of a caption frame in ``language`` (en, zh, or both: each row's two texts)."""
-    columns = {"en": ["caption"], "zh": ["caption_zh"], "both": ["caption", "caption_zh"]}[language]
+    columns = list(CAPTION_COLUMNS.values()) if language == "both" else [CAPTION_COLUMNS[language]]
     return [t for col in columns if col in frame.columns for t in frame[col] if isinstance(t, str) and t]
 
 
