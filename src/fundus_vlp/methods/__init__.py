@@ -9,6 +9,7 @@ from .clip import CLIPMethod
 from .flair import FLAIRMethod
 from .keepfit import KeepFITMethod
 from .keepfit_v2 import KeepFITV2Method
+from .mlm import MLMMethod
 from .vilref import ViLReFMethod
 
 
@@ -17,4 +18,4 @@ def build_method(cfg, model, vocab=None) -> Method:
 
 
 __all__ = ["Method", "build_method", "get_method", "method_names", "register_method", "CLIPMethod", "FLAIRMethod",
-           "KeepFITMethod", "ViLReFMethod", "KeepFITV2Method"]
+           "KeepFITMethod", "ViLReFMethod", "KeepFITV2Method", "MLMMethod"]
