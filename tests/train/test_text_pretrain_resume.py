@@ -14,15 +14,9 @@ from safetensors.torch import load_file
 
 from fundus_vlp.cli.main import main
 from fundus_vlp.train.checkpoint import load_checkpoint
+from test_text_pretrain import CORPUS as SENTENCES
 
-CORPUS = [
-    "Glaucoma enlarges the optic cup and thins the neuroretinal rim of the optic disc.",
-    "Mild diabetic retinopathy shows few microaneurysms as small red dots near the macula.",
-    "Age related macular degeneration presents with yellow drusen at the macula.",
-    "A macular hole is a round defect at the fovea with a dark base.",
-    "Retinitis pigmentosa shows dark pigment in the periphery with narrow vessels.",
-    "Cataract makes the whole fundus photograph hazy and blurred.",
-] * 6  # 36 paragraphs: 32 train (8 batches of 4 per epoch), 4 validation
+CORPUS = SENTENCES[:6] * 6  # 36 paragraphs: 32 train (8 batches of 4 per epoch), 4 validation
 
 SLOW_RUN = """
 import sys, time
