@@ -259,8 +259,9 @@ class Trainer:
     def _accumulate_mean(self, micro_batches: List[Dict[str, Any]], amp) -> Dict[str, torch.Tensor]:
         total: Dict[str, torch.Tensor] = {}
         for j, mb in enumerate(micro_batches):
-            with self._sync_context(j == len(micro_batches) - 1), amp:
-                losses = self.wrapped(mb)
+            with self._sync_context(j == len(micro_batches) - 1):  # DDP reduces gradients once, at the last
+                with amp:
+                    losses = self.wrapped(mb)
                 self._backward(losses["loss"] / len(micro_batches))
             for k, v in losses.items():
                 total[k] = total.get(k, 0) + v.detach() / len(micro_batches)
