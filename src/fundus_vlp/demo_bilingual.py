@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List
 
-from .demo import DemoCfg, _plain, pretrain_config
+from .demo import DemoCfg, _plain, new_demo_dir, pretrain_config
 
 _logger = logging.getLogger(__name__)
 
@@ -115,8 +115,7 @@ def run_bilingual_demo(cfg: BilingualDemoCfg) -> Dict:
     if bad:
         raise ValueError(f"caption_languages must be en, zh or both; got {bad}")
     t0 = time.perf_counter()
-    run_dir = Path(cfg.output_dir) / (cfg.run_name or f"demo-bilingual-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = new_demo_dir(cfg.output_dir, cfg.run_name, "demo-bilingual")
     world = build_demo_world(demo_world_cfg(cfg.world, cfg.seed, chinese=True))
     timings: Dict[str, float] = {"world": time.perf_counter() - t0}
     t = time.perf_counter()

@@ -275,3 +275,29 @@ def test_predict_reports_every_bad_image_and_predicts_every_valid_one(corpus, ti
     table = pd.read_csv(out)
     predicted = table[table["error"].isna()]
     assert sorted(Path(p).name for p in predicted["image"]) == sorted(p.name for p in corpus.valid_images)
+
+
+def test_prepare_on_a_full_disk_is_a_clear_error_and_keeps_what_was_done(corpus, tmp_path, capsys, monkeypatch,
+                                                                          disk_fills_after):
+    """The disk fills up after a few images: the error names the file, what it needed and the free space; no
+    partial file is left; the images already written are in the manifest, so the next run continues."""
+    import json
+
+    disk_fills_after(20_000)
+    valid = tmp_path / "valid.csv"
+    lines = corpus.public.read_text().splitlines()
+    valid.write_text("\n".join([lines[0]] + [lines[row] for _, row in corpus.valid_rows if _ == "public.csv"]) + "\n")
+    out = tmp_path / "cache"
+    code, text = run_cli(["prepare", "--root", str(corpus.root), "--dataframe", str(valid), "--out", str(out),
+                          "--size", "64", "--workers", "1"], capsys)
+    assert code == 1, text
+    assert "no space left on the device" in text and ".png: no space left" in text and "free there" in text
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    from fundus_vlp.data.prepare import MANIFEST
+
+    done = json.loads((out / MANIFEST).read_text())["entries"]
+    assert done and all((out / name).is_file() for name in done.values())  # kept, and resumed from next time
+    code, text = run_cli(["prepare", "--root", str(corpus.root), "--dataframe", str(valid), "--out", str(out),
+                          "--size", "64", "--workers", "1"], capsys)
+    assert code == 0 and f"already cached: {len(done)}" in text

@@ -22,6 +22,7 @@ caption_language=en|zh|both chooses the caption columns added to the corpus (cap
 vocabulary also learns from the knowledge bases and zero-shot prompts of those languages
 (tokenizer.include_knowledge=true), and the share of [UNK] in them is reported for any vocabulary
 (run_dir/vocabulary_coverage.json).
+A run folder that already holds a run is refused (choose another run_name, or --overwrite to move it aside).
 
 Stage 0 runs on the same training loop as `fundus-vlp pretrain`: checkpoints every epoch (save_every_steps=N
 for more), precision=amp_bf16|amp_fp16, accum_freq; SIGINT/SIGTERM stop after a checkpoint (exit status 130)
@@ -36,6 +37,8 @@ def register(sub) -> None:
                    help="continue from the newest checkpoint of run_name (latest) or from a checkpoint file")
     p.add_argument("--allow-config-change", action="store_true",
                    help="resume even though the config differs from the run's config.yaml (the old one is kept)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run where run_name already holds one: the old folder is moved to NAME.replaced-TIME (never deleted)")
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -48,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides) + ([f"resume={args.resume}"] if args.resume else [])
     overrides += ["allow_config_change=true"] if args.allow_config_change else []
+    overrides += ["overwrite=true"] if args.overwrite else []
     cfg = build_config(TextPretrainCfg, args.config, overrides)
     r = text_pretrain(cfg)
     print(f"done: {r.steps} steps in {r.seconds:.1f}s; val MLM loss {r.val_loss:.3f}, masked-token accuracy "

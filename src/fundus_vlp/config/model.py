@@ -24,21 +24,38 @@ class PreprocessCfg:
     size: int = 512
     # "pad": keep aspect, longer side to `size`, zero-pad bottom/right (FLAIR/KeepFIT;
     # docs/reference.md#flair-preprocessing);
-    # "squash": plain resize to size×size.
+    # "squash": plain resize to size×size (CLIP-style imports: ViLReF, RET-CLIP);
+    # "crop": shorter side to size / crop_pct, then a centred size×size crop (timm/RETFound evaluation).
     resize_mode: str = "pad"
+    crop_pct: float = 1.0  # "crop" only: 0.875 resizes the shorter side to 256 for a 224 crop
     fov_crop: bool = False  # crop to the fundus field of view first (Li threshold on red, largest component)
     mean: Optional[List[float]] = None  # None = inputs stay in [0, 1] (FLAIR/KeepFIT weights expect that)
     std: Optional[List[float]] = None
     antialias: bool = True  # True matches current FLAIR inference (docs/reference.md#flair-preprocessing)
     interpolation: str = "bilinear"
+    # "torch": resize the float tensor (F.interpolate); "pil": resize the 8-bit image with Pillow, as
+    # torchvision transforms on PIL images do (what ViLReF/RET-CLIP/RETFound saw; antialias does not apply)
+    resize_backend: str = "torch"
 
     def __post_init__(self) -> None:
-        if self.resize_mode not in ("pad", "squash"):
-            raise ValueError(f"preprocess.resize_mode must be 'pad' or 'squash', got {self.resize_mode!r}")
+        if self.resize_mode not in ("pad", "squash", "crop"):
+            raise ValueError(f"preprocess.resize_mode must be 'pad', 'squash' or 'crop', got {self.resize_mode!r}")
+        if self.resize_backend not in ("torch", "pil"):
+            raise ValueError(f"preprocess.resize_backend must be 'torch' or 'pil', got {self.resize_backend!r}")
+        if self.interpolation not in ("bilinear", "bicubic", "nearest"):
+            raise ValueError(f"preprocess.interpolation must be bilinear, bicubic or nearest, "
+                             f"got {self.interpolation!r}")
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise ValueError(f"preprocess.crop_pct must be in (0, 1], got {self.crop_pct}")
         if (self.mean is None) != (self.std is None):
             raise ValueError("preprocess.mean and preprocess.std must be given together")
         if self.size <= 0:
             raise ValueError(f"preprocess.size must be positive, got {self.size}")
+
+
+def _check_projection(tower: str, kind: str) -> None:
+    if kind not in ("linear", "mlp", "none"):
+        raise ValueError(f"{tower}.projection must be linear, mlp or none, got {kind!r}")
 
 
 @dataclass
@@ -64,6 +81,14 @@ class VisionCfg:
     # False: random init. True: timm pretrained weights (needs the hub; not for offline runs).
     # A path: a local timm checkpoint (.safetensors / .pth with weights_only).
     pretrained: Any = False
+    # Projection to the joint space: "linear", "mlp" (Linear-ReLU-Linear, RET-CLIP) or "none" (the trunk's
+    # pooled output is the embedding; image-only models). bias None = ModelCfg.projection_bias.
+    projection: str = "linear"
+    projection_bias: Optional[bool] = None
+    projection_prenorm: bool = True  # FLAIR L2-normalises before projecting; CLIP does not
+
+    def __post_init__(self) -> None:
+        _check_projection("vision", self.projection)
 
 
 @dataclass
@@ -85,11 +110,22 @@ class TextCfg:
     pooling: str = "mean"  # "mean" (masked), "cls", or "flair_compat" (FLAIR: docs/reference.md#flair-model)
     context_length: int = 77
     padding: str = "max_length"  # "max_length" (batch-independent) or "longest" (FLAIR behaviour)
+    projection: str = "linear"  # as VisionCfg.projection ("none" is not allowed for text)
+    projection_bias: Optional[bool] = None
+    projection_prenorm: bool = True
+    # Text normalisation before the tokenizer: [] or ["lower", "ascii_quotes"] (Chinese-CLIP maps “ ” to ")
+    text_normalize: List[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.tower_dir and self.hf_config is None:  # (a saved model keeps its tower in hf_config)
             self.hf_model_name, self.pretrained, self.hf_tokenizer_name = self.tower_dir, True, None
             self.config_overrides = {}
+        _check_projection("text", self.projection)
+        if self.projection == "none":
+            raise ValueError("text.projection 'none' is not supported: the text tower needs a projection")
+        unknown = sorted(set(self.text_normalize) - {"lower", "ascii_quotes"})
+        if unknown:
+            raise ValueError(f"text.text_normalize: unknown step(s) {unknown}; known: lower, ascii_quotes")
         if self.pooling not in ("mean", "cls", "flair_compat"):
             raise ValueError(f"text.pooling must be mean, cls or flair_compat, got {self.pooling!r}")
         if self.padding not in ("max_length", "longest"):
@@ -114,17 +150,23 @@ class DecoderCfg:
 
 @dataclass
 class ModelCfg:
-    """A full dual-encoder (+ optional decoder) architecture."""
+    """A full dual-encoder (+ optional decoder) architecture; ``text=None`` is an image-only model (RETFound)."""
 
     name: str = "custom"
     embed_dim: int = 512
     vision: VisionCfg = field(default_factory=VisionCfg)
-    text: TextCfg = field(default_factory=TextCfg)
+    text: Optional[TextCfg] = field(default_factory=TextCfg)
     decoder: DecoderCfg = field(default_factory=DecoderCfg)
     preprocess: PreprocessCfg = field(default_factory=PreprocessCfg)
     projection_bias: bool = False  # FLAIR's projections have no bias
     logit_scale_init: float = LOGIT_SCALE_INIT
     logit_scale_max: float = LOGIT_SCALE_MAX
+    # Zero-shot multiplier: None = the learned exp(logit_scale); a number = a fixed one (ViLReF's evaluation uses 100)
+    zero_shot_scale: Optional[float] = None
+
+    @property
+    def is_image_only(self) -> bool:
+        return self.text is None
 
 
 @dataclass
@@ -180,6 +222,7 @@ _DATACLASSES = {c.__name__: c for c in (PreprocessCfg, AugmentCfg, VisionCfg, Te
 def _dataclass_type(ftype: Any) -> Optional[type]:
     if dataclasses.is_dataclass(ftype):
         return ftype
-    if isinstance(ftype, str):  # postponed annotations
-        return _DATACLASSES.get(ftype)
+    if isinstance(ftype, str):  # postponed annotations; Optional[X] is X when a dict is given
+        name = ftype[len("Optional["):-1] if ftype.startswith("Optional[") else ftype
+        return _DATACLASSES.get(name)
     return None

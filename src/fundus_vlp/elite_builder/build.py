@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -30,6 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import pandas as pd
 from PIL import Image
 
+from ..runtime.files import write_text_atomic
 from .captions import split_panels
 from .config import EliteBuildCfg
 from .dedup import DuplicateIndex, dhash
@@ -75,15 +75,9 @@ class BuildReport:
 # ---------------------------------------------------------------------------------------------- files
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
     # UTF-8 with BOM: spreadsheet programs then show Chinese captions correctly; pandas reads it either way
-    _atomic_write(path, "\ufeff" + frame.to_csv(index=False))
+    write_text_atomic(path, "\ufeff" + frame.to_csv(index=False))
 
 
 def _file_sha256(path: Path) -> str:
@@ -303,9 +297,9 @@ def _write_outputs(out: Path, states: List[dict], cfg: EliteBuildCfg, report: Bu
     for modality in FUNDUS_MODALITIES:
         _atomic_csv(pairs[pairs["modality"] == modality], out / f"elite_{modality}.csv")
     _atomic_csv(rejected, out / "rejected.csv")
-    _atomic_write(out / "review.html", write_review_page(pairs.to_dict("records"), ELITE_COLUMNS,
+    write_text_atomic(out / "review.html", write_review_page(pairs.to_dict("records"), ELITE_COLUMNS,
                                                         cfg.review_min_confidence, len(rejected)))
-    _atomic_write(out / "build_report.json", json.dumps(
+    write_text_atomic(out / "build_report.json", json.dumps(
         {"pairs": len(pairs), "rejected": len(rejected), "pdfs": [asdict(r) for r in report.results]},
         indent=2, ensure_ascii=False))
     report.pairs, report.rejected = len(pairs), len(rejected)
@@ -383,6 +377,6 @@ def _build_one(path: Path, key: str, out: Path, cfg: EliteBuildCfg, classifier, 
     seconds = round(time.perf_counter() - start, 3)
     state = dict(version=STATE_VERSION, key=key, source=path.name, pages=pages, seconds=seconds,
                  pairs=work.pairs, rejected=work.rejected, hashes=work.hashes)
-    _atomic_write(out / STATE_DIR / f"{key}.json", json.dumps(state, ensure_ascii=False))
+    write_text_atomic(out / STATE_DIR / f"{key}.json", json.dumps(state, ensure_ascii=False))
     states[key] = state
     return PdfResult(str(path), "built", key, pages, len(work.pairs), len(work.rejected), seconds)

@@ -53,7 +53,7 @@ class EvalContext:
 
     @property
     def scale(self) -> float:
-        return float(self.model.scale().detach())
+        return float(self.model.zero_shot_scale().detach())
 
     def note(self, text: str) -> None:
         _logger.warning(text)

@@ -9,12 +9,15 @@ import numpy as np
 from matplotlib.figure import Figure  # object API: no pyplot state, no GUI backend
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
+from ..runtime.files import atomic_write
+
 
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=120, format="png")
     return path
 
 
@@ -121,5 +124,6 @@ def plot_mask_grid(images, truth, pred, classes: Sequence[str], path: str | Path
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=100, format="png")
     return path

@@ -24,7 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from ..data.config import BanCfg
+from ..hub import require_safe_weights
 from ..runtime import distributed as dist
+from ..runtime.files import atomic_dir
 from ..runtime.seed import rng_for
 from ..runtime.sources import resolve_hf_source
 from .base import Method, register_method
@@ -288,6 +290,7 @@ class MLMMethod(Method):
             model = scratch_bert(options, tokenizer)
         else:
             source = resolve_hf_source(options.text_model)
+            require_safe_weights(source)  # a stage-0 folder to continue from: never unpickled unsafely
             tokenizer = AutoTokenizer.from_pretrained(source)
             model = AutoModelForMaskedLM.from_pretrained(source)  # a missing MLM head is initialised
         coverage = vocabulary_coverage(tokenizer, options.caption_language)
@@ -323,8 +326,9 @@ class MLMMethod(Method):
 
     def export(self, run_dir: Path, steps: int, data_source: str) -> Path:
         out = run_dir / "text_model"
-        self.model.save_pretrained(out)
-        self.tokenizer.save_pretrained(out)
+        with atomic_dir(out, needed=sum(p.numel() * p.element_size() for p in self.model.parameters())) as tmp:
+            self.model.save_pretrained(tmp)  # all or nothing: a full disk leaves no half-written tower
+            self.tokenizer.save_pretrained(tmp)
         (run_dir / COVERAGE_FILE).write_text(json.dumps(self.coverage, indent=2) + "\n")
         _logger.info("text tower saved to %s after %d steps; use it with model.text.hf_model_name=%s "
                      "(vocabulary coverage: %s)", out, steps, out, format_coverage(self.coverage))

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..config import TextCfg
+from ..hub import require_safe_weights
 from ..runtime.sources import has_weights, load_from_hf
 from .heads import ProjectionHead
 
@@ -49,6 +50,7 @@ def _build_hf_text_model(cfg: TextCfg, vocab_size: Optional[int]) -> nn.Module:
                     f"encoder model.text.hf_model_name={name}: its architecture comes from there. To use a trained "
                     f"folder as the text tower of a config-built model (model=tiny), pass model.text.tower_dir={name} "
                     f"instead; for a randomly initialised encoder built from the overrides, model.text.pretrained=false")
+            require_safe_weights(name)
             encoder = load_from_hf(lambda src: _without_pooler(AutoModel.from_pretrained, src), name,
                                    "text model (model.text.hf_model_name)")
             if vocab_size is not None and vocab_size > encoder.config.vocab_size:
@@ -83,7 +85,9 @@ class TextTower(nn.Module):
         self.pad_token_id = pad_token_id
         self.transformer = build_hf_text_model(cfg, vocab_size)
         self.width = self.transformer.config.hidden_size
-        self.head = ProjectionHead(self.width, embed_dim, bias=projection_bias)
+        bias = projection_bias if cfg.projection_bias is None else cfg.projection_bias
+        self.head = ProjectionHead(self.width, embed_dim, bias=bias, kind=cfg.projection,
+                                   prenorm=cfg.projection_prenorm)
         self._pooled_cache: Optional[Dict[tuple, torch.Tensor]] = None  # while fully locked: see pool()
         self._cached_weights_version = -1
 

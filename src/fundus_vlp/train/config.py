@@ -72,6 +72,7 @@ class PretrainCfg:
     run_name: str = ""  # default: <method>-<timestamp>
     resume: str = ""  # "", "latest" or a checkpoint path
     allow_config_change: bool = False  # resume although the config differs from the run's config.yaml
+    overwrite: bool = False  # a new run where a run exists: the old folder is moved aside (never deleted)
     init_from: str = ""  # a saved model folder to start from (e.g. continue from a FLAIR-style model)
 
     def __post_init__(self) -> None:
@@ -102,6 +103,7 @@ class TextPretrainCfg(MLMCfg):
     run_name: str = ""  # default: text-pretrain-<timestamp>
     resume: str = ""  # "", "latest" (with run_name) or a checkpoint path
     allow_config_change: bool = False
+    overwrite: bool = False  # a new run where a run exists: the old folder is moved aside (never deleted)
     bug_compat: BugCompatCfg = field(default_factory=BugCompatCfg)
 
 
@@ -114,4 +116,4 @@ def stage0_run_cfg(cfg: TextPretrainCfg, run_name: str) -> PretrainCfg:
                      keep_checkpoints=cfg.keep_checkpoints, tensorboard=False)
     return PretrainCfg(method=MLMMethod.name, train=train, optim=cfg.optim, text_pretrain=options,
                        bug_compat=cfg.bug_compat, output_dir=cfg.output_dir, run_name=run_name, resume=cfg.resume,
-                       allow_config_change=cfg.allow_config_change)
+                       allow_config_change=cfg.allow_config_change, overwrite=cfg.overwrite)

@@ -28,7 +28,7 @@ from .config import PretrainCfg
 from .logger import MetricsWriter
 from .optim import build_optimizer, build_scheduler
 from ..runtime.precision import autocast, grad_scaler
-from .rundir import prepare_run_dir
+from .rundir import prepare_run_dir, read_run_id, record_run_config, release_run_dir, releasing_run_dirs
 from ..runtime.seed import capture_rng_state, restore_rng_state, seed_everything
 
 _logger = logging.getLogger(__name__)
@@ -141,9 +141,12 @@ class Trainer:
             self._restore(Path(resume_path))
         elif cfg.resume:
             _logger.warning("--resume %s: no checkpoint in %s yet; starting from step 0", cfg.resume, self.ckpt.dir)
+        if cfg.resume:  # only now that the checkpoint is restored: a refused resume leaves config.yaml as it was
+            record_run_config(cfg, self.run_dir, self.env)
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", self.env.is_main,
                                      self.run_dir / "tensorboard" if cfg.train.tensorboard else None,
-                                     resume_step=self.step if resume_path else None)
+                                     resume_step=self.step if resume_path else None,
+                                     run_id=read_run_id(self.run_dir) if self.env.is_main else "")
         self._log_setup()
 
     # -- setup ----------------------------------------------------------------------------------------
@@ -313,8 +316,11 @@ class Trainer:
             _logger.warning("could not write %s: %s: %s", LOSS_CURVES, type(exc).__name__, exc)
 
     def fit(self) -> TrainResult:
-        with StopSignals() as signals:
-            return self._fit(signals)
+        try:
+            with StopSignals() as signals:
+                return self._fit(signals)
+        finally:
+            release_run_dir(self.run_dir)
 
     def _fit(self, signals: StopSignals) -> TrainResult:
         cfg = self.cfg.train
@@ -409,7 +415,8 @@ class Trainer:
 def pretrain(cfg: PretrainCfg, callbacks: Sequence[Callback] = ()) -> TrainResult:
     env = dist.init_distributed(cfg.train.device)
     try:
-        return Trainer(cfg, env, callbacks).fit()
+        with releasing_run_dirs():
+            return Trainer(cfg, env, callbacks).fit()
     finally:
         dist.cleanup()
 
