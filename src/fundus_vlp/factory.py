@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Tuple, Union
 
-from .config import ModelCfg, from_dict, merge_dict, to_dict
+from .config import ModelCfg, from_dict
 from .config.registry import get_model_config
 from .constants import CONFIG_NAME
 from .hub import load_config, load_weights, resolve_model_dir
@@ -12,21 +12,6 @@ from .models.clip import FundusCLIP
 from .models.tokenizer import Tokenizer
 
 ModelSpec = Union[str, Path, ModelCfg]
-
-
-def _nest(overrides: Dict[str, Any]) -> Dict[str, Any]:
-    """Turn ``{"text.context_length": 16}`` into ``{"text": {"context_length": 16}}``."""
-    out: Dict[str, Any] = {}
-    for key, value in overrides.items():
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
-            node[parts[-1]].update(value)
-        else:
-            node[parts[-1]] = value
-    return out
 
 
 def _is_pretrained_dir(spec: ModelSpec) -> bool:
@@ -37,8 +22,8 @@ def resolve_model_config(spec: ModelSpec, **overrides: Any) -> ModelCfg:
     if isinstance(spec, ModelCfg):
         if not overrides:
             return spec
-        return from_dict(ModelCfg, merge_dict(to_dict(spec), _nest(overrides)))
-    return get_model_config(str(spec), _nest(overrides))
+        return from_dict(ModelCfg, spec, overrides)
+    return get_model_config(str(spec), overrides)
 
 
 def get_tokenizer(spec: ModelSpec, **overrides: Any) -> Tokenizer:

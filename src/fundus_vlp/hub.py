@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from .config import ModelCfg, from_dict, to_dict
+from .config import ConfigError, ModelCfg, from_dict, to_dict
 from .runtime.files import atomic_dir
 from .constants import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
 from .version import __version__
@@ -113,17 +113,24 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 
 def load_config(directory: str | Path) -> ModelCfg:
+    """The folder's architecture, validated (types, known keys, plausible sizes) before anything is built."""
     path = resolve_model_dir(directory) / CONFIG_NAME
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; a model folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
     try:
         data = json.loads(path.read_text())
-        cfg = from_dict(ModelCfg, data["model_cfg"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a fundus-vlp model config ({exc})") from exc
-    if data.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format_version {data['format_version']} is newer than this fundus-vlp")
-    return cfg
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not a fundus-vlp model config (not valid JSON: {exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("model_cfg"), dict):
+        raise CheckpointError(f"{path}: not a fundus-vlp model config (no model_cfg section)")
+    version = data.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {version!r} is not one this fundus-vlp reads "
+                              f"(up to {FORMAT_VERSION})")
+    try:
+        return from_dict(ModelCfg, data["model_cfg"], where=f"{path} (model_cfg)")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 def load_weights(model, directory: str | Path) -> None:

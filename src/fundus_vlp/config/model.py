@@ -2,16 +2,16 @@
 
 The architecture registry (``configs/models/*.json``) stores only the fields that differ from these
 defaults, as open_clip does. Library code receives these dataclasses; OmegaConf is used only at the
-CLI edge (``fundus_vlp.config.loading.build_config``) to merge YAML files and ``key=value`` overrides into them.
+config loader (``fundus_vlp.config.schema.from_dict``, ``fundus_vlp.config.loading.build_config``), which
+also refuses implausible sizes (``bounded`` fields).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Type, TypeVar
+from typing import Any, Dict, List, Optional
 
-T = TypeVar("T")
+from .schema import bounded, check_size_keys
 
 LOGIT_SCALE_INIT = math.log(1 / 0.07)  # ln(1/0.07): logit multiplier exp = 14.29 at the start, as FLAIR
 LOGIT_SCALE_MAX = math.log(100.0)  # the multiplier is clamped to at most 100, as FLAIR
@@ -21,7 +21,7 @@ LOGIT_SCALE_MAX = math.log(100.0)  # the multiplier is clamped to at most 100, a
 class PreprocessCfg:
     """How an image file becomes a model input; stored with the model so inference reproduces it."""
 
-    size: int = 512
+    size: int = bounded(512, 1, 8192)
     # "pad": keep aspect, longer side to `size`, zero-pad bottom/right (FLAIR/KeepFIT;
     # docs/reference.md#flair-preprocessing);
     # "squash": plain resize to size×size (CLIP-style imports: ViLReF, RET-CLIP);
@@ -72,6 +72,14 @@ class AugmentCfg:
     contrast: float = 0.2
 
 
+# Size entries of the free-form tower dicts that the loader bounds like the typed fields (a hostile
+# config.json must not allocate gigabytes before it fails).
+TEXT_SIZE_BOUNDS = {"hidden_size": (1, 16384), "intermediate_size": (1, 65536), "num_hidden_layers": (1, 96),
+                    "num_attention_heads": (1, 256), "vocab_size": (1, 1_000_000), "max_position_embeddings": (1, 65536)}
+VISION_SIZE_BOUNDS = {"embed_dim": (1, 16384), "depth": (1, 96), "num_heads": (1, 256), "img_size": (1, 8192),
+                      "patch_size": (1, 1024)}
+
+
 @dataclass
 class VisionCfg:
     """Image tower: any timm model, built with ``num_classes=0`` (pooled features, no classifier)."""
@@ -89,6 +97,9 @@ class VisionCfg:
 
     def __post_init__(self) -> None:
         _check_projection("vision", self.projection)
+
+    def __post_init__(self) -> None:
+        check_size_keys(self.timm_kwargs, "vision.timm_kwargs", VISION_SIZE_BOUNDS)
 
 
 @dataclass
@@ -108,7 +119,7 @@ class TextCfg:
     # Full HF config dict, filled when a model is saved so that loading never needs the hub.
     hf_config: Optional[Dict[str, Any]] = None
     pooling: str = "mean"  # "mean" (masked), "cls", or "flair_compat" (FLAIR: docs/reference.md#flair-model)
-    context_length: int = 77
+    context_length: int = bounded(77, 1, 8192)
     padding: str = "max_length"  # "max_length" (batch-independent) or "longest" (FLAIR behaviour)
     projection: str = "linear"  # as VisionCfg.projection ("none" is not allowed for text)
     projection_bias: Optional[bool] = None
@@ -130,6 +141,8 @@ class TextCfg:
             raise ValueError(f"text.pooling must be mean, cls or flair_compat, got {self.pooling!r}")
         if self.padding not in ("max_length", "longest"):
             raise ValueError(f"text.padding must be max_length or longest, got {self.padding!r}")
+        check_size_keys(self.hf_config, "text.hf_config", TEXT_SIZE_BOUNDS)
+        check_size_keys(self.config_overrides, "text.config_overrides", TEXT_SIZE_BOUNDS)
 
 
 @dataclass
@@ -137,12 +150,12 @@ class DecoderCfg:
     """Image-conditioned caption decoder (KeepFIT V2 generative branch, docs/reference.md#keepfit-v2-inferred)."""
 
     enabled: bool = False
-    num_layers: int = 3
-    hidden_size: int = 512
-    num_heads: int = 8
-    intermediate_size: int = 2048
+    num_layers: int = bounded(3, 0, 96)
+    hidden_size: int = bounded(512, 1, 16384)
+    num_heads: int = bounded(8, 1, 256)
+    intermediate_size: int = bounded(2048, 1, 65536)
     dropout: float = 0.1
-    max_length: int = 64  # generated/teacher-forced caption length in tokens
+    max_length: int = bounded(64, 2, 8192)  # generated/teacher-forced caption length in tokens
     # Initialise self-attention and embeddings from the (stage-0 MLM) text tower; needs
     # hidden_size == text hidden size and num_layers <= text layers.
     init_from_text: bool = False
@@ -153,7 +166,7 @@ class ModelCfg:
     """A full dual-encoder (+ optional decoder) architecture; ``text=None`` is an image-only model (RETFound)."""
 
     name: str = "custom"
-    embed_dim: int = 512
+    embed_dim: int = bounded(512, 1, 16384)
     vision: VisionCfg = field(default_factory=VisionCfg)
     text: Optional[TextCfg] = field(default_factory=TextCfg)
     decoder: DecoderCfg = field(default_factory=DecoderCfg)
@@ -181,48 +194,3 @@ class BugCompatCfg:
     empty_category_as_class: bool = False  # samples with no category are all mutual positives
     exact_match_ban: bool = False  # ban list by exact string equality
     unnormalised_prototypes: bool = False  # zero-shot class prototypes not re-normalised
-
-
-def from_dict(cls: Type[T], data: Dict[str, Any] | T) -> T:
-    """Build a (nested) dataclass from a plain dict; unknown keys are an error, not silently dropped."""
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise TypeError(f"expected a dict for {cls.__name__}, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise KeyError(f"unknown {cls.__name__} key(s): {', '.join(unknown)}")
-    kwargs = {}
-    for name, value in data.items():
-        ftype = fields[name].type
-        sub = _dataclass_type(ftype)
-        kwargs[name] = from_dict(sub, value) if sub is not None and isinstance(value, dict) else value
-    return cls(**kwargs)
-
-
-def to_dict(obj: Any) -> Dict[str, Any]:
-    return dataclasses.asdict(obj)
-
-
-def merge_dict(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
-    """Recursive dict merge (override wins); dict-valued fields such as timm_kwargs are merged too."""
-    out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_dict(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-_DATACLASSES = {c.__name__: c for c in (PreprocessCfg, AugmentCfg, VisionCfg, TextCfg, DecoderCfg, ModelCfg)}
-
-
-def _dataclass_type(ftype: Any) -> Optional[type]:
-    if dataclasses.is_dataclass(ftype):
-        return ftype
-    if isinstance(ftype, str):  # postponed annotations; Optional[X] is X when a dict is given
-        name = ftype[len("Optional["):-1] if ftype.startswith("Optional[") else ftype
-        return _DATACLASSES.get(name)
-    return None

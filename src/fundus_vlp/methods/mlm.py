@@ -23,7 +23,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..data.config import BanCfg
+from ..config.schema import check_choice
+from ..data.config import CAPTION_LANGUAGES, BanCfg
 from ..hub import require_safe_weights
 from ..runtime import distributed as dist
 from ..runtime.files import atomic_dir
@@ -34,7 +35,6 @@ from .base import Method, register_method
 _logger = logging.getLogger(__name__)
 
 FROM_SCRATCH_BERT = "bert-from-scratch"  # text_model: a new BERT (sizes in MLMCfg.scratch), no download
-CAPTION_LANGUAGES = ("en", "zh", "both")
 COVERAGE_FILE = "vocabulary_coverage.json"
 
 
@@ -93,8 +93,7 @@ class MLMCfg:
     scratch: ScratchBertCfg = field(default_factory=ScratchBertCfg)
 
     def __post_init__(self) -> None:
-        if self.caption_language not in CAPTION_LANGUAGES:
-            raise ValueError(f"caption_language must be en, zh or both, got {self.caption_language!r}")
+        check_choice("caption_language", self.caption_language, CAPTION_LANGUAGES)
         if self.text_model == FROM_SCRATCH_BERT and not self.tokenizer.train:
             raise ValueError(f"text_model={FROM_SCRATCH_BERT} needs a vocabulary: set tokenizer.train=true")
         if self.tokenizer.train and self.text_model != FROM_SCRATCH_BERT:
@@ -266,21 +265,21 @@ class MLMMethod(Method):
     """Whole-word masked language modelling of a Hugging Face encoder with its MLM head (stage 0)."""
 
     name = "text_pretrain"
-    config_key = "text_pretrain"
+    options_class = MLMCfg
     feature_cache = False  # no in-batch negatives: accumulation averages micro-batch losses
 
-    def __init__(self, model, cfg, tokenizer=None, val_loader=None, coverage=None):
-        super().__init__(model, cfg)
+    def __init__(self, model, options=None, bug_compat=None, tokenizer=None, val_loader=None, coverage=None):
+        super().__init__(model, options, bug_compat)
         self.tokenizer, self.val_loader, self.coverage = tokenizer, val_loader, coverage or {}
 
     @classmethod
-    def setup(cls, cfg, env, run_dir: Path, pin_memory: bool = False):
+    def setup(cls, cfg, plan, env, run_dir: Path, pin_memory: bool = False):
         from transformers import AutoModelForMaskedLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         from ..data.text_corpus import build_mlm_data
 
-        options: MLMCfg = getattr(cfg, cls.config_key)
+        options: MLMCfg = cfg.method_options
         texts = corpus_texts(options, cfg.bug_compat.exact_match_ban)
         train_texts, val_texts = split_texts(texts, options.val_fraction, cfg.train.seed)
         hf_logging.set_verbosity_error()
@@ -295,14 +294,12 @@ class MLMMethod(Method):
             model = AutoModelForMaskedLM.from_pretrained(source)  # a missing MLM head is initialised
         coverage = vocabulary_coverage(tokenizer, options.caption_language)
         _logger.info("vocabulary coverage: %s", format_coverage(coverage))
-        if cfg.train.accum_freq > 1 and cfg.train.batch_size % cfg.train.accum_freq:
-            raise ValueError(f"batch_size {cfg.train.batch_size} is not divisible by accum_freq {cfg.train.accum_freq}")
         data = build_mlm_data(train_texts, val_texts, tokenizer, context_length=options.context_length,
-                              batch_size=cfg.train.batch_size // cfg.train.accum_freq,
+                              batch_size=plan.batches.micro,
                               mlm_probability=options.mlm_probability, whole_word_mask=options.whole_word_mask,
                               seed=cfg.train.seed, rank=env.rank, world_size=env.world_size)
         data.summary.update(text_model=options.text_model, vocabulary=len(tokenizer))
-        return model, data, cls(model, cfg, tokenizer, data.val_loader, coverage)
+        return model, data, cls(model, options, cfg.bug_compat, tokenizer, data.val_loader, coverage)
 
     def forward(self, batch: Dict[str, Tensor], **_: Any) -> Dict[str, Tensor]:
         return {"loss": mlm_forward(self.model, batch)[0]}

@@ -6,16 +6,16 @@ the faithful behaviour of each bug is a named switch in ``BugCompatCfg``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict
 
 from ..config import BugCompatCfg, ModelCfg
+from ..config.loading import check_choice
 from ..data.config import DataCfg
-from ..methods import get_method, method_names
-from ..methods.clip import CLIPCfg
-from ..methods.keepfit import KeepFITCfg
-from ..methods.keepfit_v2 import KeepFITV2Cfg
+from ..methods import get_method, method_names, method_options_classes
+from ..runtime.precision import PRECISIONS
+from ..config.schema import from_dict
 from ..methods.mlm import FROM_SCRATCH_BERT, MLMCfg, MLMMethod, ScratchBertCfg, TokenizerTrainCfg  # noqa: F401
-from ..methods.vilref import ViLReFCfg
 
 
 @dataclass
@@ -53,6 +53,9 @@ class TrainCfg:
     keep_checkpoints: int = 2
     tensorboard: bool = True
 
+    def __post_init__(self) -> None:
+        check_choice("train.precision", self.precision, PRECISIONS)
+
 
 @dataclass
 class PretrainCfg:
@@ -61,12 +64,8 @@ class PretrainCfg:
     data: DataCfg = field(default_factory=DataCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)
-    # one section per method; each method reads its own (Method.config_key)
-    clip: CLIPCfg = field(default_factory=CLIPCfg)
-    keepfit: KeepFITCfg = field(default_factory=KeepFITCfg)
-    vilref: ViLReFCfg = field(default_factory=ViLReFCfg)
-    keepfit_v2: KeepFITV2Cfg = field(default_factory=KeepFITV2Cfg)
-    text_pretrain: MLMCfg = field(default_factory=MLMCfg)  # stage 0 (``fundus-vlp text-pretrain``)
+    # + one section per registered method with options (``<method>.*``, its ``options_class``), added by the
+    # config loader (config_sections), so a new method never edits this class
     bug_compat: BugCompatCfg = field(default_factory=BugCompatCfg)
     output_dir: str = "runs"
     run_name: str = ""  # default: <method>-<timestamp>
@@ -80,6 +79,16 @@ class PretrainCfg:
             raise ValueError(f"method must be one of {', '.join(method_names())}, got {self.method!r}")
         if get_method(self.method).needs_decoder:
             self.model.decoder.enabled = True  # the generative branch is part of the method
+
+    @classmethod
+    def config_sections(cls) -> Dict[str, type]:
+        """Sections the config loader adds: the options of every registered method (``keepfit.lambda_mm``)."""
+        return method_options_classes()
+
+    @property
+    def method_options(self) -> Any:
+        """The chosen method's options: its section of this config (its defaults in a config built without it)."""
+        return getattr(self, self.method, None) or get_method(self.method).default_options()
 
 
 @dataclass
@@ -114,6 +123,7 @@ def stage0_run_cfg(cfg: TextPretrainCfg, run_name: str) -> PretrainCfg:
                      accum_freq=cfg.accum_freq, precision=cfg.precision, seed=cfg.seed, device=cfg.device,
                      log_every=cfg.log_every, save_every_steps=cfg.save_every_steps,
                      keep_checkpoints=cfg.keep_checkpoints, tensorboard=False)
-    return PretrainCfg(method=MLMMethod.name, train=train, optim=cfg.optim, text_pretrain=options,
-                       bug_compat=cfg.bug_compat, output_dir=cfg.output_dir, run_name=run_name, resume=cfg.resume,
-                       allow_config_change=cfg.allow_config_change, overwrite=cfg.overwrite)
+    return from_dict(PretrainCfg, {
+        "method": MLMMethod.name, "train": asdict(train), "optim": asdict(cfg.optim), MLMMethod.name: asdict(options),
+        "bug_compat": asdict(cfg.bug_compat), "output_dir": cfg.output_dir, "run_name": run_name,
+        "resume": cfg.resume, "allow_config_change": cfg.allow_config_change, "overwrite": cfg.overwrite})

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from ..config import ModelCfg
 from ..data.loader import build_train_data, format_summary
 from ..methods import get_method
 from .accumulate import accumulate_gradients
@@ -27,6 +28,7 @@ from .checkpoint import CheckpointManager, load_checkpoint
 from .config import PretrainCfg
 from .logger import MetricsWriter
 from .optim import build_optimizer, build_scheduler
+from .plan import RunPlan, plan_run
 from ..runtime.precision import autocast, grad_scaler
 from .rundir import prepare_run_dir, read_run_id, record_run_config, release_run_dir, releasing_run_dirs
 from ..runtime.seed import capture_rng_state, restore_rng_state, seed_everything
@@ -111,6 +113,7 @@ class Trainer:
     def __init__(self, cfg: PretrainCfg, env: Optional[dist.DistEnv] = None, callbacks: Sequence[Callback] = ()):
         self.cfg = cfg
         self.callbacks = list(callbacks)
+        self.plan = plan_run(cfg)
         self.env = env or dist.init_distributed(cfg.train.device)
         self.device = self.env.device
         seed_everything(cfg.train.seed, self.env.rank, cfg.train.deterministic)
@@ -118,17 +121,14 @@ class Trainer:
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", cfg.train.keep_checkpoints, self.env.is_main)
 
         # the method decides what a run builds: a dual encoder on image-text data, or (stage 0) a text encoder
-        model, self.data, task = get_method(cfg.method).setup(cfg, self.env, self.run_dir,
+        model, self.data, task = get_method(cfg.method).setup(cfg, self.plan, self.env, self.run_dir,
                                                               pin_memory=self.device.type == "cuda")
         self.model, self.task = model, task.to(self.device)
         if cfg.train.channels_last:
             self.task = self.task.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.task, cfg.optim)
-        self.steps_per_epoch = len(self.data.sampler) // cfg.train.accum_freq
-        if self.steps_per_epoch == 0:
-            raise ValueError("fewer micro-batches per epoch than train.accum_freq")
-        planned = self.steps_per_epoch * cfg.train.epochs
-        self.total_steps = min(planned, cfg.train.max_steps) if cfg.train.max_steps > 0 else planned
+        self.plan.count_steps(len(self.data.sampler))
+        self.steps_per_epoch, self.total_steps = self.plan.steps_per_epoch, self.plan.total_steps
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch, self.total_steps)
         self.scaler = grad_scaler(cfg.train.precision, self.device)
         self.wrapped = self._wrap(self.task)
@@ -428,8 +428,7 @@ class DryRunPlan:
     report: Any  # data.check.CheckReport
     run_dir: Path
     summary: Dict[str, Any]
-    steps_per_epoch: int = 0
-    total_steps: int = 0
+    run: RunPlan  # the run's plan; its step counts are filled once the data could be built
     error: str = ""  # why the datasets could not be built (the run would stop here too)
 
     def ok(self, on_bad_image: str) -> bool:
@@ -445,7 +444,8 @@ def dry_run(cfg: PretrainCfg, workers: Optional[int] = None, progress: bool = Fa
     from ..factory import get_tokenizer
     from .rundir import resolve_run_dir
 
-    needs = get_method(cfg.method).data_needs(cfg)
+    run = plan_run(cfg)
+    needs = run.needs
     sources = run_sources(cfg)
     use_elite = needs.elite or needs.pool_elite
     triples = [(csv, root, "categorical") for csv, root in sources["public"]]
@@ -453,21 +453,18 @@ def dry_run(cfg: PretrainCfg, workers: Optional[int] = None, progress: bool = Fa
     report = check_sources(triples, workers, decode=True, progress=progress, encoding=cfg.data.encoding,
                            on_empty_caption=cfg.data.on_empty_caption, max_pixels=cfg.data.max_image_pixels)
     run_dir = resolve_run_dir(cfg.output_dir, cfg.run_name, cfg.method, cfg.resume)
-    plan = DryRunPlan(report, run_dir, {})
-    model_spec = cfg.init_from or cfg.model
+    plan = DryRunPlan(report, run_dir, {}, run)
     try:
-        tokenizer = get_tokenizer(model_spec)
-        model_cfg = cfg.model
-        if cfg.init_from:
+        tokenizer = get_tokenizer(run.init)
+        model_cfg = run.init
+        if not isinstance(model_cfg, ModelCfg):
             from ..hub import load_config
 
-            model_cfg = load_config(cfg.init_from)
-        data = build_train_data(cfg, model_cfg, tokenizer, needs, out_dir=None)
+            model_cfg = load_config(run.init)
+        data = build_train_data(cfg, model_cfg, tokenizer, needs, run.batches, out_dir=None)
+        run.count_steps(len(data.sampler))
     except (ValueError, OSError, RuntimeError) as exc:
         plan.error = str(exc)
         return plan
     plan.summary = data.summary
-    plan.steps_per_epoch = len(data.sampler) // cfg.train.accum_freq
-    planned = plan.steps_per_epoch * cfg.train.epochs
-    plan.total_steps = min(planned, cfg.train.max_steps) if cfg.train.max_steps > 0 else planned
     return plan
