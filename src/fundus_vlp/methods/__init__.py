@@ -9,6 +9,7 @@ from .clip import CLIPMethod
 from .flair import FLAIRMethod
 from .keepfit import KeepFITMethod
 from .keepfit_v2 import KeepFITV2Method
+from .mlm import MLMMethod
 from .vilref import ViLReFMethod
 
 
@@ -18,4 +19,5 @@ def build_method(name: str, model, options=None, bug_compat=None, vocab=None) ->
 
 
 __all__ = ["Method", "build_method", "get_method", "method_names", "method_options_classes", "register_method", "CLIPMethod", "FLAIRMethod",
-           "KeepFITMethod", "ViLReFMethod", "KeepFITV2Method"]
+           "KeepFITMethod", "ViLReFMethod", "KeepFITV2Method",
+           "MLMMethod"]
