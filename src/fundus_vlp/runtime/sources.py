@@ -32,7 +32,8 @@ def offline_models() -> list:
     """Registered architectures whose text tower is the MiniLM shipped on PyPI (no download ever)."""
     from ..config.registry import get_model_config, list_models
 
-    return [n for n in list_models() if get_model_config(n).text.hf_model_name == MINILM_ALIAS]
+    texts = {n: get_model_config(n).text for n in list_models()}
+    return [n for n, text in texts.items() if text is not None and text.hf_model_name == MINILM_ALIAS]
 
 
 def _hf_home() -> str:
