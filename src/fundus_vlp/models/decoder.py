@@ -93,8 +93,10 @@ class CaptionDecoder(nn.Module):
     @torch.no_grad()
     def generate(self, image_tokens: torch.Tensor, max_length: Optional[int] = None, num_beams: int = 1,
                  no_repeat_ngram_size: int = 0, image_mask: Optional[torch.Tensor] = None,
-                 use_cache: bool = True) -> torch.Tensor:
-        """Greedy (num_beams=1) or beam-search decoding with transformers' ``generate`` (key/value cached)."""
+                 use_cache: bool = True, length_penalty: float = 1.0, early_stopping="never") -> torch.Tensor:
+        """Greedy (num_beams=1) or beam-search decoding with transformers' ``generate`` (key/value cached).
+
+        Beam scores are summed log-probabilities / generated length ** ``length_penalty``."""
         memory = self.image_proj(image_tokens)
         extra = {} if image_mask is None else {"encoder_attention_mask": image_mask}
         start = torch.full((memory.shape[0], 1), self.bos_id, dtype=torch.long, device=memory.device)
@@ -103,6 +105,8 @@ class CaptionDecoder(nn.Module):
             encoder_hidden_states=memory,
             max_length=max_length or self.cfg.max_length,
             num_beams=num_beams,
+            length_penalty=length_penalty,
+            early_stopping=early_stopping,
             do_sample=False,
             no_repeat_ngram_size=no_repeat_ngram_size,
             eos_token_id=self.eos_id,
