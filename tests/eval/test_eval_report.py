@@ -223,3 +223,110 @@ def test_report_needs_annotations_and_splits(tiny_reports, tmp_path):
         evaluate(tiny_reports["model"], None, ["zero-shot"], EvalCfg(output_dir=str(tmp_path / "c")))
     with pytest.raises(ValueError, match="report.unit"):
         replace(ReportCfg(), unit="patient")
+
+
+# ------------------------------------------------------------------------------------------ Chinese reports
+
+REPORTS_ZH = ["造影未见渗漏，血管充盈正常。", "黄斑区晚期荧光渗漏，符合黄斑水肿。", "出血遮蔽荧光形成的暗斑。"]
+
+
+def test_chinese_reports_are_scored_per_character():
+    ref, cand = "视网膜出血。", "视网膜水肿"
+    out = caption_metrics({"x": [ref]}, {"x": cand}, use_java=False)
+    # per character: 视 网 膜 match 3 of 5 unigrams, "视网" "网膜" 2 of 4 bigrams; ROUGE-L LCS 3 -> F = 3/5
+    assert out["language"] == "zh" and out["tokenizer"] == "per character"
+    assert out["bleu_1"] == pytest.approx(3 / 5, abs=1e-6)
+    assert out["bleu_2"] == pytest.approx(np.sqrt(3 / 5 * 2 / 4), abs=1e-6)
+    assert out["rouge_l"] == pytest.approx(3 / 5, abs=1e-6)
+    assert out["meteor"] is None and "English-only" in out["notes"]
+    assert simple_tokenize("OCT示黄斑裂孔，FTMH 2级。", "zh") == "oct 示 黄 斑 裂 孔 ftmh 2 级"
+    with pytest.raises(ValueError, match="no en word after tokenisation"):  # English words of a Chinese report
+        caption_metrics({"x": [ref]}, {"x": cand}, use_java=False, language="en")
+
+
+@pytest.fixture(scope="module")
+def zh_model(tmp_path_factory, tiny_tokenizer_dir, tiny_overrides):
+    """A tiny model whose vocabulary holds the characters of the Chinese reports (one token each)."""
+    from transformers import BertTokenizerFast
+
+    from fundus_vlp.factory import create_model
+
+    d = tmp_path_factory.mktemp("zh_tokenizer")
+    chars = sorted({ch for r in REPORTS_ZH for ch in r})
+    vocab = (tiny_tokenizer_dir / "vocab.txt").read_text().split("\n")
+    (d / "vocab.txt").write_text("\n".join(dict.fromkeys([v for v in vocab if v] + chars)) + "\n")
+    BertTokenizerFast(vocab=str(d / "vocab.txt"), do_lower_case=True).save_pretrained(str(d))
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("zh_model")
+    create_model("tiny", **{**tiny_overrides, "text.hf_tokenizer_name": str(d)}, **{"decoder.enabled": True}
+                 ).save_pretrained(out)
+    return out
+
+
+def _bilingual(tiny_reports, tmp_path) -> Path:
+    """The FFA-IR layout: each case has ``En_Report`` and ``Cn_Report``."""
+    data = json.loads(Path(tiny_reports["annotations"]).read_text())
+    for split in data.values():
+        for entry in split.values():
+            entry["Cn_Report"] = REPORTS_ZH[REPORTS.index(entry["En_Report"])]
+    path = tmp_path / "ffair_bilingual.json"
+    path.write_text(json.dumps(data, ensure_ascii=False))
+    return path
+
+
+def test_cli_report_on_chinese_reports(tiny_reports, zh_model, tmp_path):
+    annotations = _bilingual(tiny_reports, tmp_path)
+    out = tmp_path / "run"
+    rc = main(["eval", "report", "--model", str(zh_model), "--annotations", str(annotations), "--image-root",
+               str(tiny_reports["root"]), "--output-dir", str(out), "progress=false", "report.report_key=Cn_Report",
+               "report.epochs=2", "report.batch_size=6", "report.max_length=24", "report.num_beams=2"])
+    assert rc == 0
+    result = json.loads((out / "results.json").read_text())
+    row = result["rows"][0]
+    assert row["details"]["language"] == "zh" and row["details"]["tokenizer"] == "per character"
+    assert row["metrics"]["bleu_1"] > 0 and row["metrics"]["cider"] >= 0
+    assert not any("[UNK]" in n for n in result["notes"])  # every character has its token
+    preds = json.loads((out / "report_predictions.json").read_text())
+    assert {p["reference"] for p in preds} <= set(REPORTS_ZH)
+
+
+def test_a_tokenizer_without_the_report_language_warns_with_the_share(tiny_reports, tmp_path):
+    from fundus_vlp.models.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_pretrained(str(tiny_reports["model"]))
+    assert tok.unknown_share(REPORTS_ZH) == 1.0 and tok.unknown_share(REPORTS) == 0.0
+    row_notes = evaluate(tiny_reports["model"], None, ["report"], EvalCfg(
+        output_dir=str(tmp_path / "run"), progress=False, print_table=False, image_root=str(tiny_reports["root"]),
+        report=ReportCfg(annotations=str(_bilingual(tiny_reports, tmp_path)), report_key="Cn_Report", epochs=0,
+                         batch_size=6, max_length=16, num_beams=1)))["notes"]
+    assert any(n.startswith("100% of the Cn_Report tokens of the training reports are [UNK]") for n in row_notes)
+
+
+def test_csv_reports_honour_report_key_and_refuse_empty_reports(tiny_reports, tmp_path):
+    """KeepFIT's FFA.csv form (caption in a one-element ``categories`` list) with FFA-IR's Chinese column."""
+    from fundus_vlp.data.dataframes import DataFormatError
+    from fundus_vlp.data.report_annotations import read_report_annotations
+
+    root = tiny_reports["root"]
+    images = sorted(str(p.relative_to(root)) for p in root.glob("case*/frame0.png"))
+    rows = [(img, REPORTS[i % 3], REPORTS_ZH[i % 3]) for i, img in enumerate(images)]
+    path = tmp_path / "FFA.csv"
+
+    def write(rows):
+        lines = ["image,atributes,categories,Cn_Report"]
+        lines += [f'{img},"[]","[\'{en}\']",{zh}' for img, en, zh in rows]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    write(rows)
+    zh = read_report_annotations(path, root, "Cn_Report", seed=0)
+    assert sorted(c.report for c in zh) == sorted(r[2] for r in rows)
+    en = read_report_annotations(path, root, "En_Report", seed=0)
+    assert [c.report for c in en] == [r[1] for r in rows] and [c.split for c in en] == [c.split for c in zh]
+    write([rows[0], (rows[1][0], rows[1][1], ""), *rows[2:]])
+    with pytest.raises(DataFormatError, match=r"1 row\(s\) without a 'Cn_Report' report \(rows 2\)"):
+        read_report_annotations(path, root, "Cn_Report", seed=0)
+    write([rows[0], rows[1], (rows[2][0], "", rows[2][2]), *rows[3:]])
+    with pytest.raises(DataFormatError, match=r"without a 'En_Report' report \(rows 3\)"):
+        read_report_annotations(path, root, "En_Report", seed=0)
+    with pytest.raises(ValueError, match="report_key='Findings'"):
+        read_report_annotations(path, root, "Findings", seed=0)

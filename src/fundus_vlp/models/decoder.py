@@ -105,8 +105,6 @@ class CaptionDecoder(nn.Module):
             encoder_hidden_states=memory,
             max_length=max_length or self.cfg.max_length,
             num_beams=num_beams,
-            length_penalty=length_penalty,
-            early_stopping=early_stopping,
             do_sample=False,
             no_repeat_ngram_size=no_repeat_ngram_size,
             eos_token_id=self.eos_id,
@@ -116,6 +114,7 @@ class CaptionDecoder(nn.Module):
             # decoder with cross-attention needs an encoder-decoder cache; transformers' default cache for
             # it lacks the cross-attention half.
             **({"cache": _encoder_decoder_cache()} if use_cache else {}),
+            **({"length_penalty": length_penalty, "early_stopping": early_stopping} if num_beams > 1 else {}),
             **extra,
         )
 
