@@ -330,3 +330,59 @@ def test_csv_reports_honour_report_key_and_refuse_empty_reports(tiny_reports, tm
         read_report_annotations(path, root, "En_Report", seed=0)
     with pytest.raises(ValueError, match="report_key='Findings'"):
         read_report_annotations(path, root, "Findings", seed=0)
+
+
+# ------------------------------------------------------------------------------------------ beam search
+
+_FINDINGS = ["microaneurysms", "haemorrhages", "drusen", "exudates", "leakage", "atrophy"]
+_CONDITIONS = ["diabetic retinopathy", "macular degeneration", "hypertensive retinopathy", "vein occlusion"]
+
+
+@pytest.fixture(scope="module")
+def trained_decoder():
+    """A small decoder trained here, seeded, first on one-sentence captions (as KeepFIT V2 pretrains its
+    decoder), then briefly on two-sentence reports (findings, then an impression), on image tokens that carry
+    no information (a frozen tower that does not separate the cases). It still finds an end after the first
+    sentence likely: the failure that cuts reports short."""
+    from fundus_vlp.config import DecoderCfg
+    from fundus_vlp.models.decoder import CaptionDecoder
+    from fundus_vlp.models.tokenizer import Tokenizer
+    from fundus_vlp.models.wordpiece import train_wordpiece_tokenizer
+    from fundus_vlp.eval.report_generation import ReportSamples, train_report_decoder
+
+    rng = np.random.default_rng(0)
+    captions = [f"the right eye shows {a} and {b} at the posterior pole."
+                for a, b in (rng.choice(_FINDINGS, 2, replace=False) for _ in range(100))]
+    reports = [f"{c} impression: {_CONDITIONS[int(rng.integers(4))]} in the right eye." for c in captions]
+    tok = Tokenizer(train_wordpiece_tokenizer(reports, vocab_size=200, min_frequency=1), context_length=40)
+    feats = torch.randn(100, 2, 8, generator=torch.Generator().manual_seed(0))
+    tokens = lambda idx: feats[idx]  # noqa: E731
+
+    def split(texts, lo, hi):
+        return ReportSamples([str(i) for i in range(lo, hi)], torch.arange(lo, hi)[:, None], texts[lo:hi])
+
+    torch.manual_seed(0)
+    decoder = CaptionDecoder(DecoderCfg(enabled=True, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                                        max_length=40, dropout=0.0), 8, len(tok), tok.pad_token_id, tok.bos_token_id,
+                             tok.eos_token_id)
+    for texts, epochs in ((captions, 6), (reports, 8)):
+        cfg = ReportCfg(epochs=epochs, batch_size=10, lr=3e-3, select_metric="loss", patience=None)
+        train_report_decoder(decoder, torch.nn.Identity(), tokens, split(texts, 0, 70), split(texts, 70, 80), tok, cfg,
+                             40, 0, torch.device("cpu"), progress=False)
+    return decoder, tokens, tok, split(reports, 80, 100), reports[:70]
+
+
+def test_beam_search_writes_whole_reports_and_scores_at_least_greedy(trained_decoder):
+    from fundus_vlp.eval.report_generation import generate_reports, score_reports, shortest_report
+
+    decoder, tokens, tok, test, train_reports = trained_decoder
+    cfg = ReportCfg()  # the decoding a run uses
+    min_new = shortest_report(tok, train_reports)
+    texts = {name: generate_reports(decoder, tokens, test, tok, 20, 40, beams, cfg.length_penalty, cfg.beam_stop,
+                                    min_new) for name, beams in (("greedy", 1), ("beam", cfg.num_beams))}
+    scores = {name: score_reports(test, t, use_java=False, meteor=False)["cider"] for name, t in texts.items()}
+    assert scores["beam"] >= scores["greedy"] - 1e-6, (scores, texts["beam"][:2], texts["greedy"][:2])
+    # no report stops after its findings: each reaches the impression
+    assert all("impression" in t for t in texts["beam"]), texts["beam"][:3]
+    cut = generate_reports(decoder, tokens, test, tok, 20, 40, cfg.num_beams, cfg.length_penalty, cfg.beam_stop, 0)
+    assert not any("impression" in t for t in cut)  # the failure the end-of-report handling prevents

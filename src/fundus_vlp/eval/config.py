@@ -157,6 +157,9 @@ class ReportCfg:
     tower_init: str = "model"  # model (the pretrained tower) | random | imagenet (a local timm checkpoint)
     imagenet_checkpoint: Optional[str] = None  # timm state dict (.safetensors/.pth) for tower_init=imagenet
     decoder_init: str = "auto"  # auto: the model's decoder if it has one, else fresh | pretrained | fresh
+    # a tokenizer folder for a fresh decoder (e.g. a stage-0 vocabulary that covers Chinese reports);
+    # default: the model's tokenizer
+    tokenizer: Optional[str] = None
     # frozen: image tokens computed once; last_block: the trunk's last stage trains with the decoder (its inputs
     # computed once, held in memory); full: the whole tower trains (the slowest)
     finetune: str = "frozen"
@@ -174,7 +177,10 @@ class ReportCfg:
     num_beams: int = 3  # test decoding (beam search; 1 = greedy); greedy test scores are reported beside
     val_num_beams: Optional[int] = None  # validation decoding; None: as the test decoding (num_beams)
     length_penalty: float = 1.0  # beam score = summed log-probability / generated length ** length_penalty
+    # never: beams search until no unfinished one can still win at max_length; "false"/"true" are
+    # transformers' shortcuts (they stop while better, longer reports are still possible)
     early_stopping: str = "never"
+    min_length: Optional[int] = None  # tokens before a report may end; None: the shortest training report's
     seed: Optional[int] = None  # default EvalCfg.seed
     val_fraction: float = 0.15  # CSV form only (the JSON has its own splits)
     test_fraction: float = 0.15
@@ -187,6 +193,10 @@ class ReportCfg:
                                      ("finetune", self.finetune, TOWER_FINETUNE)):
             if value not in allowed:
                 raise ValueError(f"report.{name} must be one of {allowed}, got {value!r}")
+        # report.early_stopping=false arrives as a YAML boolean
+        self.early_stopping = str(self.early_stopping).lower()
+        if self.early_stopping not in ("never", "false", "true"):
+            raise ValueError(f"report.early_stopping must be never, false or true, got {self.early_stopping!r}")
         if self.language not in REPORT_LANGUAGES:
             raise ValueError(f"report.language must be one of {REPORT_LANGUAGES}, got {self.language!r}")
         metrics = ("loss", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider")
@@ -195,6 +205,11 @@ class ReportCfg:
         if self.max_images < 1 or self.epochs < 0 or self.batch_size < 1 or self.num_beams < 1 or \
                 (self.val_num_beams is not None and self.val_num_beams < 1):
             raise ValueError("report.max_images, batch_size, num_beams and val_num_beams must be >= 1 and epochs >= 0")
+
+    @property
+    def beam_stop(self):
+        """``early_stopping`` as transformers takes it."""
+        return {"never": "never", "false": False, "true": True}[self.early_stopping]
 
     @property
     def validation_beams(self) -> int:

@@ -182,15 +182,22 @@ def mean_loss(decoder, tokens: TokenFn, samples: ReportSamples, ids: torch.Tenso
 @torch.no_grad()
 def generate_reports(decoder: CaptionDecoder, tokens: TokenFn, samples: ReportSamples, tokenizer,
                      batch_size: int, max_length: int, num_beams: int, length_penalty: float = 1.0,
-                     early_stopping="never") -> List[str]:
+                     early_stopping="never", min_new_tokens: int = 0) -> List[str]:
     decoder.eval()
     out: List[str] = []
     for start in range(0, len(samples), batch_size):
         memory, mask = case_memory(tokens, samples.image_idx[start:start + batch_size])
         ids = decoder.generate(memory, max_length=max_length, num_beams=num_beams, image_mask=mask,
-                               length_penalty=length_penalty, early_stopping=early_stopping)
+                               length_penalty=length_penalty, early_stopping=early_stopping,
+                               min_new_tokens=min_new_tokens)
         out += tokenizer.batch_decode(ids.cpu())
     return out
+
+
+def shortest_report(tokenizer, reports: Sequence[str]) -> int:
+    """Tokens of the shortest report (special tokens excluded): no report should end before this."""
+    ids = tokenizer.hf(list(reports), add_special_tokens=False)["input_ids"]
+    return min((len(r) for r in ids), default=0)
 
 
 def score_reports(samples: ReportSamples, generated: Sequence[str], use_java: Optional[bool] = None,
@@ -199,9 +206,22 @@ def score_reports(samples: ReportSamples, generated: Sequence[str], use_java: Op
                            use_java=use_java, meteor=meteor, language=language)
 
 
+def report_tokenizer(model, cfg: ReportCfg):
+    """The vocabulary the decoder writes with: the model's, or ``cfg.tokenizer`` (a fresh decoder only)."""
+    if not cfg.tokenizer:
+        return model.tokenizer
+    from ..models.tokenizer import Tokenizer
+
+    if cfg.decoder_init == "pretrained" or (cfg.decoder_init == "auto" and model.decoder is not None):
+        raise ValueError("report.tokenizer: a pretrained decoder writes with the model's own vocabulary; set "
+                         "report.decoder_init=fresh to train a decoder with another tokenizer")
+    return Tokenizer.from_pretrained(cfg.tokenizer, context_length=model.tokenizer.context_length)
+
+
 def build_decoder_and_tower(model, cfg: ReportCfg, seed: int) -> Tuple[ImageTower, CaptionDecoder, Dict[str, str]]:
     """The image tower (the model's, or a random / ImageNet-initialised one of the same architecture) and the
-    decoder (the model's pretrained one, or a fresh one shaped like the model's decoder config)."""
+    decoder (the model's pretrained one, or a fresh one shaped like the model's decoder config, writing with
+    :func:`report_tokenizer`'s vocabulary)."""
     vision = model.cfg.vision
     torch.manual_seed(seed)
     if cfg.tower_init == "model":
@@ -221,17 +241,19 @@ def build_decoder_and_tower(model, cfg: ReportCfg, seed: int) -> Tuple[ImageTowe
                              "method=keepfit_v2, or use decoder_init=fresh)")
         decoder = copy.deepcopy(model.decoder)
     else:
-        tok = model.tokenizer
+        tok = report_tokenizer(model, cfg)
         length = max(cfg.max_length or 0, model.cfg.decoder.max_length)
         dcfg = replace(model.cfg.decoder, enabled=True, max_length=length)
         torch.manual_seed(seed)
         decoder = CaptionDecoder(dcfg, tower.width, len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
-        if dcfg.init_from_text:  # as the pretrained decoder was initialised before its own training
+        if dcfg.init_from_text and not cfg.tokenizer:  # as the pretrained decoder was, before its training
             decoder.init_from_text_encoder(model.text.transformer)
     if decoder.image_proj[0].in_features != tower.width:
         raise ValueError(f"the decoder expects {decoder.image_proj[0].in_features}-wide image tokens, the tower gives "
                          f"{tower.width}")
     info = {"tower": cfg.tower_init, "decoder": "pretrained" if use_pretrained else "fresh"}
+    if cfg.tokenizer:
+        info["tokenizer"] = str(cfg.tokenizer)
     return tower, decoder, info
 
 
@@ -241,7 +263,8 @@ def decoder_positions(decoder: CaptionDecoder) -> int:
 
 def train_report_decoder(decoder: CaptionDecoder, tower: ImageTower, tokens: TokenFn, train: ReportSamples,
                          val: ReportSamples, tokenizer, cfg: ReportCfg, max_length: int, seed: int,
-                         device: torch.device, progress: bool = True, language: Optional[str] = None) -> FitResult:
+                         device: torch.device, progress: bool = True, language: Optional[str] = None,
+                         min_new_tokens: int = 0) -> FitResult:
     """Train on ``train``, choose the epoch on ``val`` (``fit_select``: the initial weights are a candidate, an
     epoch that writes one report for every validation case is trivial); loads the chosen weights into
     ``decoder`` (and ``tower`` when it is trained). Test samples are not an argument."""
@@ -287,7 +310,7 @@ def train_report_decoder(decoder: CaptionDecoder, tower: ImageTower, tokens: Tok
         rec: Dict[str, object] = {"val_loss": mean_loss(decoder, tokens, val, val_ids, cfg.batch_size)}
         if cfg.select_metric != "loss":
             texts = generate_reports(decoder, tokens, val, tokenizer, cfg.batch_size, max_length,
-                                     cfg.validation_beams, cfg.length_penalty, cfg.early_stopping)
+                                     cfg.validation_beams, cfg.length_penalty, cfg.beam_stop, min_new_tokens)
             scores = score_reports(val, texts, use_java=False, meteor=False, language=language)
             rec.update({k: float(v) for k, v in scores.items() if k.startswith(("bleu", "rouge", "cider"))})
             rec["distinct_reports"] = len(set(texts))

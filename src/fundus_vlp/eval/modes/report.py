@@ -48,7 +48,8 @@ def run_report(ctx: EvalContext) -> List[Dict]:
     from ...data.report_annotations import SPLITS, read_report_annotations
     from ..captioning import text_language
     from ..report_generation import (TowerTokens, build_decoder_and_tower, build_samples, decoder_positions,
-                                     even_subset, generate_reports, score_reports, train_report_decoder)
+                                     even_subset, generate_reports, report_tokenizer, score_reports, shortest_report,
+                                     train_report_decoder)
 
     cfg, rc = ctx.cfg, ctx.cfg.report
     annotations, root = report_source(cfg)
@@ -64,9 +65,11 @@ def run_report(ctx: EvalContext) -> List[Dict]:
     max_length = min(rc.max_length or positions, positions)
     if rc.max_length and rc.max_length > positions:
         ctx.note(f"report.max_length={rc.max_length} exceeds the decoder's {positions} positions; using {positions}")
-    tok = ctx.model.tokenizer
+    tok = report_tokenizer(ctx.model, rc)
     _warn_unknown_tokens(ctx, tok, [c.report for c in by_split["train"]], rc.report_key)
     language = rc.language if rc.language != "auto" else text_language([c.report for c in by_split["train"]])
+    min_new = shortest_report(tok, [c.report for c in by_split["train"]]) if rc.min_length is None else rc.min_length
+    min_new = max(0, min(min_new, max_length - 2))
     long = sum(len(tok.hf(c.report)["input_ids"]) > max_length for c in by_split["train"])
     if long:
         ctx.note(f"{long} of {len(by_split['train'])} training reports are longer than {max_length} tokens and "
@@ -82,11 +85,11 @@ def run_report(ctx: EvalContext) -> List[Dict]:
     tokens = TowerTokens(tower, paths, ctx.model.cfg.preprocess, device, rc.finetune, cfg.batch_size, cfg.num_workers)
     tokens.precompute(cfg.progress)
     fit = train_report_decoder(decoder, tower, tokens, samples["train"], samples["val"], tok, rc, max_length,
-                               seed, device, cfg.progress, language)
+                               seed, device, cfg.progress, language, min_new)
     test = samples["test"]
     decode = {"beam": rc.num_beams, "greedy": 1} if rc.num_beams > 1 else {"greedy": 1}
     generated = {name: generate_reports(decoder, tokens, test, tok, rc.batch_size, max_length, beams,
-                                        rc.length_penalty, rc.early_stopping)
+                                        rc.length_penalty, rc.beam_stop, min_new)
                  for name, beams in decode.items()}  # test reports: decoded once per decoding, after selection
     scores = {name: score_reports(test, texts, language=language) for name, texts in generated.items()}
     main = "beam" if "beam" in decode else "greedy"
@@ -101,7 +104,8 @@ def run_report(ctx: EvalContext) -> List[Dict]:
                 "hparams": [{"best_epoch": fit.best_epoch, "select_metric": rc.select_metric,
                              "best_val": {k: v for k, v in fit.best.items() if isinstance(v, (int, float))},
                              "max_length": max_length, "num_beams": rc.num_beams,
-                             "val_num_beams": rc.validation_beams, "length_penalty": rc.length_penalty, **info}],
+                             "val_num_beams": rc.validation_beams, "length_penalty": rc.length_penalty,
+                             "early_stopping": rc.early_stopping, "min_length": min_new, **info}],
                 "details": {"history": fit.history, "stop_reason": fit.stop_reason, "best_trivial": fit.best_trivial,
                             "tokenizer": scores[main].get("tokenizer"), "language": language,
                             "annotations": str(annotations), "report_key": rc.report_key, "unit": rc.unit,
@@ -123,8 +127,8 @@ def _warn_unknown_tokens(ctx: EvalContext, tokenizer, reports: Sequence[str], ke
     share = tokenizer.unknown_share(reports)
     if share > UNK_WARN_SHARE:
         ctx.note(f"{share:.0%} of the {key} tokens of the training reports are [UNK] for this model's tokenizer: "
-                 f"the decoder cannot write them (a tokenizer whose vocabulary covers the report language is needed, "
-                 f"e.g. a stage-0 vocabulary trained on them)")
+                 f"the decoder cannot write them: give a fresh decoder a vocabulary that covers them "
+                 f"(report.decoder_init=fresh report.tokenizer=DIR, e.g. a stage-0 tokenizer trained on such text)")
 
 
 def _mean_length(texts: Sequence[str], language: str) -> float:
@@ -148,8 +152,8 @@ def results_markdown(model: str, annotations: str, row: Dict, examples: Sequence
              f"Annotations `{annotations}`; {row['method']}; {row['n_train']} train / {row['n_val']} val / "
              f"{row['n_test']} test samples. Checkpoint: epoch {hp['best_epoch']} chosen on validation "
              f"{hp['select_metric']} ({hp['val_num_beams']}-beam validation decoding; -1 = before fine-tuning); "
-             f"test decoding with {hp['num_beams']} beam(s), length penalty {hp['length_penalty']}, at most "
-             f"{hp['max_length']} tokens; {row['details']['distinct_reports']} distinct generated reports for "
+             f"test decoding with {hp['num_beams']} beam(s), length penalty {hp['length_penalty']}, "
+             f"{hp['min_length']} to {hp['max_length']} tokens; {row['details']['distinct_reports']} distinct generated reports for "
              f"{row['n_test']} test samples. Reports are scored in `{row['details']['language']}` "
              f"({row['details']['tokenizer']} tokens).", "",
              "| decoding | " + " | ".join(names) + " | distinct reports | mean length |",
