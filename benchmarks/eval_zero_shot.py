@@ -25,8 +25,8 @@ def main() -> int:
     import torch
 
     from fundus_vlp.data.knowledge import KnowledgeBase
-    from fundus_vlp.eval.features import extract_features
-    from fundus_vlp.models.zero_shot import build_zero_shot_classifier
+    from fundus_vlp.inference.embedding import extract_features
+    from fundus_vlp.inference.zero_shot import build_zero_shot_classifier
     from fundus_vlp.factory import from_pretrained
     from fundus_vlp.runtime.precision import autocast
 

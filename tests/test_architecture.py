@@ -17,11 +17,12 @@ PACKAGE = ROOT / "src" / "fundus_vlp"
 FLOORS = [
     {"version", "constants", "config"},  # typed configs, the architecture registry, config files
     {"runtime"},  # process groups, seeding, device choice, precision, local sources
-    {"models", "losses", "data", "hub", "demo_world", "elite_builder"},  # towers, pure losses, readers/datasets,
-    # release folders, the generated demo world, atlas PDFs -> elite pairs
-    {"factory", "convert"},  # models + their preprocessing; imported weights
+    {"models", "losses", "data", "hub", "demo_world", "elite_builder", "factory", "inference"},  # towers, pure
+    # losses, readers/datasets, release folders, the generated demo world, atlas PDFs -> elite pairs, models from
+    # configs and folders, and inference on a model (model.classify calls it, so it sits beside the models)
+    {"convert"},  # imported weights
     {"methods"},  # pretraining objectives composed of losses and model parts
-    {"train", "eval", "retrieval"},  # the training loop and stage 0; evaluation protocols; folder search
+    {"train", "eval"},  # the training loop and stage 0; evaluation protocols
     {"demo", "demo_bilingual", "app"},  # the end-to-end demos (train and evaluate); the web app (model API)
     {"cli", "__main__"},  # the command line
 ]
@@ -147,3 +148,42 @@ def test_no_citation_of_a_document_outside_the_repository():
             if re.search(r"style spec", line):
                 bad.append(f"{path.relative_to(ROOT)}:{n}: 'style spec'")
     assert not bad, f"{len(bad)} citation(s) of documents users do not have:\n" + "\n".join(bad[:40])
+
+
+def test_every_unit_is_on_a_floor_and_in_the_architecture_doc():
+    """A new top-level unit is placed on a floor here and explained in docs/architecture.md."""
+    units = {p.stem if p.suffix == ".py" else p.name for p in PACKAGE.iterdir()
+             if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").is_file())}
+    placed = set().union(*FLOORS)
+    assert units <= placed, f"units on no floor of FLOORS: {sorted(units - placed)}"
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    missing = sorted(u for u in placed if f"`{u}`" not in doc and f"`{u}/`" not in doc)
+    assert not missing, f"units missing from docs/architecture.md: {missing}"
+
+
+PATH_MENTION = re.compile(r"(?<![\w./-])((?:[a-z0-9_]+/)+[a-z0-9_]+\.py)\b")
+DOTTED_MENTION = re.compile(r"\bfundus_vlp(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def _names_a_missing_module(dotted: str) -> bool:
+    """`fundus_vlp.a.b.name`: the longest existing module prefix may be followed by one name it defines."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        base = PACKAGE.parent / Path(*parts[:cut])
+        source = base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+        if source.is_file():
+            rest = parts[cut:]
+            return len(rest) > 1 or bool(rest) and not re.search(rf"\b{rest[0]}\b", source.read_text())
+    return True
+
+
+def test_no_comment_or_docstring_names_a_module_that_does_not_exist():
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            for m in PATH_MENTION.findall(line):
+                if not any((base / m).exists() for base in (ROOT, PACKAGE, PACKAGE.parent, path.parent)):
+                    bad.append(f"{path.relative_to(ROOT)}:{n}: {m}")
+            bad += [f"{path.relative_to(ROOT)}:{n}: {m}" for m in DOTTED_MENTION.findall(line)
+                    if _names_a_missing_module(m)]
+    assert not bad, "names of modules that do not exist:\n" + "\n".join(bad)

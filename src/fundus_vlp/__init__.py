@@ -16,7 +16,8 @@ _LAZY = {
     "create_model": "factory", "create_model_and_transforms": "factory", "create_model_from_pretrained": "factory",
     "get_tokenizer": "factory", "list_models": "config.registry",
     "get_model_config": "config.registry", "add_model_config": "config.registry", "from_pretrained": "factory", "save_pretrained": "hub", "FundusCLIP": "models.clip",
-    "ModelCfg": "config", "evaluate": "eval", "search": "retrieval", "OnnxModel": "models.onnx",
+    "ModelCfg": "config", "evaluate": "eval", "search": "inference.image_search", "OnnxModel": "models.onnx",
+    "predict": "inference.pipeline", "calibrate": "inference.pipeline", "Calibration": "inference.calibration",
 }
 
 __all__ = ["__version__", *_LAZY]

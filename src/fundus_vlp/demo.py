@@ -89,10 +89,11 @@ def _evaluate(cfg: DemoCfg, model_dir: Path, method: str, run_dir: Path,
               modes: tuple = ("zero-shot", "few-shot", "linear-probe")) -> List[Dict]:
     from .demo_world.presets import demo_world_cfg
     from .eval.config import EvalCfg, FewShotCfg
-    from .eval.runner import evaluate, load_model
+    from .eval.runner import evaluate
+    from .inference.loading import load_model
 
     rows = []
-    model = load_model(model_dir)[0]  # once for the three evaluation sets
+    model = load_model(model_dir).model  # once for the three evaluation sets
     for exp in cfg.experiments:
         ecfg = EvalCfg(folds=cfg.folds, seed=cfg.seed, output_dir=str(run_dir / "eval" / method / exp),
                        print_table=False, progress=False, bootstrap=200, plots=cfg.plots,

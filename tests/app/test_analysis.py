@@ -107,3 +107,23 @@ def test_table_cells_carry_image_prompts_and_label(decoder_model, tmp_path):
     assert len(fig.axes) == 4  # a thumbnail and a bar panel per image
     assert [t.get_text() for t in fig.axes[1].get_yticklabels()] == LABELS
     assert 'data-image="b.jpg"' in captions_html(result)
+
+
+def test_a_calibration_in_the_model_folder_is_applied_when_it_fits_the_labels(decoder_model, tmp_path):
+    from fundus_vlp.inference.calibration import Calibration, LabelMap
+    from fundus_vlp.inference.pipeline import predict
+
+    model, model_dir = decoder_model
+    files = _upload(tmp_path)
+    cal = Calibration(labels=LABELS, multilabel=True, method="platt",
+                      maps={c: LabelMap("platt", a=0.5, b=-1.0 + k) for k, c in enumerate(LABELS)},
+                      thresholds={c: 0.5 for c in LABELS})
+    cal.save(model_dir / "calibration.json")
+    analyzer = Analyzer(model, model_dir)
+    result = analyzer.run(check_uploads(files), LABELS, multilabel=True)
+    expected = predict(model, [files[0], files[2]], LABELS, multilabel=True, calibration=cal).probabilities
+    np.testing.assert_allclose(result.probabilities["with knowledge"].to_numpy(), expected.to_numpy(), atol=1e-9)
+    assert result.calibrated and "calibrated with calibration.json" in status_markdown(result)
+    assert "knowledge prompts calibrated" in probability_table_html(result)
+    other = analyzer.run(check_uploads(files[:1]), LABELS[:2], multilabel=True)  # other labels: uncalibrated
+    assert not other.calibrated and "these probabilities are uncalibrated" in status_markdown(other)

@@ -1,4 +1,5 @@
-"""``fundus-vlp predict``: CSV/JSON output, bad files, multi-label calibration, eye/patient aggregation."""
+"""``fundus-vlp predict``: CSV/JSON output, bad files, folders (webp, skipped entries), calibration (Platt,
+held-out report, JSON file), eye/patient answers."""
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ import torch
 from PIL import Image
 
 from fundus_vlp.cli.main import main
-from fundus_vlp.eval.calibration import expected_calibration_error
 from fundus_vlp.factory import create_model, from_pretrained
-from fundus_vlp.models.inference import label_logits, zero_shot_heads
+from fundus_vlp.inference.calibration import Calibration, expected_calibration_error, sigmoid
+from fundus_vlp.inference.zero_shot import build_head
 
 LABELS = ["normal", "glaucoma", "cataract"]
 
@@ -34,8 +35,7 @@ def setup(tmp_path_factory, tiny_overrides):
 def _logits(model_dir, paths, multilabel, labels=LABELS):
     """Image logits through the library pieces the CLI must use (reference for the aggregation maths)."""
     model = from_pretrained(model_dir)
-    pos, neg = zero_shot_heads(model, labels, True, multilabel)
-    return label_logits(model.embed_images(paths), pos, neg, model.scale()).double().numpy()
+    return build_head(model, labels, True, multilabel).logits(model.embed_images(paths)).double().numpy()
 
 
 def _run(args, capsys):
@@ -71,12 +71,10 @@ def test_bad_files_are_reported_and_the_rest_predicted_to_csv_and_json(setup, ca
     assert code != 0 and ".csv or .json" in err
 
 
-def test_multilabel_calibration_fits_temperature_and_thresholds(setup, capsys):
+def test_multilabel_calibration_is_per_label_platt_reported_held_out_and_saved(setup, capsys):
     root, paths = setup
-    # labels that follow the (random) model's logits except for one image per label: the best temperature is
-    # then finite and inside the search range (separable labels push it to 0, unrelated ones to infinity)
     z_val = _logits(root / "model", paths, True)
-    order = np.argsort(z_val, axis=0)  # per label: the 3 highest logits positive, the two middle ones swapped
+    order = np.argsort(z_val, axis=0)  # per label: the 3 highest logits positive, two middle ones swapped
     y = np.zeros_like(z_val, dtype=int)
     for k in range(3):
         y[order[[2, 4, 5], k], k] = 1
@@ -88,69 +86,107 @@ def test_multilabel_calibration_fits_temperature_and_thresholds(setup, capsys):
     assert code == 0 and "uncalibrated" in err
     z_pred = _logits(root / "model", [paths[0], paths[3]], True)
     doc = json.loads(out)
-    np.testing.assert_allclose([list(r["probs"].values()) for r in doc["images"]], 1 / (1 + np.exp(-z_pred)),
-                               atol=1e-6)
+    np.testing.assert_allclose([list(r["probs"].values()) for r in doc["images"]], sigmoid(z_pred), atol=1e-6)
 
-    code, out, err = _run(base + ["--json", "--calibrate-on", str(root / "imgs" / "val.csv")], capsys)
+    saved, png = root / "cal.json", root / "rel.png"
+    code, out, err = _run(base + ["--json", "--calibrate-on", str(root / "imgs" / "val.csv"), "--save-calibration",
+                                  str(saved), "--reliability-diagram", str(png)], capsys)
     assert code == 0, err
-    assert "uncalibrated" not in err and "ECE" in err
+    assert "per-label platt scaling" in err and "cross-fitting" in err and "constant 0.5" in err
     doc = json.loads(out)
     calib = doc["calibration"]
-    # the reference: a fine grid over T of the same binary cross-entropy, ECE from its definition
-    grid = np.exp(np.linspace(np.log(0.01), np.log(100), 20001))
-    bce = [np.mean(np.logaddexp(0, z_val / t) - y * z_val / t) for t in grid]
-    assert 0.02 < calib["temperature"] < 50
-    assert calib["temperature"] == pytest.approx(grid[int(np.argmin(bce))], rel=2e-3)
-    assert calib["ece_before"] == pytest.approx(expected_calibration_error(1 / (1 + np.exp(-z_val)), y), abs=1e-9)
-    t = calib["temperature"]
-    assert calib["ece_after"] == pytest.approx(expected_calibration_error(1 / (1 + np.exp(-z_val / t)), y), abs=1e-9)
-    assert f"ECE {calib['ece_before']:.4f} -> {calib['ece_after']:.4f}" in err
-    calibrated = 1 / (1 + np.exp(-z_pred / t))
+    assert calib["method"] == "platt" and set(calib["maps"]) == set(LABELS) and not calib["uncalibrated"]
+    assert calib["report"]["ece_before"] == pytest.approx(expected_calibration_error(sigmoid(z_val), y), abs=1e-9)
+    maps = {c: (m["a"], m["b"]) for c, m in calib["maps"].items()}
+    calibrated = np.stack([sigmoid(maps[c][0] * z_pred[:, k] + maps[c][1]) for k, c in enumerate(LABELS)], axis=1)
     np.testing.assert_allclose([list(r["probs"].values()) for r in doc["images"]], calibrated, atol=1e-6)
     thr = calib["thresholds"]
     for row, probs in zip(doc["images"], calibrated):
         assert row["prediction"] == ";".join(c for c, p in zip(LABELS, probs) if p >= thr[c])
+    assert png.read_bytes()[:4] == b"\x89PNG" and Calibration.load(saved).to_dict() == calib
 
-    # the categorical dataframe format gives the same calibration
+    # the saved file applies the same map; the categorical dataframe format gives the same calibration
+    code, out, _ = _run(base + ["--json", "--calibration", str(saved)], capsys)
+    np.testing.assert_allclose([list(r["probs"].values()) for r in json.loads(out)["images"]], calibrated, atol=1e-6)
     cats = [repr([c for c in LABELS if r[c]]) for r in cal.to_dict("records")]
     pd.DataFrame({"image": cal["image"], "atributes": "[]", "categories": cats}).to_csv(root / "imgs" / "cat.csv")
     code, out, _ = _run(base + ["--json", "--calibrate-on", str(root / "imgs" / "cat.csv")], capsys)
     assert json.loads(out)["calibration"] == calib
-    code, _, err = _run(base[:-3] + [str(paths[0]), "--calibrate-on", str(root / "imgs" / "val.csv")], capsys)
-    assert code != 0 and "add --multilabel" in err
 
 
-def test_patient_csv_aggregates_eyes_by_mean_logits_and_patients_by_max(setup, capsys):
+def test_a_one_class_calibration_table_is_an_error_not_a_fit(setup, capsys):
     root, paths = setup
-    table = pd.DataFrame({"patient": ["p1", "p1", "p1", "p2", "p2"], "eye": ["OD", "OD", "os", "OD", "OS"],
-                          "image": [f"imgs/{p.name}" for p in paths[:5]]})
+    pd.DataFrame({"image": [p.name for p in paths], **{c: 0 for c in LABELS}}).to_csv(root / "imgs" / "neg.csv",
+                                                                                      index=False)
+    code, _, err = _run(["--model", str(root / "model"), "--classes", ",".join(LABELS), "--multilabel", str(paths[0]),
+                         "--calibrate-on", str(root / "imgs" / "neg.csv")], capsys)
+    assert code != 0 and "cannot calibrate" in err and "normal: 0 positive and 6 negative" in err
+    assert "ECE" not in err
+
+
+def test_a_folder_includes_webp_and_names_what_it_skips(setup, capsys, tmp_path):
+    root, paths = setup
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    Image.open(paths[0]).save(folder / "a.webp")
+    Image.open(paths[1]).save(folder / "b.png")
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    (folder / "up").symlink_to(folder)
+    (folder / "dir.png").mkdir()
+    (folder / "notes.txt").write_text("not an image")
+    code, out, err = _run(["--model", str(root / "model"), "--classes", ",".join(LABELS), str(folder), "--json"],
+                          capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [r["image"] for r in doc["images"]] == [str(folder / "a.webp"), str(folder / "b.png")]
+    skipped = {d["path"]: d["reason"] for d in doc["skipped"]}
+    assert skipped == {str(folder / "dir.png"): "a folder, not an image file",
+                       str(folder / "loop.jpg"): "symbolic link loop",
+                       str(folder / "up"): "symbolic link loop (points to a folder above it)"}
+    assert f"skipped {folder / 'loop.jpg'}: symbolic link loop" in err
+
+
+def test_patient_csv_gives_eye_and_patient_answers_that_agree(setup, capsys):
+    root, paths = setup
+    (root / "broken.png").write_bytes(b"\x89PNG not really")
+    table = pd.DataFrame({"patient": ["p1", "p1", "p1", "p2", "p2", "p3", "p4"],
+                          "eye": ["OD", "OD", "os", "OD", "OS", "OD", "OS"],
+                          "image": [f"imgs/{p.name}" for p in paths[:5]] + ["broken.png", f"imgs/{paths[5].name}"]})
     table.to_csv(root / "patients.csv", index=False)
     code, out, err = _run(["--model", str(root / "model"), "--classes", ",".join(LABELS), "--patient-csv",
                            str(root / "patients.csv"), "--out", str(root / "pp.json")], capsys)
-    assert code == 0, err
+    assert code == 1 and "broken.png" in err  # a failed image is reported, the rest predicted
     doc = json.loads((root / "pp.json").read_text())
-    assert len(doc["images"]) == 5 and doc["patient_rule"] == "max"
-    z = _logits(root / "model", paths[:5], False)
+    assert len(doc["images"]) == 6
+    z = _logits(root / "model", paths[:6], False)
     softmax = lambda v: np.exp(v - v.max()) / np.exp(v - v.max()).sum()  # noqa: E731
     eyes = {("p1", "OD"): softmax(z[:2].mean(0)), ("p1", "OS"): softmax(z[2]), ("p2", "OD"): softmax(z[3]),
-            ("p2", "OS"): softmax(z[4])}
-    got = {(e["patient"], e["eye"]): [e[c] for c in LABELS] for e in doc["eyes"]}
+            ("p2", "OS"): softmax(z[4]), ("p4", "OS"): softmax(z[5])}
+    got = {(e["patient"], e["eye"]): e for e in doc["eyes"]}
     assert set(got) == set(eyes)
     for key, value in eyes.items():
-        np.testing.assert_allclose(got[key], value, atol=1e-6)
-    p1 = next(p for p in doc["patients"] if p["patient"] == "p1")
-    assert p1["normal"] == pytest.approx(min(eyes["p1", "OD"][0], eyes["p1", "OS"][0]), abs=1e-6)  # healthy: min
-    assert p1["glaucoma"] == pytest.approx(max(eyes["p1", "OD"][1], eyes["p1", "OS"][1]), abs=1e-6)  # disease: max
-    assert p1["n_eyes"] == 2 and p1["n_images"] == 3
+        np.testing.assert_allclose([got[key][c] for c in LABELS], value, atol=1e-6)
+        assert got[key]["prediction"] == LABELS[int(np.argmax(value))]
+    patients = {p["patient"]: p for p in doc["patients"]}
+    for pid in ("p1", "p2"):
+        answers = [LABELS[int(np.argmax(v))] for (p, _), v in eyes.items() if p == pid]
+        p = patients[pid]
+        if all(a == "normal" for a in answers):
+            assert p["prediction"] == "normal"
+        else:
+            sick = [(v.max(), LABELS[int(np.argmax(v))]) for (q, _), v in eyes.items()
+                    if q == pid and LABELS[int(np.argmax(v))] != "normal"]
+            assert p["prediction"] == max(sick)[1]
+        assert p["prediction"] == max(LABELS, key=lambda c: p[c])  # the row shows the deciding eye
+    assert patients["p1"]["n_eyes"] == 2 and patients["p1"]["n_images"] == 3 and patients["p1"]["note"] == ""
+    assert patients["p3"]["n_eyes"] == 0 and patients["p3"]["prediction"] == ""
+    assert patients["p3"]["note"].startswith("no valid image (broken.png: not a recognised image format")
+    assert patients["p4"]["n_eyes"] == 1 and patients["p4"]["note"] == "rests on one eye (OS)"
 
     code, _, err = _run(["--model", str(root / "model"), "--classes", ",".join(LABELS), "--patient-csv",
-                         str(root / "patients.csv"), "--patient-rule", "mean", "--out", str(root / "pm.csv")], capsys)
-    assert code == 0, err
-    patients = pd.read_csv(root / "pm.patients.csv", index_col="patient")
-    assert patients.loc["p1", "normal"] == pytest.approx((eyes["p1", "OD"][0] + eyes["p1", "OS"][0]) / 2, abs=1e-6)
-    assert (root / "pm.eyes.csv").is_file() and (root / "pm.csv").is_file()
-
-    table.assign(eye=["OD", "OD", "left", "OD", "OS"]).to_csv(root / "bad.csv", index=False)
+                         str(root / "patients.csv"), "--out", str(root / "pm.csv")], capsys)
+    assert (root / "pm.eyes.csv").is_file() and (root / "pm.patients.csv").is_file()
+    table.assign(eye=["OD", "OD", "left", "OD", "OS", "OD", "OS"]).to_csv(root / "bad.csv", index=False)
     code, _, err = _run(["--model", str(root / "model"), "--classes", ",".join(LABELS), "--patient-csv",
                          str(root / "bad.csv")], capsys)
     assert code != 0 and "bad.csv, row 3: eye must be OD (right) or OS (left), got 'left'" in err

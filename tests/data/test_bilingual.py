@@ -115,7 +115,7 @@ def test_fundus_zh_covers_fundus_en():
 
 def test_chinese_zero_shot_prompts():
     from fundus_vlp.eval.config import ZeroShotCfg
-    from fundus_vlp.models.zero_shot import class_prompts, display_names
+    from fundus_vlp.inference.zero_shot import class_prompts, display_names
 
     cfg = ZeroShotCfg(language="zh")
     assert cfg.knowledge == "fundus_zh" and cfg.templates == ["一张[CLS]的眼底照片"]

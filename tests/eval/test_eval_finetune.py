@@ -62,7 +62,7 @@ def test_lp_ft_head_reproduces_the_probe_and_selection_uses_val(model, tmp_path)
         labels.append(c)
     labels = np.array(labels)
     where = [f"t.csv, row {i + 1}" for i in range(18)]
-    from fundus_vlp.eval.features import extract_features
+    from fundus_vlp.inference.embedding import extract_features
 
     X = extract_features(model, paths, progress=False).numpy()
     tr, va = np.arange(0, 12), np.arange(12, 18)

@@ -11,7 +11,7 @@ from PIL import Image
 import fundus_vlp.eval.captioning as captioning
 from conftest import TINY_WORLD
 from fundus_vlp.eval import EvalCfg, Experiment, evaluate, format_summary
-from fundus_vlp.eval.features import FeatureCache
+from fundus_vlp.inference.features import FeatureCache
 from fundus_vlp.eval.context import EvalContext
 from fundus_vlp.eval.modes import run_linear_probe
 
@@ -103,9 +103,10 @@ def test_unnormalised_prototypes_switch(model, binary_experiment, tmp_path):
     whose norm < 1 shrinks that class's logits. Both are checked against the formula, and they differ."""
     import torch.nn.functional as F
 
-    from fundus_vlp.eval.features import model_fingerprint
+    from fundus_vlp.inference.features import model_fingerprint
     from fundus_vlp.eval.modes.zero_shot import zero_shot_probs_all
-    from fundus_vlp.models.zero_shot import class_prompts, encode_texts, load_knowledge
+    from fundus_vlp.inference.embedding import encode_texts
+    from fundus_vlp.inference.zero_shot import class_prompts, load_knowledge
 
     def probs(switch: bool):
         cfg = small_cfg(tmp_path)

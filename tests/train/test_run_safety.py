@@ -115,7 +115,7 @@ def test_an_unsafe_pickle_is_named_as_such_and_never_loaded_unsafely(tmp_path):
 
 
 def test_release_folders_and_cache_files_follow_the_umask(tiny_model, tmp_path):
-    from fundus_vlp.eval.features import FeatureCache
+    from fundus_vlp.inference.features import FeatureCache
 
     old = os.umask(0o022)
     try:

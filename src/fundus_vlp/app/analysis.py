@@ -3,7 +3,11 @@
 For every accepted image: zero-shot probabilities over the user's labels twice — with the knowledge base's
 descriptions in each label's prompt ensemble and with the bare label names — a generated caption when the
 model has a caption decoder, and the nearest elite examples when the model folder carries an elite index.
-All model calls go through the model's public API (``classify``, ``embed_images``, ``generate``).
+Probabilities and embeddings come from the inference unit (``fundus_vlp.inference``: ``predict``,
+``embed_images``) on the uploaded files themselves, so an upload gets the probabilities ``predict`` and
+evaluation give the same file. A calibration fitted with ``predict --calibrate-on ... --save-calibration``
+and saved in the model folder as ``calibration.json`` is applied to the knowledge prompts when the
+labels and the mode are the ones it was fitted for; otherwise the page says the numbers are uncalibrated.
 """
 from __future__ import annotations
 
@@ -17,6 +21,10 @@ import pandas as pd
 import torch
 
 from ..constants import MODEL_CARD_NAME
+from ..inference.calibration import Calibration
+from ..inference.embedding import embed_images
+from ..inference.inputs import decode
+from ..inference.pipeline import predict
 from .elite_index import EliteIndex, load_elite_index, weights_fingerprint
 from .uploads import CheckedUploads
 
@@ -27,6 +35,7 @@ DEFAULT_LABELS = ("normal", "diabetic retinopathy", "glaucoma", "cataract", "age
 MAX_LABELS = 40
 NEIGHBOURS_PER_IMAGE = 3
 PROMPT_SETS = (("with knowledge", True), ("names only", False))  # (row label, domain_knowledge)
+CALIBRATION_NAME = "calibration.json"  # optional, in the model folder
 
 
 def card_labels(model_dir: str | Path) -> Optional[List[str]]:
@@ -80,14 +89,20 @@ class Analysis:
     neighbours: Optional[List[List[Tuple[float, int]]]] = None  # per image: (cosine, index entry)
     rejected: List[Tuple[str, str]] = field(default_factory=list)
     problem: Optional[str] = None  # nothing was computed, and why
+    calibrated: bool = False  # the "with knowledge" probabilities went through the folder's calibration
+    calibration_note: Optional[str] = None
 
 
 class Analyzer:
     """A loaded model folder and what the app does with it."""
 
-    def __init__(self, model, model_dir: str | Path, device: str = "cpu"):
-        self.model, self.model_dir, self.device = model, Path(model_dir), device
+    def __init__(self, model, model_dir: str | Path, device: str = "cpu",
+                 calibration: Optional[Calibration | str | Path] = None, knowledge: str = "fundus_en"):
+        self.model, self.model_dir, self.device, self.knowledge = model, Path(model_dir), device, knowledge
         self.index, self.index_note = self._load_index()
+        if calibration is None and (self.model_dir / CALIBRATION_NAME).is_file():
+            calibration = self.model_dir / CALIBRATION_NAME
+        self.calibration = Calibration.load(calibration) if isinstance(calibration, (str, Path)) else calibration
 
     @property
     def has_decoder(self) -> bool:
@@ -103,22 +118,34 @@ class Analyzer:
         return index, None
 
     # -- the model calls ------------------------------------------------------------------------------
-    def classify(self, images: Sequence[torch.Tensor], labels: Sequence[str], domain_knowledge: bool,
-                 multilabel: bool) -> pd.DataFrame:
-        return self.model.classify(list(images), list(labels), domain_knowledge=domain_knowledge,
-                                   multilabel=multilabel, device=self.device)
+    def calibration_for(self, labels: Sequence[str], multilabel: bool) -> Tuple[Optional[Calibration], Optional[str]]:
+        """The folder's calibration when it was fitted for these labels and this mode, and a note otherwise."""
+        cal = self.calibration
+        if cal is None:
+            return None, None
+        if list(labels) != cal.labels or bool(multilabel) != cal.multilabel:
+            kind = "multi-label" if cal.multilabel else "single-label"
+            return None, (f"{CALIBRATION_NAME} was fitted for the {kind} labels {', '.join(cal.labels)}; "
+                          "these probabilities are uncalibrated")
+        return cal, f"calibrated with {CALIBRATION_NAME}: " + cal.summary().splitlines()[0]
+
+    def classify(self, paths: Sequence[Path], labels: Sequence[str], domain_knowledge: bool, multilabel: bool,
+                 calibration: Optional[Calibration] = None) -> pd.DataFrame:
+        knowledge = self.knowledge if domain_knowledge else False
+        return predict(self.model, list(paths), list(labels), multilabel=multilabel, knowledge=knowledge,
+                       calibration=calibration, device=self.device).probabilities
 
     @torch.no_grad()
-    def caption(self, images: Sequence[torch.Tensor]) -> List[str]:
+    def caption(self, paths: Sequence[Path]) -> List[str]:
         from ..data.transforms import build_transform
 
         preprocess = build_transform(self.model.cfg.preprocess, train=False)
-        batch = torch.stack([preprocess(x) for x in images]).to(self.device)
+        batch = torch.stack([preprocess(decode(p, preprocess)) for p in paths]).to(self.device)
         ids = self.model.generate(batch, max_length=None, num_beams=1)
         return [text.strip() for text in self.model.tokenizer.batch_decode(ids)]
 
-    def nearest(self, images: Sequence[torch.Tensor], k: int = NEIGHBOURS_PER_IMAGE) -> List[List[Tuple[float, int]]]:
-        queries = self.model.embed_images(list(images), device=self.device)
+    def nearest(self, paths: Sequence[Path], k: int = NEIGHBOURS_PER_IMAGE) -> List[List[Tuple[float, int]]]:
+        queries = embed_images(self.model, list(paths), device=self.device)
         scores, indices = self.index.nearest(queries, k)
         return [[(float(s), int(i)) for s, i in zip(srow, irow)] for srow, irow in zip(scores, indices)]
 
@@ -131,13 +158,15 @@ class Analyzer:
             out.problem = "upload at least one fundus image" if not uploads.rejected else "no usable image"
         if out.problem is not None:
             return out
+        calibration, out.calibration_note = self.calibration_for(labels, multilabel)
+        out.calibrated = calibration is not None
         for key, knowledge in PROMPT_SETS:
-            frame = self.classify(uploads.images, labels, knowledge, multilabel)
+            frame = self.classify(uploads.paths, labels, knowledge, multilabel, calibration if knowledge else None)
             out.probabilities[key] = frame.set_axis(out.names, axis=0)
         if self.has_decoder:
-            out.captions = self.caption(uploads.images)
+            out.captions = self.caption(uploads.paths)
         if self.index is not None:
-            out.neighbours = self.nearest(uploads.images)
+            out.neighbours = self.nearest(uploads.paths)
         return out
 
 
@@ -159,8 +188,10 @@ def probability_table_html(analysis: Analysis, decimals: int = 3) -> str:
                 f'{" class=best" if label == best else ""}>{values[label]:.{decimals}f}</td>'
                 for label in analysis.labels)
             rows.append(f"<tr><td>{esc(name)}</td><td>{esc(key)}</td>{cells}</tr>")
-    kind = ("multi-label: each label scored alone against its negation (uncalibrated)" if analysis.multilabel
+    kind = ("multi-label: each label scored alone against its negation" if analysis.multilabel
             else "single-label: probabilities over the labels sum to 1")
+    kind += "; knowledge prompts calibrated" if analysis.calibrated else (
+        "; uncalibrated" if analysis.multilabel else "")
     return (f'<table id="probabilities" class="fundus-probabilities"><caption>Zero-shot probabilities ({kind})'
             f"</caption><thead><tr><th>image</th><th>prompts</th>{head}</tr></thead><tbody>{''.join(rows)}"
             f"</tbody></table>")
@@ -197,6 +228,8 @@ def status_markdown(analysis: Analysis, index_note: Optional[str] = None) -> str
         lines.append(f"Note: {index_note}.")
     if not lines and analysis.names:
         lines.append(f"Analysed {len(analysis.names)} image(s) with {len(analysis.labels)} labels.")
+    if analysis.calibration_note and analysis.probabilities:
+        lines.append(f"Note: {analysis.calibration_note}.")
     return "\n\n".join(lines)
 
 

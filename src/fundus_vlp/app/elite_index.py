@@ -55,7 +55,7 @@ class EliteIndex:
 
 def weights_fingerprint(model_dir: str | Path) -> str:
     """Identity of a model folder's weights (the same hash the evaluation feature cache uses)."""
-    from ..eval.features import model_fingerprint
+    from ..inference.features import model_fingerprint
 
     return model_fingerprint(None, Path(model_dir) / WEIGHTS_NAME)
 
@@ -94,7 +94,7 @@ def build_elite_index(model, model_dir: str | Path, caption_files: Sequence[str 
                       device: str = "cpu", progress: bool = True) -> EliteIndex:
     """Embed every image of the caption files with ``model`` (the model saved in ``model_dir``)."""
     from ..data.images import load_image
-    from ..eval.features import extract_features
+    from ..inference.embedding import extract_features
 
     paths, entries = read_elite_rows(caption_files, image_root)
     where = [f"{e['source']}, row {e['row']}" for e in entries]

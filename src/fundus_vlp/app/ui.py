@@ -101,11 +101,11 @@ def launch(model_dir: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_
            max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_images: int = DEFAULT_MAX_IMAGES,
            block: bool = True):
     """Load the model folder and serve the page; returns the Gradio app when ``block`` is False."""
-    from ..factory import from_pretrained
+    from ..inference.loading import load_model
     from ..runtime.device import resolve_device
 
     device = str(resolve_device(device))
-    model = from_pretrained(model_dir).to(device).eval()
+    model = load_model(model_dir, device=device).model
     analyzer = Analyzer(model, model_dir, device=device)
     if analyzer.index_note:
         _logger.warning("%s: %s", model_dir, analyzer.index_note)

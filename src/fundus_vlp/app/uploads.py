@@ -25,7 +25,8 @@ MAX_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
 @dataclass
 class CheckedUploads:
     names: List[str] = field(default_factory=list)  # the user's file names, in upload order
-    images: List["torch.Tensor"] = field(default_factory=list)  # 3×H×W float in [0, 1]
+    images: List["torch.Tensor"] = field(default_factory=list)  # 3×H×W float in [0, 1], for display
+    paths: List[Path] = field(default_factory=list)  # the accepted files: the model decodes them itself
     rejected: List[Tuple[str, str]] = field(default_factory=list)  # (file name, reason)
 
 
@@ -90,4 +91,5 @@ def check_uploads(paths: Sequence[str | Path] | None, max_mb: float = DEFAULT_MA
         else:
             out.names.append(_unique(name, out.names))
             out.images.append(image)
+            out.paths.append(Path(path))
     return out

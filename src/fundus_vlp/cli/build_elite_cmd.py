@@ -50,22 +50,18 @@ def split_inputs(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:
 
 
 def model_modality_classifier(model, device: str = "cpu"):
-    """Zero-shot modality probabilities from a fundus-vlp model: the image embedding against the mean text
-    embedding of each class's prompts (``MODALITY_PROMPTS``), softmax at the model's logit scale."""
-    import torch
-
+    """Zero-shot modality probabilities from a fundus-vlp model (``fundus_vlp.predict``): each modality's
+    prompts (``MODALITY_PROMPTS``) as its prompt ensemble, softmax at the model's logit scale."""
     from ..elite_builder import MODALITIES, MODALITY_PROMPTS
-    from ..models.zero_shot import encode_texts, prototypes_from_embeddings, zero_shot_probs
+    from ..inference.zero_shot import head_from_prompts
 
-    model.to(device).eval()
-    with torch.no_grad():
-        prototypes = prototypes_from_embeddings([encode_texts(model, MODALITY_PROMPTS[m], device=device)
-                                                 for m in MODALITIES])
+    head = head_from_prompts(model, {m: MODALITY_PROMPTS[m] for m in MODALITIES}, device)
 
     def classify(images) -> List[Mapping[str, float]]:
-        # the model API decodes PIL images and applies the model's own preprocessing
-        probs = zero_shot_probs(model.embed_images(list(images), device=device), prototypes, model.scale().detach())
-        return [{m: float(p) for m, p in zip(MODALITIES, row)} for row in probs]
+        from ..inference.pipeline import predict
+
+        probs = predict(model, list(images), MODALITIES, head=head, device=device).probabilities
+        return [{m: float(row[m]) for m in MODALITIES} for _, row in probs.iterrows()]
 
     return classify
 
@@ -82,12 +78,11 @@ def run(args: argparse.Namespace) -> int:
         cfg.accept_repaired = True
     classifier = None
     if args.model:
-        from ..factory import from_pretrained
+        from ..inference.loading import load_model
         from ..runtime.device import resolve_device
 
-        if not Path(args.model).is_dir():
-            raise FileNotFoundError(f"model folder not found: {args.model}")
-        classifier = model_modality_classifier(from_pretrained(args.model), resolve_device(args.device))
+        device = resolve_device(args.device)
+        classifier = model_modality_classifier(load_model(args.model, device=device).model, device)
 
     def show(result) -> None:
         if result.status == "failed":

@@ -34,13 +34,13 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..app.elite_index import build_elite_index, save_elite_index
-    from ..factory import from_pretrained
+    from ..inference.loading import load_model
     from ..runtime.device import resolve_device
 
     if args.thumbnail_size < 0:
         raise ValueError(f"--thumbnail-size {args.thumbnail_size}: expected 0 (none) or a size in pixels")
     device = str(resolve_device(args.device))
-    model = from_pretrained(args.model).to(device).eval()
+    model = load_model(args.model, device=device).model
     index = build_elite_index(model, args.model, args.elite, args.image_root, args.thumbnail_size,
                               args.batch_size, device)
     weights, meta = save_elite_index(index, args.model)

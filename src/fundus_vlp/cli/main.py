@@ -1,7 +1,7 @@
 """``fundus-vlp`` command line: one module per subcommand, each exposing ``register(subparsers)``.
 
 Every subcommand that trains or evaluates takes ``--config FILE.yaml`` (repeatable) and trailing
-``key=value`` overrides that are merged into its typed config (see ``cli/overrides.py``).
+``key=value`` overrides that are merged into its typed config (``config/loading.py``: ``build_config``).
 """
 from __future__ import annotations
 

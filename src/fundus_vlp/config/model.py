@@ -2,7 +2,7 @@
 
 The architecture registry (``configs/models/*.json``) stores only the fields that differ from these
 defaults, as open_clip does. Library code receives these dataclasses; OmegaConf is used only at the
-CLI edge (``fundus_vlp.cli.overrides``) to merge YAML files and ``key=value`` overrides into them.
+CLI edge (``fundus_vlp.config.loading.build_config``) to merge YAML files and ``key=value`` overrides into them.
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ CATEGORICAL_COLUMNS = ("image", "atributes", "categories")
 ZH_CAPTION_COLUMNS = ("caption_zh", "zh_caption", "Cn_Report")
 CAPTION_COLUMN_SETS = (("image", "caption"), ("Image_ID", "en_caption"),
                        *(("image", zh) for zh in ZH_CAPTION_COLUMNS), *(("Image_ID", zh) for zh in ZH_CAPTION_COLUMNS))
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".ppm")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".ppm", ".webp")
 KINDS = ("auto", "categorical", "captions")
 ON_EMPTY_CAPTION = ("error", "skip")
 MAX_LISTED_IN_ERROR = 10  # problems quoted in one exception message (the count covers all of them)

@@ -8,7 +8,7 @@ from .metrics import aggregate_folds, bootstrap_ci, compute_metrics
 from .tables import format_summary, format_table
 from .runner import evaluate
 from .splits import Split, make_splits
-from ..models.zero_shot import build_zero_shot_classifier
+from ..inference.zero_shot import build_zero_shot_classifier
 
 __all__ = ["EvalCfg", "Experiment", "Split", "aggregate_folds", "bootstrap_ci", "build_zero_shot_classifier",
            "builtin_experiments", "compute_metrics", "evaluate", "format_summary", "format_table", "get_experiment",

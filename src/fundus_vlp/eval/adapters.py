@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.zero_shot import zero_shot_logits
+from ..inference.zero_shot import to_probabilities, zero_shot_logits
 
 DEFAULT_ALPHAS: Tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 DEFAULT_BETAS: Tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 20.0, 50.0)
@@ -126,7 +126,7 @@ class ZeroShot:
 
     def predict_proba(self, X) -> np.ndarray:
         with torch.no_grad():
-            return self.logits(X).softmax(-1).numpy()
+            return to_probabilities(self.logits(X), multilabel=False).numpy()
 
 
 # -- CLIP-Adapter -----------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ import torch
 
 from .config import EvalCfg
 from .experiments import Experiment, LabeledImages, load_labeled_images
-from .features import FeatureCache
 from .metrics import aggregate_folds, bootstrap_ci, choose_threshold, compute_metrics
 from .tables import prediction_key
 from .splits import Split, fold_seeds, make_splits
-from ..models.zero_shot import build_zero_shot_classifier, display_names, load_knowledge
+from ..inference.features import FeatureCache
+from ..inference.zero_shot import ZeroShotHead, build_head
 
 _logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class EvalContext:
     predictions: Dict[str, Dict[str, np.ndarray]] = field(default_factory=dict)  # fold-0 predictions for plots
     _data: Optional[LabeledImages] = None
     _features: Dict[bool, torch.Tensor] = field(default_factory=dict)
-    _prototypes: Optional[torch.Tensor] = None
+    _heads: Dict[bool, ZeroShotHead] = field(default_factory=dict)
 
     @property
     def data(self) -> LabeledImages:
@@ -69,18 +69,20 @@ class EvalContext:
                 num_workers=c.num_workers, progress=c.progress)
         return self._features[project]
 
-    def prototypes(self) -> torch.Tensor:
-        if self._prototypes is None:
+    def zero_shot_head(self, multilabel: bool = False) -> ZeroShotHead:
+        """The experiment's zero-shot head (``inference.zero_shot.build_head``): class display names of the
+        configured knowledge base in every template, its descriptions when ``domain_knowledge``."""
+        if multilabel not in self._heads:
             zs = self.cfg.zero_shot
-            kb = load_knowledge(zs.knowledge)
-            self._prototypes = build_zero_shot_classifier(
-                self.model, self.prompt_class_names(), zs.templates, kb if zs.domain_knowledge else None,
-                normalize=not self.cfg.bug_compat.unnormalised_prototypes, device=self.device)
-        return self._prototypes
+            self._heads[multilabel] = build_head(
+                self.model, self.experiment.classes, zs.knowledge, multilabel, zs.templates, zs.negative_templates,
+                descriptions=zs.domain_knowledge, normalize=not self.cfg.bug_compat.unnormalised_prototypes,
+                device=self.device)
+        return self._heads[multilabel]
 
-    def prompt_class_names(self) -> List[str]:
-        """The class names zero-shot prompts use (translated by a knowledge base with names, e.g. fundus_zh)."""
-        return display_names(load_knowledge(self.cfg.zero_shot.knowledge), self.experiment.classes)
+    def prototypes(self) -> torch.Tensor:
+        """K×D class prototypes of the zero-shot head (the few-shot adapters start from them)."""
+        return self.zero_shot_head(self.experiment.task == "multilabel").positive
 
     def splits(self, shots_train, shots_val, n_folds: Optional[int] = None) -> List[Split]:
         c = self.cfg

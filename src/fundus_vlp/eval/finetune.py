@@ -26,13 +26,13 @@ from sklearn.metrics import f1_score
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data.images import load_image
 from ..data.transforms import build_transform
 from ..models.vision import last_stage_name
 from .config import FinetuneCfg
 from ..runtime.device import resolve_device
-from .features import ImageFiles, eval_loader
+from ..inference.inputs import ImageFiles, decode, eval_loader
 from .fit import fit_select
+
 
 FINETUNE_MODES = ("ft", "lp_ft", "last_block", "frozen_bn")
 
@@ -60,7 +60,7 @@ class AugmentedImages(ImageFiles):
 
     def __getitem__(self, i: int):
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        image = load_image(self.paths[i], self.where[i], draft_size=getattr(self.transform, "draft_size", None))
+        image = decode(self.paths[i], self.transform, where=self.where[i])
         return self.transform(image, rng=rng), int(self.labels[i])
 
 

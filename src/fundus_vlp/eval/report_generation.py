@@ -32,7 +32,7 @@ from ..models.decoder import CaptionDecoder
 from ..models.vision import ImageTower, last_stage_name
 from .captioning import caption_metrics
 from .config import ReportCfg
-from .features import ImageFiles
+from ..inference.inputs import ImageFiles
 from .fit import FitResult, fit_select
 from ..data.transforms import build_transform
 

@@ -3,7 +3,7 @@
 Protocol (docs/reference.md#evaluation-protocol, with the fixes of docs/reference.md#official-bugs):
 
 * image features are extracted once per (model, experiment, projection) with the evaluation transform
-  and cached (``features.py``); every adapter, shot count and fold reuses them;
+  and cached (``inference/features.py``); every adapter, shot count and fold reuses them;
 * folds are repeated seeded stratified splits (fold f: seed + f); the test split of a seed does not depend
   on the shot count or the mode, so few-shot, linear-probe and zero-shot-on-splits rows share test sets;
 * every hyper-parameter (adapter α/β/ratio, probe C, binary threshold, fine-tuning epoch) is chosen on
@@ -25,31 +25,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..constants import WEIGHTS_NAME
-from ..hub import resolve_model_dir
+from ..inference.features import FeatureCache, model_fingerprint
+from ..inference.loading import load_model
 from ..runtime.device import resolve_device
 from .config import EXPERIMENT_FREE_MODES, EvalCfg
 from .context import EvalContext
 from .experiments import SEGMENTATION_TASK, Experiment, get_experiment
-from .features import FeatureCache, model_fingerprint
 from .modes import RUNNERS
 from .modes.report import report_experiment
 from .tables import write_run
 from .splits import fold_seeds
-
-
-def load_model(model_or_dir) -> Tuple[Any, Optional[Path], str]:
-    """(model, weights file or None, display name) from a model object or a saved folder."""
-    if isinstance(model_or_dir, (str, Path)):
-        from ..factory import from_pretrained
-
-        directory = resolve_model_dir(model_or_dir)  # a run folder means its exported model/
-        if not directory.is_dir():
-            raise FileNotFoundError(f"model folder not found: {directory}")
-        # runs/<run>/model -> "<run>": the exported folder of a pretraining run is always called "model"
-        name = directory.resolve().parent.name if directory.name == "model" else directory.name
-        return from_pretrained(directory), directory / WEIGHTS_NAME, name
-    return model_or_dir, None, getattr(model_or_dir, "name", None) or model_or_dir.cfg.name
 
 
 def feature_cache_dir(cfg: EvalCfg, out_dir: Path) -> Path:

@@ -62,9 +62,9 @@ class FundusCLIP(nn.Module):
             "logit_scale": self.scale(),
         }
 
-    # -- inference on images and texts (models/inference.py) -------------------------------------------
+    # -- inference on images and texts (the inference unit, fundus_vlp/inference/) ----------------------
     def classify(self, images, labels, domain_knowledge=True, multilabel: bool = False, batch_size: int = 32,
-                 device=None, progress=None, templates=None):
+                 device=None, progress=None, templates=None, calibration=None):
         """Zero-shot probabilities, a pandas DataFrame: rows = images (index: path or ``image_<i>``), columns = labels.
 
         ``images``: a folder, image paths, PIL images, uint8 H×W×3 arrays or 3×H×W float tensors (or a list).
@@ -72,22 +72,24 @@ class FundusCLIP(nn.Module):
         bare label names, or a knowledge-base name/object. ``multilabel``: each label scored on its own
         (positive vs "no <label>" prompt), so a row does not sum to 1. ``device``: None keeps the model where
         it is; "auto"/"cpu"/"cuda" moves it. ``progress``: None = a bar from 64 images on, True/False, or a
-        callable ``(done, total)``.
+        callable ``(done, total)``. ``calibration``: a ``Calibration`` or its JSON file. This is
+        ``fundus_vlp.predict(...).probabilities``.
         """
-        from .inference import classify
+        from ..inference.pipeline import classify
 
         return classify(self, images, labels, domain_knowledge=domain_knowledge, multilabel=multilabel,
-                        batch_size=batch_size, device=device, progress=progress, templates=templates)
+                        batch_size=batch_size, device=device, progress=progress, templates=templates,
+                        calibration=calibration)
 
     def embed_images(self, images, batch_size: int = 32, device=None, progress=None) -> torch.Tensor:
         """N×D unit-norm float32 embeddings on the CPU; the inputs of ``classify``, in the same order."""
-        from .inference import embed_images
+        from ..inference.embedding import embed_images
 
         return embed_images(self, images, batch_size=batch_size, device=device, progress=progress)
 
     def embed_texts(self, texts, device=None) -> torch.Tensor:
         """P×D unit-norm float32 embeddings on the CPU of a string or a list of strings."""
-        from .inference import embed_texts
+        from ..inference.embedding import embed_texts
 
         return embed_texts(self, texts, device=device)
 

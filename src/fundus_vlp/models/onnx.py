@@ -7,10 +7,9 @@
 * ``text_encoder.onnx``: ``input_ids`` (batch×length int64, any length up to the context length) ->
   ``text_embeds`` (batch×D, unit norm).
 
-``OnnxModel.from_pretrained(directory)`` runs them: images are decoded and preprocessed by the same
-code as the PyTorch model (``models/inference.py``), text is tokenised by the folder's tokenizer, and
-prompts, prototypes and probabilities are computed in numpy with the prompt ensembles of
-``models/zero_shot.py``; torch is not used beyond preprocessing.
+``OnnxModel.from_pretrained(directory)`` runs them inside the inference unit (``fundus_vlp/inference/``):
+images are decoded and preprocessed, texts tokenised, prompts, prototypes and probabilities computed by the
+same code as for the PyTorch model; only the encoders run in onnxruntime (torch does the rest, on the CPU).
 """
 from __future__ import annotations
 
@@ -21,9 +20,6 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 
 from ..constants import WEIGHTS_NAME
-from .inference import (DEFAULT_TEMPLATES, Batches, Progress, check_labels, expand_inputs, preprocessed_batches,
-                        resolve_knowledge)
-from .zero_shot import class_prompts, negative_prompts
 
 IMAGE_ONNX = "image_encoder.onnx"
 TEXT_ONNX = "text_encoder.onnx"
@@ -65,17 +61,15 @@ def export_onnx(model, directory: str | Path, opset: int = ONNX_OPSET) -> List[P
     return [image_path, text_path]
 
 
-def _normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 class OnnxModel:
-    """The zero-shot surface of ``FundusCLIP`` (``classify``, ``embed_images``, ``embed_texts``) on ONNX files."""
+    """The inference surface of ``FundusCLIP`` (``classify``, ``embed_images``, ``embed_texts``) on ONNX files.
+
+    It offers what the inference unit asks of a model (``cfg``, ``tokenizer``, ``encode_image``,
+    ``encode_text``, ``scale``), so decoding, prompts, prototypes and probabilities are the very code the
+    PyTorch model runs; only the two encoders run in onnxruntime.
+    """
+
+    training = False
 
     def __init__(self, directory: str | Path, providers: Optional[Sequence[str]] = None):
         import onnxruntime as ort
@@ -108,47 +102,51 @@ class OnnxModel:
             raw = float(np.asarray(f.get_tensor("logit_scale")).reshape(()))
         return float(np.exp(np.clip(raw, 0.0, self.cfg.logit_scale_max)))
 
+    # -- what the inference unit calls ---------------------------------------------------------------
+    def scale(self) -> float:
+        return self.logit_scale
+
+    def eval(self) -> "OnnxModel":
+        return self
+
+    def to(self, device) -> "OnnxModel":  # onnxruntime's providers decide where the graphs run
+        return self
+
+    def train(self, mode: bool = True) -> "OnnxModel":
+        return self
+
+    def encode_image(self, pixel_values, normalize: bool = True, project: bool = True):
+        """B×D unit embeddings of preprocessed images (the graph normalises; ``project=False`` is not exported)."""
+        import torch
+
+        if not project:
+            raise ValueError("the ONNX image encoder holds the projected embedding only")
+        out = self.image_session.run(None, {"pixel_values": pixel_values.cpu().numpy().astype(np.float32)})[0]
+        return torch.from_numpy(out)
+
+    def encode_text(self, input_ids, normalize: bool = True, project: bool = True):
+        import torch
+
+        out = self.text_session.run(None, {"input_ids": input_ids.cpu().numpy().astype(np.int64)})[0]
+        return torch.from_numpy(out)
+
+    # -- the FundusCLIP inference surface -------------------------------------------------------------
     def embed_texts(self, texts: Union[str, Sequence[str]], batch_size: int = 64) -> np.ndarray:
         """P×D unit-norm float32 embeddings."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        if not texts:
-            raise ValueError("no texts given")
-        out = []
-        for i in range(0, len(texts), batch_size):
-            enc = self.tokenizer.hf(texts[i:i + batch_size], padding=self.cfg.text.padding, truncation=True,
-                                    max_length=self.cfg.text.context_length, return_tensors="np")
-            out.append(self.text_session.run(None, {"input_ids": enc["input_ids"].astype(np.int64)})[0])
-        return np.concatenate(out).astype(np.float32)
+        from ..inference.embedding import embed_texts
 
-    def embed_images(self, images, batch_size: int = 32, progress: Progress = None,
-                     record: Optional[Batches] = None) -> np.ndarray:
+        return embed_texts(self, texts, batch_size=batch_size).numpy()
+
+    def embed_images(self, images, batch_size: int = 32, progress=None) -> np.ndarray:
         """N×D unit-norm float32 embeddings, in the order of ``classify``'s rows."""
-        items = expand_inputs(images)
-        if not items:
-            raise ValueError("no images given (an empty list, or a folder without image files)")
-        out = [self.image_session.run(None, {"pixel_values": batch.numpy().astype(np.float32)})[0]
-               for batch in preprocessed_batches(items, self.cfg.preprocess, batch_size, progress=progress,
-                                                 record=record)]
-        return np.concatenate(out)
+        from ..inference.embedding import embed_images
 
-    def _prototypes(self, prompt_groups: Sequence[Sequence[str]]) -> np.ndarray:
-        """K×D: mean of each group's unit text embeddings, re-normalised (as ``prototypes_from_embeddings``)."""
-        return _normalize(np.stack([self.embed_texts(list(group)).mean(axis=0) for group in prompt_groups]))
+        return embed_images(self, images, batch_size=batch_size, progress=progress).numpy()
 
     def classify(self, images, labels, domain_knowledge=True, multilabel: bool = False, batch_size: int = 32,
-                 device=None, progress: Progress = None, templates: Optional[Sequence[str]] = None):
+                 device=None, progress=None, templates: Optional[Sequence[str]] = None, calibration=None):
         """Same contract as ``FundusCLIP.classify`` (``device`` is unused: onnxruntime providers decide)."""
-        import pandas as pd
+        from ..inference.pipeline import classify
 
-        labels = check_labels(labels, multilabel)
-        knowledge = resolve_knowledge(domain_knowledge)
-        positive = self._prototypes([class_prompts(c, templates or DEFAULT_TEMPLATES, knowledge) for c in labels])
-        record = Batches()
-        feats = self.embed_images(images, batch_size=batch_size, progress=progress, record=record).astype(np.float64)
-        logits = self.logit_scale * feats @ positive.T.astype(np.float64)
-        if multilabel:
-            negative = self._prototypes([negative_prompts(c) for c in labels]).astype(np.float64)
-            probs = 1.0 / (1.0 + np.exp(-(logits - self.logit_scale * feats @ negative.T)))
-        else:
-            probs = _softmax(logits)
-        return pd.DataFrame(probs, index=pd.Index(record.names, name="image"), columns=labels)
+        return classify(self, images, labels, domain_knowledge=domain_knowledge, multilabel=multilabel,
+                        batch_size=batch_size, progress=progress, templates=templates, calibration=calibration)

@@ -10,7 +10,7 @@ def run_retrieval(ctx: EvalContext) -> List[Dict]:
     from ...data.dataframes import read_captions, resolve_image_path
     from ..experiments import check_images_exist
     from ..recall import recall_at_k
-    from ...models.zero_shot import encode_texts
+    from ...inference.embedding import encode_texts
 
     rc, exp = ctx.cfg.retrieval, ctx.experiment
     csv = rc.captions or exp.captions
@@ -44,7 +44,7 @@ def run_retrieval(ctx: EvalContext) -> List[Dict]:
 
 def caption_scores(ctx: EvalContext, ids: List[str], paths, where, refs: Dict[str, List[str]]) -> Dict:
     from ..captioning import caption_metrics
-    from ..features import eval_loader
+    from ...inference.inputs import eval_loader
 
     rc, model = ctx.cfg.retrieval, ctx.model
     loader = eval_loader(model.cfg.preprocess, paths, where, ctx.cfg.batch_size, ctx.cfg.num_workers)

@@ -5,19 +5,16 @@ from typing import Dict, List
 
 import numpy as np
 
-from ..adapters import ZeroShot
 from ..context import EvalContext, fold_result
 from ..splits import SplitError
-from ...models.zero_shot import multilabel_scores, negative_prototypes
+from ...inference.zero_shot import to_probabilities
 
 
 def zero_shot_probs_all(ctx: EvalContext) -> np.ndarray:
-    X = ctx.features(project=True)
-    if ctx.experiment.task == "multilabel":
-        neg = negative_prototypes(ctx.model, ctx.prompt_class_names(), ctx.cfg.zero_shot.negative_templates,
-                                  not ctx.cfg.bug_compat.unnormalised_prototypes, ctx.device)
-        return multilabel_scores(X, ctx.prototypes(), neg, ctx.scale).numpy()
-    return ZeroShot(ctx.prototypes(), ctx.scale).predict_proba(X)
+    """N×K probabilities of every image: the cached features through the experiment's zero-shot head."""
+    multilabel = ctx.experiment.task == "multilabel"
+    logits = ctx.zero_shot_head(multilabel).logits(ctx.features(project=True))
+    return to_probabilities(logits, multilabel).numpy()
 
 
 def run_zero_shot(ctx: EvalContext) -> List[Dict]:

@@ -1,7 +1,8 @@
-"""Frozen image features, extracted once per model and image set and cached on disk (no pickle).
+"""The feature cache: image embeddings extracted once per model and image set and kept on disk (safetensors,
+no pickle). Evaluation, ``fundus_vlp.search`` and the benchmark read features through ``FeatureCache.get``.
 
-Features always come from the **evaluation** transform (``build_transform(..., train=False)``): the
-official Tip-Adapter applies random pre-training augmentation to test images, which we do not. The cache key covers
+Features always come from the **evaluation** transform (``extract_features``): the official Tip-Adapter
+applies random pre-training augmentation to test images, which we do not. The cache key covers
 the model weights, the image list (paths, sizes, modification times), the preprocessing config and the projection
 flag, so a changed input never returns stale features.
 """
@@ -14,59 +15,17 @@ import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from ..constants import ENV_CACHE
-from ..runtime.device import resolve_device
-from ..data.images import load_image
-from ..data.transforms import build_transform
 from ..runtime.files import chmod_like_new
+from .embedding import extract_features
 
 _logger = logging.getLogger(__name__)
 
 FEATURE_FORMAT = 2  # 2: JPEGs decoded at reduced size (load_image draft_size), features differ slightly
-
-
-class ImageFiles(Dataset):
-    """Decoded, preprocessed images; errors name the file and its dataframe row."""
-
-    def __init__(self, paths: Sequence[Path], transform, where: Optional[Sequence[str]] = None):
-        self.paths, self.transform = list(paths), transform
-        self.where = list(where) if where is not None else [None] * len(self.paths)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        draft = getattr(self.transform, "draft_size", None)
-        return self.transform(load_image(self.paths[i], self.where[i], draft_size=draft))
-
-
-def eval_loader(preprocess, paths: Sequence[Path], where: Optional[Sequence[str]] = None, batch_size: int = 32,
-                num_workers: int = 0) -> DataLoader:
-    """Images in order through the evaluation transform (clean, no augmentation)."""
-    return DataLoader(ImageFiles(paths, build_transform(preprocess, train=False), where), batch_size=batch_size,
-                      shuffle=False, num_workers=num_workers)
-
-
-@torch.no_grad()
-def extract_features(model, paths: Sequence[Path], where: Optional[Sequence[str]] = None, project: bool = True,
-                     batch_size: int = 32, device: str = "cpu", num_workers: int = 0, progress: bool = True,
-                     desc: str = "features") -> torch.Tensor:
-    """N×D float32 features: unit-norm projected embeddings, or raw pooled trunk features (``project=False``)."""
-    dev = resolve_device(device)
-    was_training = model.training
-    model.eval().to(dev)
-    loader = eval_loader(model.cfg.preprocess, paths, where, batch_size, num_workers)
-    out: List[torch.Tensor] = []
-    for images in tqdm(loader, desc=desc, unit="batch", disable=None if progress else True, leave=False):
-        out.append(model.encode_image(images.to(dev), normalize=True, project=project).float().cpu())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
 
 
 def file_fingerprint(path: str | Path, chunk: int = 1 << 22) -> str:

@@ -8,10 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-import fundus_vlp.eval.features as features_mod
+import fundus_vlp.inference.features as features_mod
+import fundus_vlp.inference.inputs as inputs_mod
 from fundus_vlp.data.images import load_image
 from fundus_vlp.data.transforms import build_transform
-from fundus_vlp.eval.features import FeatureCache, extract_features, model_fingerprint
+from fundus_vlp.inference.embedding import extract_features
+from fundus_vlp.inference.features import FeatureCache, model_fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +40,13 @@ def images(tmp_path_factory):
 
 def test_features_use_the_eval_transform_and_are_deterministic(model, images, monkeypatch):
     calls = []
-    real = features_mod.build_transform
+    real = inputs_mod.build_transform
 
     def spy(cfg, train=False, aug=None):
         calls.append(train)
         return real(cfg, train=train, aug=aug)
 
-    monkeypatch.setattr(features_mod, "build_transform", spy)
+    monkeypatch.setattr(inputs_mod, "build_transform", spy)
     a = extract_features(model, images, progress=False, batch_size=4)
     b = extract_features(model, images, progress=False, batch_size=4)
     assert calls == [False, False]

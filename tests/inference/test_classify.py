@@ -10,8 +10,7 @@ from PIL import Image
 import fundus_vlp
 from fundus_vlp.data.images import BadImageError, load_image
 from fundus_vlp.data.transforms import build_transform
-from fundus_vlp.models.zero_shot import (build_zero_shot_classifier, load_knowledge, multilabel_scores,
-                                         negative_prototypes, zero_shot_probs)
+from fundus_vlp.inference.zero_shot import build_zero_shot_classifier, load_knowledge, negative_prototypes
 
 LABELS = ["normal", "glaucoma", "cataract"]
 
@@ -34,8 +33,9 @@ def _reference_probs(model, paths, labels, knowledge, multilabel=False):
         feats = model.encode_image(torch.stack([transform(load_image(p)) for p in paths]))
         pos = build_zero_shot_classifier(model, labels, knowledge=knowledge)
         if multilabel:
-            return multilabel_scores(feats, pos, negative_prototypes(model, labels), model.scale())
-        return zero_shot_probs(feats, pos, model.scale())
+            neg = negative_prototypes(model, labels)
+            return torch.sigmoid(model.scale() * (feats @ pos.T - feats @ neg.T))
+        return (model.scale() * feats @ pos.T).softmax(-1)
 
 
 def test_classify_matches_the_evaluation_path_for_every_input_kind(tiny_model, tmp_path):

@@ -1,4 +1,4 @@
-"""Zero-shot prototypes (models/zero_shot.py): prompt ensembles, re-normalisation, multi-label pairs."""
+"""Zero-shot prototypes (inference/zero_shot.py): prompt ensembles, re-normalisation, multi-label pairs."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fundus_vlp.models.zero_shot import (build_multilabel_classifier, build_zero_shot_classifier, class_prompts,
-                                       multilabel_scores, zero_shot_probs)
+from fundus_vlp.inference.zero_shot import (build_multilabel_classifier, build_zero_shot_classifier, class_prompts,
+                                          multilabel_logits, to_probabilities, zero_shot_logits)
 
 E = torch.eye(4)
 
@@ -52,7 +52,7 @@ def test_known_prototypes_give_known_answer():
     torch.testing.assert_close(protos[0], E[0])
     torch.testing.assert_close(protos[1], expect_glaucoma)
     images = torch.stack([E[0], F.normalize(E[1] + 0.1 * E[2], dim=0), E[2]])
-    probs = zero_shot_probs(images, protos, 10.0)
+    probs = to_probabilities(zero_shot_logits(images, protos, 10.0), multilabel=False)
     assert probs.argmax(1).tolist() == [0, 1, 1]
     logits = 10.0 * images @ protos.T
     torch.testing.assert_close(probs, logits.softmax(-1))
@@ -87,7 +87,7 @@ def test_multilabel_pairs():
              "A fundus photograph of cup": E[2], "A fundus photograph with no cup": E[3]}
     pos, neg = build_multilabel_classifier(StubModel(table), ["drusen", "cup"])
     x = torch.stack([F.normalize(E[0] + E[3], dim=0)])
-    s = multilabel_scores(x, pos, neg, 10.0)
+    s = to_probabilities(multilabel_logits(x, pos, neg, 10.0), multilabel=True)
     d = 2 ** -0.5
     expect = torch.sigmoid(torch.tensor([[10 * d, -10 * d]]))
     torch.testing.assert_close(s, expect)

@@ -1,7 +1,7 @@
 """Text -> image search over a folder: ``fundus_vlp.search(model, folder, "query", k=10)``.
 
-The folder's image embeddings are computed once and kept in the evaluation feature cache
-(``eval/features.py``): the key covers the model weights, every file's path, size and modification
+The folder's image embeddings are computed once and kept in the feature cache
+(``inference/features.py``): the key covers the model weights, every file's path, size and modification
 time and the preprocessing, so adding, replacing or touching an image recomputes them.
 """
 from __future__ import annotations
@@ -11,10 +11,11 @@ from typing import Optional
 
 import torch
 
-from .data.dataframes import IMAGE_EXTENSIONS
-from .eval.features import FeatureCache, model_fingerprint
-from .models.inference import embed_texts, list_images, model_device
-from .runtime.sources import cache_root
+from ..data.dataframes import IMAGE_EXTENSIONS
+from ..runtime.sources import cache_root
+from .embedding import embed_texts, model_device
+from .features import FeatureCache, model_fingerprint
+from .inputs import list_images
 
 
 def search_cache_dir() -> Path:

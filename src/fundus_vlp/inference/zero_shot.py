@@ -1,5 +1,12 @@
-"""Zero-shot classification with domain-knowledge prompt ensembles: the prototypes shared by the Python API
-(``FundusCLIP.classify``), ``predict``, evaluation and the ONNX runtime.
+"""Zero-shot heads: prompt ensembles with domain knowledge -> class prototypes -> logits -> probabilities.
+One ``ZeroShotHead`` serves the Python API (``FundusCLIP.classify``, ``predict``), evaluation, the web app,
+``build-elite --model`` and the ONNX runtime, and ``to_probabilities`` is the one map from logits to
+probabilities.
+
+Prompts name a class by its knowledge-base display name (``KnowledgeBase.display_name``: the entry's own
+``name``, e.g. its Chinese name in ``fundus_zh``, else the label) in every template, followed by the
+knowledge base's descriptions when ``descriptions=True``; the negatives of multi-label pairs use the same
+display name.
 
 A class prototype is the mean of the unit text embeddings of its prompt ensemble ([class name] + the
 knowledge base's descriptions, each in every template), **re-normalised** to unit length. The official
@@ -12,12 +19,15 @@ over a positive/negative prompt pair ("... of glaucoma" vs "... with no glaucoma
 """
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
 from ..data.prompts import NEGATIVE_TEMPLATE, ZERO_SHOT_TEMPLATE, fill_template, zero_shot_prompts
+from .embedding import encode_texts
 
 DEFAULT_TEMPLATES: Tuple[str, ...] = (ZERO_SHOT_TEMPLATE,)  # "A fundus photograph of [CLS]"
 DEFAULT_NEGATIVE_TEMPLATES: Tuple[str, ...] = (NEGATIVE_TEMPLATE,)  # "A fundus photograph with no [CLS]"
@@ -65,17 +75,6 @@ def negative_prompts(classname: str, negative_templates: Sequence[str] = DEFAULT
     return list(dict.fromkeys(fill_template(_slot(t), classname) for t in negative_templates))
 
 
-@torch.no_grad()
-def encode_texts(model, texts: Sequence[str], batch_size: int = 64, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Unit-norm projected text embeddings, P×D (float32, on CPU)."""
-    model.eval()
-    out = []
-    for i in range(0, len(texts), batch_size):
-        ids = model.tokenizer(list(texts[i:i + batch_size])).to(device)
-        out.append(model.encode_text(ids, normalize=True, project=True).float().cpu())
-    return torch.cat(out)
-
-
 def prototypes_from_embeddings(groups: Iterable[torch.Tensor], normalize: bool = True) -> torch.Tensor:
     """K×D: the mean of each group of unit embeddings, re-normalised unless ``normalize=False`` (bug-compat)."""
     protos = torch.stack([g.mean(dim=0) for g in groups])
@@ -94,10 +93,6 @@ def zero_shot_logits(features: torch.Tensor, prototypes: torch.Tensor, scale: fl
     """s · V Tᵀ, the model's own logit scale times the cosine similarities."""
     s = float(scale.detach()) if torch.is_tensor(scale) else float(scale)
     return s * features.float() @ prototypes.float().T
-
-
-def zero_shot_probs(features: torch.Tensor, prototypes: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
-    return zero_shot_logits(features, prototypes, scale).softmax(dim=-1)
 
 
 def build_multilabel_classifier(model, classnames: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES,
@@ -123,7 +118,85 @@ def multilabel_logits(features: torch.Tensor, positive: torch.Tensor, negative: 
     return s * (features.float() @ positive.float().T - features.float() @ negative.float().T)
 
 
-def multilabel_scores(features: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
-                      scale: float | torch.Tensor) -> torch.Tensor:
-    """Per-class probabilities N×K: softmax over each (positive, negative) prompt pair."""
-    return torch.sigmoid(multilabel_logits(features, positive, negative, scale))
+# -- the head every entry point uses ---------------------------------------------------------------------
+
+DEFAULT_KNOWLEDGE = "fundus_en"
+Knowledge = Union[bool, None, str, Path, "KnowledgeBase"]  # noqa: F821
+
+
+def resolve_knowledge(knowledge: Knowledge):
+    """True -> the shipped English knowledge base; False/None -> none; a name, path or KnowledgeBase as given."""
+    if knowledge is True:
+        return load_knowledge(DEFAULT_KNOWLEDGE)
+    if not knowledge:
+        return None
+    if isinstance(knowledge, (str, Path)):
+        return load_knowledge(str(knowledge))
+    return knowledge
+
+
+def check_labels(labels: Union[str, Sequence[str]], multilabel: bool) -> List[str]:
+    """The labels as a clean list; empty, repeated or (single-label) fewer than two labels are an error."""
+    labels = [labels] if isinstance(labels, str) else [str(c).strip() for c in labels]
+    if any(not c for c in labels):
+        raise ValueError(f"empty label in {labels}")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"duplicate labels in {labels}")
+    if len(labels) < (1 if multilabel else 2):
+        raise ValueError(f"single-label classification needs at least two labels, got {labels} "
+                         "(or use multilabel=True for independent per-label probabilities)")
+    return labels
+
+
+@dataclass
+class ZeroShotHead:
+    """Class prototypes (K×D) for ``labels``, the negative prototypes of multi-label pairs (else None) and the
+    model's logit scale: ``logits(features)`` then ``to_probabilities``."""
+
+    labels: List[str]
+    positive: torch.Tensor
+    negative: Optional[torch.Tensor]
+    scale: float
+
+    @property
+    def multilabel(self) -> bool:
+        return self.negative is not None
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """N×K: s·V·Tᵀ (single-label) or the positive-minus-negative pair logits (multi-label)."""
+        if self.negative is None:
+            return zero_shot_logits(features, self.positive, self.scale)
+        return multilabel_logits(features, self.positive, self.negative, self.scale)
+
+
+def build_head(model, labels: Sequence[str], knowledge: Knowledge = True, multilabel: bool = False,
+               templates: Optional[Sequence[str]] = None, negative_templates: Optional[Sequence[str]] = None,
+               descriptions: bool = True, normalize: bool = True,
+               device: str | torch.device = "cpu") -> ZeroShotHead:
+    """The zero-shot head of ``labels``: each label is named by its display name in ``knowledge`` in every
+    template, with the knowledge base's descriptions unless ``descriptions=False``; multi-label adds the
+    "no <label>" prototypes. ``normalize=False`` keeps the official, un-normalised prototype means."""
+    kb = resolve_knowledge(knowledge)
+    names = display_names(kb, labels)
+    positive = build_zero_shot_classifier(model, names, list(templates or DEFAULT_TEMPLATES),
+                                          kb if descriptions else None, normalize, device)
+    negative = negative_prototypes(model, names, list(negative_templates or DEFAULT_NEGATIVE_TEMPLATES), normalize,
+                                   device) if multilabel else None
+    scale = model.scale()
+    return ZeroShotHead(list(labels), positive, negative, float(scale.detach()) if torch.is_tensor(scale) else float(scale))
+
+
+def to_probabilities(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """The one map from zero-shot logits to probabilities: softmax over the labels (single-label), or one
+    sigmoid per label (multi-label). Calibration (``Calibration.apply``) replaces it when one is given."""
+    z = logits if logits.is_floating_point() else logits.float()
+    return torch.sigmoid(z) if multilabel else z.softmax(dim=-1)
+
+
+def head_from_prompts(model, prompts: Dict[str, Sequence[str]], device: str | torch.device = "cpu") -> ZeroShotHead:
+    """A single-label head whose classes are given by explicit prompt lists (e.g. the elite builder's modality
+    prompts) instead of templates and a knowledge base; prototypes as in ``build_zero_shot_classifier``."""
+    groups = [encode_texts(model, list(texts), device=device) for texts in prompts.values()]
+    scale = model.scale()
+    return ZeroShotHead(list(prompts), prototypes_from_embeddings(groups), None,
+                        float(scale.detach()) if torch.is_tensor(scale) else float(scale))
