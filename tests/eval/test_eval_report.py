@@ -290,11 +290,11 @@ def test_cli_report_on_chinese_reports(tiny_reports, zh_model, tmp_path):
     assert {p["reference"] for p in preds} <= set(REPORTS_ZH)
 
 
-def test_a_tokenizer_without_the_report_language_warns_with_the_share(tiny_reports, tmp_path):
+def test_a_tokenizer_without_the_report_language_warns_with_the_share(tiny_reports, zh_model, tmp_path):
     from fundus_vlp.models.tokenizer import Tokenizer
 
-    tok = Tokenizer.from_pretrained(str(tiny_reports["model"]))
-    assert tok.unknown_share(REPORTS_ZH) == 1.0 and tok.unknown_share(REPORTS) == 0.0
+    assert Tokenizer.from_pretrained(str(tiny_reports["model"])).unknown_share(REPORTS_ZH) == 1.0
+    assert Tokenizer.from_pretrained(str(zh_model)).unknown_share(REPORTS_ZH) == 0.0
     row_notes = evaluate(tiny_reports["model"], None, ["report"], EvalCfg(
         output_dir=str(tmp_path / "run"), progress=False, print_table=False, image_root=str(tiny_reports["root"]),
         report=ReportCfg(annotations=str(_bilingual(tiny_reports, tmp_path)), report_key="Cn_Report", epochs=0,

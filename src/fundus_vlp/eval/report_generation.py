@@ -265,8 +265,8 @@ def train_report_decoder(decoder: CaptionDecoder, tower: ImageTower, tokens: Tok
                          val: ReportSamples, tokenizer, cfg: ReportCfg, max_length: int, seed: int,
                          device: torch.device, progress: bool = True, language: Optional[str] = None,
                          min_new_tokens: int = 0) -> FitResult:
-    """Train on ``train``, choose the epoch on ``val`` (``fit_select``: the initial weights are a candidate, an
-    epoch that writes one report for every validation case is trivial); loads the chosen weights into
+    """Train on ``train``, choose the epoch on ``val`` (``fit_select``; the initial weights are a candidate, and
+    each validation records how many distinct reports it wrote); loads the chosen weights into
     ``decoder`` (and ``tower`` when it is trained). Test samples are not an argument."""
     if len(val) == 0:
         raise ValueError("report generation needs validation cases to choose the checkpoint")
@@ -313,8 +313,9 @@ def train_report_decoder(decoder: CaptionDecoder, tower: ImageTower, tokens: Tok
                                      cfg.validation_beams, cfg.length_penalty, cfg.beam_stop, min_new_tokens)
             scores = score_reports(val, texts, use_java=False, meteor=False, language=language)
             rec.update({k: float(v) for k, v in scores.items() if k.startswith(("bleu", "rouge", "cider"))})
+            # in the history, not a selection rule: an untrained decoder's distinct garbage would win over
+            # a trained one that writes one generic report
             rec["distinct_reports"] = len(set(texts))
-            rec["trivial"] = len(set(texts)) == 1 < len(set(val.reports))  # one report for every case
         return rec
 
     metric, mode = ("val_loss", "min") if cfg.select_metric == "loss" else (cfg.select_metric, "max")
