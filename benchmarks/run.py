@@ -44,9 +44,9 @@ def _median_step_time(run_dir: Path, skip: int = 2) -> float:
 
 def _pretrain(out: Path, name: str, nproc: int, extra: list[str]) -> float:
     """Median optimiser-step time of a short `fundus-vlp pretrain` run; the cores are shared out between ranks."""
-    base = ["pretrain", "method=flair", "model=rn18-minilm", "model.preprocess.size=96", "data.source=demo",
-            "data.demo_size=tiny", "data.num_workers=0", "train.log_every=1", "train.tensorboard=false",
-            "train.lock_text_layers=2", f"output_dir={out}", f"run_name={name}"] + extra
+    base = ["pretrain", "--overwrite", "method=flair", "model=rn18-minilm", "model.preprocess.size=96",
+            "data.source=demo", "data.demo_size=tiny", "data.num_workers=0", "train.log_every=1",
+            "train.tensorboard=false", "train.lock_text_layers=2", f"output_dir={out}", f"run_name={name}"] + extra
     if nproc == 1:
         cmd = [sys.executable, "-m", "fundus_vlp"] + base
     else:
@@ -126,10 +126,10 @@ def bench_gpu(out: Path, steps: int) -> list[tuple]:
     base = None
     for precision in ("fp32", "amp_bf16"):
         run = f"gpu-{precision}"
-        cmd = [sys.executable, "-m", "fundus_vlp", "pretrain", "method=keepfit_v2", "model=rn50-minilm",
-               "data.source=demo", "data.num_workers=8", "train.batch_size=64", f"train.max_steps={steps}",
-               "train.log_every=1", "train.tensorboard=false", f"train.precision={precision}",
-               "train.channels_last=true", f"output_dir={out}", f"run_name={run}"]
+        cmd = [sys.executable, "-m", "fundus_vlp", "pretrain", "--overwrite", "method=keepfit_v2",
+               "model=rn50-minilm", "data.source=demo", "data.num_workers=8", "train.batch_size=64",
+               f"train.max_steps={steps}", "train.log_every=1", "train.tensorboard=false",
+               f"train.precision={precision}", "train.channels_last=true", f"output_dir={out}", f"run_name={run}"]
         subprocess.run(cmd, check=True, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         t = _median_step_time(out / run, skip=3)
         rate = 128 / t  # 64 public + 64 elite images per step

@@ -13,6 +13,7 @@ if "FUNDUS_VLP_CACHE" not in os.environ:  # generated worlds/feature caches of t
     os.environ["FUNDUS_VLP_CACHE"] = tempfile.mkdtemp(prefix="fundus_vlp_test_cache_")
 
 import copy  # noqa: E402
+import errno  # noqa: E402
 import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -165,3 +166,49 @@ def first_batch(trainer) -> dict:
     batch = next(iter(trainer.data.loader))
     batch.pop("skipped")
     return batch
+
+
+class _FillingDisk:
+    """A file opened by ``runtime.files.atomic_write`` on a disk with ``room`` bytes left (shared by every file):
+    a write that does not fit fails with ENOSPC, as on a full disk, and the partial file's space comes back."""
+
+    room = 0
+
+    def __init__(self, path, mode, encoding):
+        self.f, self.written = open(path, mode, encoding=encoding), 0
+
+    def write(self, data):
+        if len(data) > _FillingDisk.room:
+            _FillingDisk.room += self.written  # the caller removes the partial file
+            raise OSError(errno.ENOSPC, "No space left on device")
+        _FillingDisk.room -= len(data)
+        self.written += len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+@pytest.fixture
+def disk_fills_after(monkeypatch):
+    """``disk_fills_after(n)``: from now on the disk under ``atomic_write`` has ``n`` bytes free (a fake ENOSPC)."""
+    import fundus_vlp.runtime.files as files
+
+    def fill(room: int) -> None:
+        _FillingDisk.room = room
+        monkeypatch.setattr(files, "_open_temp", _FillingDisk)
+    return fill
+
+
+@pytest.fixture(scope="session")
+def official_images(tmp_path_factory):
+    """The import tests' official-code test images (tests/convert/official_layout.py), written once per session."""
+    from official_layout import write_test_images  # tests/convert is on the path of the tests that use this
+
+    return write_test_images(tmp_path_factory.mktemp("official_images"))

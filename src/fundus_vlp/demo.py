@@ -51,13 +51,14 @@ class DemoCfg:
 def pretrain_config(cfg: DemoCfg, method: str, run_dir: Path, text_dir: Optional[Path] = None,
                     train_seed: Optional[int] = None):
     """The demo's run of ``method``: the method's defaults with the demo's budget, data and model."""
+    from .config.loading import from_dict
     from .config.registry import get_model_config
     from .train.config import PretrainCfg
 
     model = get_model_config(cfg.model, {"preprocess": {"size": cfg.image_size}})
     if text_dir is not None:  # the stage-0 text tower
         model = replace(model, text=replace(model.text, hf_model_name=str(text_dir)))
-    base = PretrainCfg(method=method, model=model)
+    base = from_dict(PretrainCfg, {"method": method, "model": model})  # with its method's options section
     return replace(
         base, output_dir=str(run_dir), run_name=method,
         data=replace(base.data, source="demo", demo_size=cfg.world, demo_seed=cfg.seed, num_workers=cfg.num_workers),
@@ -143,8 +144,7 @@ def _start(cfg: DemoCfg, prefix: str):
     from .demo_world import build_demo_world
 
     t0 = time.perf_counter()
-    run_dir = Path(cfg.output_dir) / (cfg.run_name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = new_demo_dir(cfg.output_dir, cfg.run_name, prefix)
     world = build_demo_world(demo_world_cfg(cfg.world, cfg.seed))
     _logger.info("demo world: %s (unseen conditions: %s)", world.root, ", ".join(world.unseen_conditions))
     timings: Dict[str, float] = {"world": time.perf_counter() - t0}
@@ -154,6 +154,18 @@ def _start(cfg: DemoCfg, prefix: str):
         text_dir = _stage0(cfg, run_dir)
         timings["keepfit_v2 stage 0 (MLM)"] = time.perf_counter() - t
     return t0, run_dir, world, text_dir, timings
+
+
+def new_demo_dir(output_dir: str, run_name: str, prefix: str) -> Path:
+    """A new folder for a demo: a demo never replaces (or mixes into) the runs of an earlier one."""
+    from .train.rundir import RunFolderError
+
+    run_dir = Path(output_dir) / (run_name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise RunFolderError(f"{run_dir}: already holds a demo; choose another run_name (or none: a new "
+                             f"timestamped folder), or move the old one away")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
 
 
 def _finish(cfg: DemoCfg, run_dir: Path, t0: float, timings: Dict[str, float], table: str, rows: List[Dict],

@@ -63,3 +63,24 @@ def test_an_upload_keeps_good_files_and_names_the_rest(tmp_path):
     assert [name for name, _ in out.rejected] == ["notes.png", "fourth.png"]
     assert "more than 3 images" in out.rejected[1][1]
     assert check_uploads(None).names == [] and check_uploads(None).rejected == []
+
+
+def test_the_upload_store_deletes_uploads_and_nothing_else(tmp_path):
+    from fundus_vlp.app.ui import label_text_problem
+    from fundus_vlp.app.uploads import UploadStore
+
+    store = UploadStore()
+    (store.root / "abc123").mkdir()
+    upload = _png(store.root / "abc123" / "eye.png")
+    rejected = store.root / "def456" / "notes.png"
+    rejected.parent.mkdir()
+    rejected.write_text("not an image")
+    mine = _png(tmp_path / "mine.png")  # a file outside the store is never deleted, even if named
+    assert store.discard([str(upload), str(rejected), str(mine)]) == 2
+    assert list(store.root.iterdir()) == [] and mine.is_file()
+    store.close()
+    assert not store.root.exists()
+
+    assert label_text_problem("normal\nglaucoma") is None
+    assert "at most 100 characters" in label_text_problem("normal\n" + "x" * 101)
+    assert "characters: at most" in label_text_problem("a," * 3000)

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from conftest import free_port, make_image_dataset
+from fundus_vlp.app.analysis import DEFAULT_LABELS
 from fundus_vlp.cli.main import main
 from fundus_vlp.data.images import load_image
 from fundus_vlp.data.transforms import build_transform
@@ -65,7 +66,9 @@ def served_model(tiny_overrides, tmp_path):
                  str(ds["root"]), "--thumbnail-size", "32"]) == 0
     port = free_port()
     log = tmp_path / "serve.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    server_tmp = tmp_path / "server_tmp"  # the server's temp folder: where its uploads land
+    server_tmp.mkdir()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=str(server_tmp))
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "fundus_vlp", "serve", "--model", str(model_dir), "--port",
                                  str(port), "--max-upload-mb", "2"], stdout=out, stderr=subprocess.STDOUT, env=env,
@@ -73,12 +76,19 @@ def served_model(tiny_overrides, tmp_path):
     try:
         yield model, f"http://127.0.0.1:{port}/", proc, log
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server we started, and only it
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server we started (and only it), SIGKILL if it does not stop."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 @pytest.fixture
@@ -89,6 +99,34 @@ def chromium() -> str:
         pytest.skip("no Chromium on this machine (`apt-get install chromium`; `make test` installs it when run as "
                     "root with apt-get): the web app's browser test cannot run")
     return path
+
+
+def _narrow_window(page, image: Path, screenshot: Path) -> dict:
+    """At 800 px wide, with the six default (long) labels: can every column of the table be scrolled into view,
+    and are the gallery captions whole? Saves a screenshot for a person to look at."""
+    page.set_viewport_size({"width": 800, "height": 1000})
+    page.locator("#uploads input[type=file]").set_input_files([str(image)])
+    page.locator("#uploads").get_by_text("retina").wait_for()
+    page.locator("#labels textarea").fill("\n".join(DEFAULT_LABELS))
+    page.locator("#classify").click()
+    page.locator("#probabilities th", has_text="pathologic myopia").wait_for(timeout=120_000)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(screenshot), full_page=True)
+    return page.evaluate("""() => {
+        const box = document.querySelector('#probabilities-scroll');
+        const heads = [...document.querySelectorAll('#probabilities th')];
+        let reachable = 0;
+        for (const th of heads.slice(2)) {
+            box.scrollLeft = th.offsetLeft;  // scroll the box, not the page, to the column
+            const r = th.getBoundingClientRect(), b = box.getBoundingClientRect();
+            if (r.left >= b.left - 1 && r.right <= b.right + 1) reachable += 1;
+        }
+        const captions = [...document.querySelectorAll('#neighbours .caption-label')];
+        return {columns: heads.length, box_right: box ? box.getBoundingClientRect().right : 1e9,
+                overflow: box ? getComputedStyle(box).overflowX : '', reachable,
+                gallery_captions: captions.length,
+                cut_captions: captions.filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.textContent)};
+    }""")
 
 
 def test_upload_relabel_and_read_probabilities(chromium, served_model, tmp_path):
@@ -128,8 +166,18 @@ def test_upload_relabel_and_read_probabilities(chromium, served_model, tmp_path)
             status = page.locator("#status").inner_text()
             caption = page.locator("#captions li").inner_text()
             neighbours = page.locator("#neighbour-captions li").all_inner_texts()
+            uploaded = {"retina.png", "big.png", "notes.png"}
+            left = [p for p in (tmp_path / "server_tmp").rglob("*") if p.name in uploaded]
+            layout = _narrow_window(page, retina, tmp_path / "800px.png")
         finally:
             browser.close()
+    _stop(proc)
+    assert not list((tmp_path / "server_tmp").glob("fundus-vlp-uploads-*"))  # removed at exit
+    assert left == []  # accepted and rejected uploads deleted after the analysis
+    assert layout["columns"] == 2 + len(DEFAULT_LABELS)
+    assert layout["box_right"] <= 800 and layout["overflow"] == "auto"  # the table box stays in the window ...
+    assert layout["reachable"] == len(DEFAULT_LABELS)  # ... and scrolls to every label column
+    assert layout["cut_captions"] == [] and layout["gallery_captions"] > 0
 
     shown = {(prompts, label): float(text) for image, prompts, label, text in cells}
     assert {image for image, *_ in cells} == {"retina.png"}
@@ -138,6 +186,7 @@ def test_upload_relabel_and_read_probabilities(chromium, served_model, tmp_path)
         assert value == pytest.approx(expected[prompts][label], abs=5e-4 + 1e-6), (prompts, label)
     assert "big.png was not analysed" in status and "over the upload limit of 2 MB" in status
     assert "notes.png was not analysed: not an image file" in status
-    assert caption == f"retina.png: {expected_caption}"
+    # an untrained decoder's caption does not rest on the image: shown, but marked as no finding
+    assert caption.startswith(f"retina.png: caption (low confidence): {expected_caption} (the decoder writes")
     assert len(neighbours) == 3 and all(n.startswith("retina.png #") for n in neighbours)
 

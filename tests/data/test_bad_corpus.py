@@ -342,3 +342,73 @@ def test_build_elite_reports_damaged_pdfs_and_keeps_them_only_when_accepted(tmp_
     assert line.startswith("built") and "damaged: repaired" in line and "accepted" in line
     code, text = run_cli(["build-elite", str(pdfs["truncated"]), "--out", str(out)], capsys)
     assert code == 0 and "already built" in text
+
+
+def test_prepare_on_a_full_disk_is_a_clear_error_and_keeps_what_was_done(corpus, tmp_path, capsys, monkeypatch,
+                                                                          disk_fills_after):
+    """The disk fills up after a few images: the error names the file, what it needed and the free space; no
+    partial file is left; the images already written are in the manifest, so the next run continues."""
+    import json
+
+    disk_fills_after(20_000)
+    valid = tmp_path / "valid.csv"
+    lines = corpus.public.read_text().splitlines()
+    valid.write_text("\n".join([lines[0]] + [lines[row] for _, row in corpus.valid_rows if _ == "public.csv"]) + "\n")
+    out = tmp_path / "cache"
+    code, text = run_cli(["prepare", "--root", str(corpus.root), "--dataframe", str(valid), "--out", str(out),
+                          "--size", "64", "--workers", "1"], capsys)
+    assert code == 1, text
+    assert "no space left on the device" in text and ".png: no space left" in text and "free there" in text
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    from fundus_vlp.data.prepare import MANIFEST
+
+    done = json.loads((out / MANIFEST).read_text())["entries"]
+    assert done and all((out / name).is_file() for name in done.values())  # kept, and resumed from next time
+    code, text = run_cli(["prepare", "--root", str(corpus.root), "--dataframe", str(valid), "--out", str(out),
+                          "--size", "64", "--workers", "1"], capsys)
+    assert code == 0 and f"already cached: {len(done)}" in text
+
+
+HOSTILE_CONFIGS = [  # (key path in model_cfg, value, words the error must contain)
+    (("embed_dim",), "big", "embed_dim: Value 'big'"),
+    (("embed_dim",), 10_000_000, "embed_dim: 10000000 is outside the plausible range"),
+    (("decoder", "hidden_size"), 2**40, "decoder.hidden_size"),
+    (("preprocess", "size"), "large", "preprocess.size"),
+    (("text", "context_length"), -5, "text.context_length"),
+    (("text", "hf_config", "hidden_size"), 10_000_000, "text.hf_config.hidden_size: 10000000 is not a plausible"),
+    (("vision", "timm_modle_name"), "resnet18", "vision.timm_modle_name"),
+]
+
+
+@pytest.mark.parametrize("keys, value, words", HOSTILE_CONFIGS, ids=lambda v: str(v)[:24])
+def test_hostile_model_config_is_refused_with_the_field_named_before_anything_is_built(
+        keys, value, words, tiny_model, tmp_path, capsys, monkeypatch):
+    """A model folder whose config.json has a wrong type, an implausible size or an unknown key: `predict` and the
+    Python API refuse it naming the file and the field, and no model is constructed (nothing allocated)."""
+    import json
+
+    from fundus_vlp.factory import create_model_from_pretrained
+    from fundus_vlp.hub import CheckpointError
+    from fundus_vlp.models.clip import FundusCLIP
+
+    folder = tmp_path / "m"
+    tiny_model.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    node = config["model_cfg"]
+    for key in keys[:-1]:
+        node = node[key]
+    node[keys[-1]] = value
+    (folder / "config.json").write_text(json.dumps(config))
+
+    def built(*args, **kwargs):
+        raise AssertionError("a model was constructed from a refused config")
+
+    monkeypatch.setattr(FundusCLIP, "__init__", built)
+    with pytest.raises(CheckpointError, match="config.json") as err:
+        create_model_from_pretrained(folder)
+    assert words in str(err.value)
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32)).save(image)
+    code, out = run_cli(["predict", "--model", str(folder), "--classes", "normal,glaucoma", str(image)], capsys)
+    assert code != 0 and words in out and "config.json" in out and "Traceback" not in out, out

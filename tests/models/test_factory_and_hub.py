@@ -8,6 +8,7 @@ import torch
 
 from fundus_vlp.factory import create_model, create_model_and_transforms, get_tokenizer
 from fundus_vlp.factory import from_pretrained
+from fundus_vlp.config import ConfigError
 from fundus_vlp.hub import CheckpointError
 from fundus_vlp.config.registry import get_model_config, list_models
 
@@ -25,7 +26,7 @@ def test_registry_lists_required_architectures():
 def test_unknown_model_and_override_typo_raise():
     with pytest.raises(KeyError, match="unknown model"):
         get_model_config("resnet-9000")
-    with pytest.raises(KeyError, match="unknown TextCfg key"):
+    with pytest.raises(ConfigError, match="text.poolnig: Key 'poolnig' not in 'TextCfg'"):
         get_model_config("tiny", {"text": {"poolnig": "cls"}})
 
 
@@ -152,3 +153,48 @@ def test_decoder_greedy_generation_matches_teacher_forced_argmax(tiny_overrides)
             assert out[b, t] == logits[b, t - 1].argmax()
     beams = model.generate(images, max_length=8, num_beams=3)
     assert beams.shape[0] == 2
+
+
+def test_a_model_folder_without_its_tokenizer_says_so(tiny_model, tmp_path):
+    """Without the vocabulary, transformers would build a tokenizer of the 5 special tokens and the model would
+    read every word as [UNK]: refused, naming the folder and what is missing."""
+    from fundus_vlp.factory import from_pretrained
+    from fundus_vlp.hub import CheckpointError
+
+    folder = tiny_model.save_pretrained(tmp_path / "m")
+    (folder / "tokenizer.json").unlink()  # tokenizer_config.json (special tokens only) stays
+    with pytest.raises(CheckpointError, match=r"m: the tokenizer is missing \(none of tokenizer.json, vocab.txt"):
+        from_pretrained(folder)
+
+    other = tiny_model.save_pretrained(tmp_path / "other")  # with the vocabulary of another model
+    from transformers import BertTokenizerFast
+
+    (tmp_path / "v.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "eye"]) + "\n")
+    BertTokenizerFast(vocab=str(tmp_path / "v.txt")).save_pretrained(str(other))
+    with pytest.raises(CheckpointError, match=r"the tokenizer has 6 tokens but the text tower was trained with a "
+                                              r"vocabulary of \d+"):
+        from_pretrained(other)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("unpickled",))
+
+
+def test_an_unsafe_pytorch_model_bin_in_a_stage0_folder_is_named_not_safe(tiny_overrides, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from fundus_vlp.factory import create_model
+    from fundus_vlp.hub import CheckpointError
+
+    folder = tmp_path / "text_model"
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                         vocab_size=200)).save_pretrained(folder)
+    from safetensors.torch import load_file
+
+    state = load_file(folder / "model.safetensors")  # the same weights as a pickle that carries code too
+    (folder / "model.safetensors").unlink()
+    torch.save({**state, "extra": _Payload()}, folder / "pytorch_model.bin")
+    with pytest.raises(CheckpointError) as err:
+        create_model("rn18-minilm", **tiny_overrides, **{"text.hf_model_name": str(folder)})
+    assert f"{folder / 'pytorch_model.bin'}: not a safe checkpoint" in str(err.value)

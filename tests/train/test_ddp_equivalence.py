@@ -69,7 +69,8 @@ def test_two_rank_gradients_equal_single_process(image_dataset, tiny_overrides, 
         trainer.task(batch)["loss"].backward()
         batches[method], reference[method] = batch, _grads(trainer.task)
     result_path = tmp_path / "ddp_grads.pt"
-    mp.spawn(_worker, args=(free_port(), image_dataset, tiny_overrides, tmp_path, batches, str(result_path)),
+    # the ranks start runs of their own: a folder holds one run (the reference runs above are in tmp_path)
+    mp.spawn(_worker, args=(free_port(), image_dataset, tiny_overrides, tmp_path / "ddp", batches, str(result_path)),
              nprocs=2, join=True)
     ddp = torch.load(result_path, weights_only=True)
     for method in METHODS:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -250,13 +251,13 @@ def bar_chart(analysis: Analysis, images: Optional[Sequence[torch.Tensor]] = Non
         if images is not None:
             thumb = fig.add_subplot(grid[r, 0])
             thumb.imshow(images[r].permute(1, 2, 0).clamp(0, 1).numpy())
-            thumb.set_title(name, fontsize=9)
+            thumb.set_title(textwrap.fill(name, 22), fontsize=9)  # wrapped, never cut by the column
             thumb.axis("off")
         ax = fig.add_subplot(grid[r, 1] if images is not None else grid[r, :])
         for j, (key, _) in enumerate(PROMPT_SETS):
             values = analysis.probabilities[key].loc[name, analysis.labels].to_numpy()
             ax.barh(positions + (j - 0.5) * height, values, height=height, color=colours[key], label=key)
-        ax.set_yticks(positions.tolist(), analysis.labels, fontsize=9)
+        ax.set_yticks(positions.tolist(), [textwrap.fill(label, 28) for label in analysis.labels], fontsize=9)
         ax.invert_yaxis()
         ax.set_xlim(0, 1)
         ax.set_xlabel("probability", fontsize=9)

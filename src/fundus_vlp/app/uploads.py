@@ -1,9 +1,13 @@
-"""Checks on uploaded files before any model sees them: size, image type, decodability.
+"""Uploaded files: checks before any model sees them (size, image type, decodability), and where they are kept
+until they are deleted.
 
 A rejected file gets a reason a person can act on; the other files of the same upload still go through.
 """
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Sequence, Tuple
@@ -93,3 +97,33 @@ def check_uploads(paths: Sequence[str | Path] | None, max_mb: float = DEFAULT_MA
             out.images.append(image)
             out.paths.append(Path(path))
     return out
+
+
+class UploadStore:
+    """Where the server keeps uploaded files: a private folder of this process (the web framework writes uploads
+    there). Files are deleted after each analysis, accepted or rejected, and the folder at exit: uploads are
+    patients' images and must not pile up on the server's disk."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="fundus-vlp-uploads-")).resolve()
+        atexit.register(self.close)
+
+    def discard(self, paths: Sequence[str | Path] | None) -> int:
+        """Delete these uploads (and the folders the framework made for them); files outside the store are
+        never touched. Returns how many were deleted."""
+        deleted = 0
+        for path in paths or []:
+            path = Path(str(path)).resolve()
+            if self.root not in path.parents:
+                continue
+            if path.is_file():
+                path.unlink()
+                deleted += 1
+            for folder in path.parents:  # .../<root>/<hash>/<name>: drop the emptied <hash> folder too
+                if folder == self.root or not folder.is_dir() or any(folder.iterdir()):
+                    break
+                folder.rmdir()
+        return deleted
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -28,6 +28,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.prepare import prepare_dataset
+    from ..runtime.files import write_text_atomic
 
     r = prepare_dataset(args.root, args.dataframe, args.out, args.size, args.fov_crop, args.workers)
     print(f"images: {r.total}  written: {r.written}  already cached: {r.reused}  bad: {len(r.bad)}")
@@ -37,6 +38,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  ... {len(r.bad) - 100} more (see --json)")
     print(f"cache: {r.out} (train with root={r.out})")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"total": r.total, "written": r.written, "reused": r.reused, "bad": r.bad}, f, indent=2)
+        write_text_atomic(args.json, json.dumps({"total": r.total, "written": r.written, "reused": r.reused,
+                                                 "bad": r.bad}, indent=2))
     return 0

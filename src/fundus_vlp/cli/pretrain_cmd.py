@@ -26,6 +26,9 @@ The run directory (output_dir/run_name) receives config.yaml, env.json, metrics.
 TensorBoard logs, checkpoints/ and the exported model/ folder. Ctrl-C (SIGINT) or SIGTERM saves a
 checkpoint and exits with status 130. Continue a stopped run with --resume latest run_name=NAME; a
 changed config is refused unless --allow-config-change (each version is kept as config.N.yaml).
+A run folder belongs to one run and one process (run.lock): a second run with the same run_name is refused
+unless --resume, or --overwrite (the old folder is moved to NAME.replaced-TIME, never deleted). A run folder
+can be copied or renamed and resumed there (--resume latest run_name=NEW_NAME).
 """
 
 
@@ -37,6 +40,8 @@ def register(sub) -> None:
                    help="continue from the newest checkpoint of run_name (latest) or from a checkpoint file")
     p.add_argument("--allow-config-change", action="store_true",
                    help="resume even though the config differs from the run's config.yaml (the old one is kept)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run where run_name already holds one: the old folder is moved to NAME.replaced-TIME (never deleted)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate all data and print the plan; train nothing (exit status 1 if the data has problems)")
     p.add_argument("--workers", type=int, default=None, help="--dry-run: parallel image checks (default: the CPU cores)")
@@ -56,7 +61,8 @@ def _print_plan(cfg, plan) -> int:
         print(f"the run would stop before training: {first}{listed}")
     else:
         print("data:\n" + format_summary(plan.summary))
-        print(f"steps: {plan.steps_per_epoch} per epoch x {cfg.train.epochs} epochs -> {plan.total_steps} optimiser "
+        run = plan.run
+        print(f"steps: {run.steps_per_epoch} per epoch x {run.epochs} epochs -> {run.total_steps} optimiser "
               f"steps (batch {cfg.train.batch_size} per rank, accum_freq {cfg.train.accum_freq})")
         if not plan.report.ok:
             print(f"with data.on_bad_image={cfg.data.on_bad_image} the run would start; bad rows are dropped "
@@ -71,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides) + ([f"resume={args.resume}"] if args.resume else [])
     overrides += ["allow_config_change=true"] if args.allow_config_change else []
+    overrides += ["overwrite=true"] if args.overwrite else []
     cfg = build_config(PretrainCfg, args.config, overrides, has_model=True)
     if args.dry_run:
         return _print_plan(cfg, dry_run(cfg, args.workers))

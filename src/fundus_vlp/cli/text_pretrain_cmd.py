@@ -19,12 +19,15 @@ the text tower of any model: model.text.hf_model_name=run_dir/text_model.
 text_model=bert-from-scratch with tokenizer.train=true first learns a WordPiece vocabulary from the corpus
 (Chinese split per character) and trains a new BERT sized by scratch.* (hidden_size, num_layers, ...).
 caption_language=en|zh|both chooses the caption columns added to the corpus (caption, caption_zh).
+A run folder that already holds a run is refused (choose another run_name, or --overwrite to move it aside).
 """
 
 
 def register(sub) -> None:
     p = sub.add_parser("text-pretrain", help="MLM pretraining of the text tower (KeepFIT V2 stage 0)",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run where run_name already holds one: the old folder is moved to NAME.replaced-TIME (never deleted)")
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train.config import TextPretrainCfg
     from ..train.text_pretrain import text_pretrain
 
-    cfg = build_config(TextPretrainCfg, args.config, args.overrides)
+    cfg = build_config(TextPretrainCfg, args.config, list(args.overrides) + (["overwrite=true"] if args.overwrite else []))
     r = text_pretrain(cfg)
     print(f"done: {r.steps} steps in {r.seconds:.1f}s; val MLM loss {r.val_loss:.3f}, masked-token accuracy "
           f"{r.val_masked_accuracy:.3f}\ntext model: {r.model_dir}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -21,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ..runtime.device import usable_cores
+from ..runtime.files import DiskFullError, atomic_write, write_text_atomic
 from .dataframes import DataFormatError, read_any, resolve_image_path, where
 from .images import BadImageError, load_image
 from .transforms import fov_crop, resize_pad_to_square
@@ -58,12 +58,13 @@ def _process(job: Tuple[str, str, str, str, int, bool]) -> Tuple[str, Optional[s
         img = resize_pad_to_square(img, size)
         arr = (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{dst}.tmp-{os.getpid()}"
-        Image.fromarray(arr).save(tmp, format="PNG", compress_level=1)  # a speed cache: fast over small
-        os.replace(tmp, dst)
+        with atomic_write(dst) as f:
+            Image.fromarray(arr).save(f, format="PNG", compress_level=1)  # a speed cache: fast over small
         return rel, None
     except BadImageError as exc:
         return rel, exc.reason
+    except DiskFullError:
+        raise  # not a property of this image: stop the whole run
     except Exception as exc:  # an unexpected decoder failure must not kill the whole pool
         return rel, f"{type(exc).__name__}: {exc}"
 
@@ -131,15 +132,20 @@ def prepare_dataset(root: str | Path, dataframes: Sequence[str | Path], out: str
         jobs.append((src, str(dst), rel, loc, size, crop))
     bad: Dict[str, str] = {}
     workers = workers if workers is not None else usable_cores()
-    with _results(jobs, workers) as done:
-        for i, (rel, error) in enumerate(tqdm(done, total=len(jobs), desc="preparing", disable=not progress)):
-            if error is None:
-                entries[rel] = cached_name(rel)
-                report.written += 1
-            else:
-                bad[rel] = error
-            if i % 500 == 499:
-                _write_manifest(out, size, crop, entries, bad, images)
+    try:
+        with _results(jobs, workers) as done:
+            for i, (rel, error) in enumerate(tqdm(done, total=len(jobs), desc="preparing", disable=not progress)):
+                if error is None:
+                    entries[rel] = cached_name(rel)
+                    report.written += 1
+                else:
+                    bad[rel] = error
+                if i % 500 == 499:
+                    _write_manifest(out, size, crop, entries, bad, images)
+    except DiskFullError:
+        with contextlib.suppress(OSError):  # keep what was done, so the next run continues from there
+            _write_manifest(out, size, crop, entries, bad, images)
+        raise
     _write_manifest(out, size, crop, entries, bad, images)
     report.bad = [{"image": rel, "where": images[rel][1], "reason": reason} for rel, reason in bad.items()]
     return report
@@ -148,9 +154,7 @@ def prepare_dataset(root: str | Path, dataframes: Sequence[str | Path], out: str
 def _write_manifest(out: Path, size: int, crop: bool, entries: Dict[str, str], bad: Dict[str, str], images) -> None:
     data = {"size": size, "fov_crop": crop, "entries": entries,
             "bad": {rel: {"where": images[rel][1], "reason": reason} for rel, reason in bad.items()}}
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, out / MANIFEST)
+    write_text_atomic(out / MANIFEST, json.dumps(data))
 
 
 class CacheIndex:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -32,6 +31,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import pandas as pd
 from PIL import Image
 
+from ..runtime.extras import require
+from ..runtime.files import write_text_atomic
 from .captions import split_panels
 from .config import EliteBuildCfg
 from .dedup import DuplicateIndex, dhash
@@ -84,15 +85,9 @@ class BuildReport:
 # ---------------------------------------------------------------------------------------------- files
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
     # UTF-8 with BOM: spreadsheet programs then show Chinese captions correctly; pandas reads it either way
-    _atomic_write(path, "\ufeff" + frame.to_csv(index=False))
+    write_text_atomic(path, "\ufeff" + frame.to_csv(index=False))
 
 
 def _file_sha256(path: Path) -> str:
@@ -319,9 +314,9 @@ def _write_outputs(out: Path, states: List[dict], cfg: EliteBuildCfg, report: Bu
     for modality in FUNDUS_MODALITIES:
         _atomic_csv(pairs[pairs["modality"] == modality], out / f"elite_{modality}.csv")
     _atomic_csv(rejected, out / "rejected.csv")
-    _atomic_write(out / "review.html", write_review_page(pairs.to_dict("records"), ELITE_COLUMNS,
+    write_text_atomic(out / "review.html", write_review_page(pairs.to_dict("records"), ELITE_COLUMNS,
                                                         cfg.review_min_confidence, len(rejected)))
-    _atomic_write(out / "build_report.json", json.dumps(
+    write_text_atomic(out / "build_report.json", json.dumps(
         {"pairs": len(pairs), "rejected": len(rejected), "pdfs": [asdict(r) for r in report.results]},
         indent=2, ensure_ascii=False))
     report.pairs, report.rejected = len(pairs), len(rejected)
@@ -336,7 +331,7 @@ def build_elite(pdfs: Sequence[str | Path], out: str | Path, cfg: Optional[Elite
     None uses colour/texture statistics. A PDF that cannot be used is reported (``PdfResult.error``) and
     the others go on. ``on_result`` is called after each PDF (progress output).
     """
-    import fitz
+    fitz = require("fitz", "elite", "build-elite (atlas PDFs)")
 
     cfg = cfg or EliteBuildCfg()
     out = Path(out)
@@ -407,7 +402,7 @@ def _build_one(path: Path, key: str, out: Path, cfg: EliteBuildCfg, classifier, 
                                f"was recovered with --accept-repaired")
     state = dict(version=STATE_VERSION, key=key, source=path.name, pages=pages, seconds=seconds,
                  pairs=work.pairs, rejected=work.rejected, hashes=work.hashes, damage=damage)
-    _atomic_write(out / STATE_DIR / f"{key}.json", json.dumps(state, ensure_ascii=False))
+    write_text_atomic(out / STATE_DIR / f"{key}.json", json.dumps(state, ensure_ascii=False))
     states[key] = state
     return PdfResult(str(path), "built", key, pages, len(work.pairs), len(work.rejected), seconds, damage=damage)
 

@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Optional
 
 from ..config import BugCompatCfg
 from ..data.prompts import NEGATIVE_TEMPLATE, PROMPT_LANGUAGES, ZERO_SHOT_TEMPLATE
-from .adapters import DEFAULT_ALPHAS, DEFAULT_BETAS, DEFAULT_RATIOS, AdapterOptimCfg
+from .adapters import (DEFAULT_ALPHAS, DEFAULT_BETAS, DEFAULT_NEIGHBOURS, DEFAULT_RATIOS, DEFAULT_TEMPERATURES,
+                       AdapterOptimCfg)
 from .linear_probe import DEFAULT_C_GRID
 
 MODES = ("zero-shot", "few-shot", "linear-probe", "fine-tune", "retrieval", "segmentation", "report")
@@ -23,7 +24,10 @@ REPORT_UNITS = ("case", "image")
 REPORT_LANGUAGES = ("auto", "en", "zh")
 TOWER_INITS = ("model", "random", "imagenet")
 DECODER_INITS = ("auto", "pretrained", "fresh")
-FEW_SHOT_METHODS = ("clip_adapter", "tip_adapter", "tip_adapter_f", "linear_probe")
+FEW_SHOT_METHODS = ("clip_adapter", "tip_adapter", "tip_adapter_f", "linear_probe", "prototype", "knn")
+# what an image-only model (no text tower) can run: adapters without prompt prototypes, modes without text
+IMAGE_ONLY_FEW_SHOT = ("linear_probe", "prototype", "knn")
+TEXT_MODES = ("zero-shot", "retrieval")
 
 
 @dataclass
@@ -55,7 +59,8 @@ class ZeroShotCfg:
 class FewShotCfg:
     shots: List[int] = field(default_factory=lambda: [1, 5, 10])  # per class
     val_shots: Optional[int] = None  # validation images per class; None = same as shots
-    methods: List[str] = field(default_factory=lambda: list(FEW_SHOT_METHODS))
+    # default: the prompt-based adapters and the probe (prototype, knn: on request, and for image-only models)
+    methods: List[str] = field(default_factory=lambda: ["clip_adapter", "tip_adapter", "tip_adapter_f", "linear_probe"])
     optim: AdapterOptimCfg = field(default_factory=AdapterOptimCfg)  # trainable adapters; seed = the fold's
     clip_adapter_reduction: int = 4
     clip_adapter_ratios: List[float] = field(default_factory=lambda: list(DEFAULT_RATIOS))
@@ -63,6 +68,8 @@ class FewShotCfg:
     betas: List[float] = field(default_factory=lambda: list(DEFAULT_BETAS))
     tip_f_init_alpha: float = 1.0
     tip_f_init_beta: float = 5.0
+    temperatures: List[float] = field(default_factory=lambda: list(DEFAULT_TEMPERATURES))  # prototype
+    neighbours: List[int] = field(default_factory=lambda: list(DEFAULT_NEIGHBOURS))  # knn: k chosen on validation
 
 
 @dataclass
@@ -157,8 +164,8 @@ class ReportCfg:
     tower_init: str = "model"  # model (the pretrained tower) | random | imagenet (a local timm checkpoint)
     imagenet_checkpoint: Optional[str] = None  # timm state dict (.safetensors/.pth) for tower_init=imagenet
     decoder_init: str = "auto"  # auto: the model's decoder if it has one, else fresh | pretrained | fresh
-    # a tokenizer folder for a fresh decoder (e.g. a stage-0 vocabulary that covers Chinese reports);
-    # default: the model's tokenizer
+    # tokenizer folder of a fresh decoder (default the model's; image-only: MiniLM's), e.g. a stage-0 vocabulary
+    # that covers Chinese reports
     tokenizer: Optional[str] = None
     # frozen: image tokens computed once; last_block: the trunk's last stage trains with the decoder (its inputs
     # computed once, held in memory); full: the whole tower trains (the slowest)

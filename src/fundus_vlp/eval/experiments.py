@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -124,24 +124,26 @@ def _builtin_path(name: str) -> Optional[Path]:
 
 
 def experiment_from_dict(data: Dict[str, Any], source: str = "<dict>") -> Experiment:
-    from dataclasses import fields
+    """An experiment built by the config loader (types and known keys checked); the error names `source`."""
+    from ..config.loading import ConfigError, from_dict
 
+    if not isinstance(data, dict):
+        raise ExperimentError(f"{source}: an experiment must be a mapping")
     known = {f.name for f in fields(Experiment)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ExperimentError(f"{source}: unknown experiment key(s) {unknown}; known: {sorted(known)}")
     if "name" not in data or "classes" not in data:
         raise ExperimentError(f"{source}: an experiment needs 'name' and 'classes'")
-    data = dict(data)
-    data["classes"] = [str(c) for c in data["classes"]]
-    data["targets"] = {str(k): int(v) for k, v in (data.get("targets") or {}).items()}
+    data = dict(data)  # YAML reads a numeric class name or category as a number: they are names here
+    data["classes"] = [str(c) for c in data["classes"] or []]
+    data["targets"] = {str(k): v for k, v in (data.get("targets") or {}).items()}
+    data["mask_colors"] = {str(k): v for k, v in (data.get("mask_colors") or {}).items()}
+    data["mask_values"] = {int(k) if str(k).strip().isdigit() else k: v for k, v in (data.get("mask_values") or {}).items()}
     try:
-        data["mask_values"] = {int(k): int(v) for k, v in (data.get("mask_values") or {}).items()}
-        data["mask_colors"] = {str(k): [int(c) for c in v] for k, v in (data.get("mask_colors") or {}).items()}
-    except (TypeError, ValueError) as exc:
-        raise ExperimentError(f"{source}: mask_values must map integers to class indices and mask_colors class "
-                              f"names to [R, G, B] ({exc})") from exc
-    return Experiment(**data)
+        return from_dict(Experiment, data, where=source)
+    except ConfigError as exc:
+        raise ExperimentError(str(exc)) from exc
 
 
 def load_experiment_file(path: str | Path) -> Experiment:

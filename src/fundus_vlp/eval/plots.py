@@ -9,12 +9,15 @@ import numpy as np
 from matplotlib.figure import Figure  # object API: no pyplot state, no GUI backend
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
+from ..runtime.files import atomic_write
+
 
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=120, format="png")
     return path
 
 
@@ -121,5 +124,38 @@ def plot_mask_grid(images, truth, pred, classes: Sequence[str], path: str | Path
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=100, format="png")
     return path
+
+
+def plot_forest(entries: Sequence[Dict], path: str | Path, reference: str, metric: str) -> Optional[Path]:
+    """Forest plot of model − reference differences: one panel per model, one line per setting, the point the
+    difference and the bar its 95 % interval; filled markers are significant after the Holm adjustment."""
+    if not entries:
+        return None
+    models = list(dict.fromkeys(e["model"] for e in entries))
+    settings = list(dict.fromkeys(_forest_label(e) for e in entries))
+    lo = min(e["diff_lo"] for e in entries if np.isfinite(e["diff_lo"]))
+    hi = max(e["diff_hi"] for e in entries if np.isfinite(e["diff_hi"]))
+    fig = Figure(figsize=(2.3 * len(models) + 2.6, 1.3 + 0.24 * len(settings)))
+    axes = fig.subplots(1, len(models), sharey=True, squeeze=False)[0]
+    for i, (ax, model) in enumerate(zip(axes, models)):
+        for e in (e for e in entries if e["model"] == model):
+            y = len(settings) - 1 - settings.index(_forest_label(e))
+            c = "C3" if e.get("significant") else "C0"
+            ax.plot([e["diff_lo"], e["diff_hi"]], [y, y], color=c, lw=1.4)
+            ax.plot([e["diff"]], [y], "o", color=c, mfc=c if e.get("significant") else "white", ms=4.5)
+        ax.axvline(0.0, color="k", lw=0.8, ls="--")
+        ax.set_xlim(lo - 0.02, hi + 0.02)
+        ax.set_title(model, fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+    axes[0].set_yticks(range(len(settings)), settings[::-1], fontsize=7)
+    axes[0].set_ylim(-0.7, len(settings) - 0.3)
+    fig.supxlabel(f"{metric}: model − {reference} (95 % interval; filled red: significant after Holm)", fontsize=9)
+    return _save(fig, path)
+
+
+def _forest_label(e: Dict) -> str:
+    what = f"{e['shots']}-shot {e['method']}" if e["mode"] == "few-shot" else e["mode"]
+    return f"{e['experiment']} · {what}"

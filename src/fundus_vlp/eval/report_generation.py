@@ -207,15 +207,18 @@ def score_reports(samples: ReportSamples, generated: Sequence[str], use_java: Op
 
 
 def report_tokenizer(model, cfg: ReportCfg):
-    """The vocabulary the decoder writes with: the model's, or ``cfg.tokenizer`` (a fresh decoder only)."""
-    if not cfg.tokenizer:
-        return model.tokenizer
+    """The vocabulary of the reports: ``report.tokenizer`` when set, else the model's; a model without one (image-only,
+    e.g. RETFound) gets the offline MiniLM's WordPiece vocabulary for its fresh decoder."""
+    from ..constants import MINILM_ALIAS
     from ..models.tokenizer import Tokenizer
 
-    if cfg.decoder_init == "pretrained" or (cfg.decoder_init == "auto" and model.decoder is not None):
+    pretrained = cfg.decoder_init == "pretrained" or (cfg.decoder_init == "auto" and model.decoder is not None)
+    if cfg.tokenizer and pretrained:
         raise ValueError("report.tokenizer: a pretrained decoder writes with the model's own vocabulary; set "
                          "report.decoder_init=fresh to train a decoder with another tokenizer")
-    return Tokenizer.from_pretrained(cfg.tokenizer, context_length=model.tokenizer.context_length)
+    if cfg.tokenizer or getattr(model, "tokenizer", None) is None:
+        return Tokenizer.from_pretrained(cfg.tokenizer or MINILM_ALIAS)
+    return model.tokenizer
 
 
 def build_decoder_and_tower(model, cfg: ReportCfg, seed: int) -> Tuple[ImageTower, CaptionDecoder, Dict[str, str]]:
@@ -246,7 +249,7 @@ def build_decoder_and_tower(model, cfg: ReportCfg, seed: int) -> Tuple[ImageTowe
         dcfg = replace(model.cfg.decoder, enabled=True, max_length=length)
         torch.manual_seed(seed)
         decoder = CaptionDecoder(dcfg, tower.width, len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
-        if dcfg.init_from_text and not cfg.tokenizer:  # as the pretrained decoder was, before its training
+        if dcfg.init_from_text and model.text is not None and not cfg.tokenizer:  # as the pretrained decoder was
             decoder.init_from_text_encoder(model.text.transformer)
     if decoder.image_proj[0].in_features != tower.width:
         raise ValueError(f"the decoder expects {decoder.image_proj[0].in_features}-wide image tokens, the tower gives "

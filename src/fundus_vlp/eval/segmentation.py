@@ -31,6 +31,7 @@ from .config import SEG_ARCHITECTURES as ARCHITECTURES
 from .config import TOWER_FINETUNE, SegmentationCfg
 from .config import SEG_INITS as INITS
 from ..models.vision import last_stage_name
+from ..runtime.extras import require
 from .finetune import set_train_mode
 from .segmentation_metrics import confusion_counts, metrics_from_counts
 
@@ -50,8 +51,9 @@ def _is_vit(trunk: nn.Module) -> bool:
 def build_segmenter(vision_cfg, n_classes: int, architecture: str = "auto", size: Optional[int] = None,
                     decoder_channels: Optional[Sequence[int]] = None) -> nn.Module:
     """An smp model whose encoder is the tower's timm architecture (random weights)."""
-    import segmentation_models_pytorch as smp
     import timm
+
+    smp = require("segmentation_models_pytorch", "seg", "segmentation evaluation")
 
     if architecture not in ARCHITECTURES:
         raise ValueError(f"segmentation.architecture must be one of {ARCHITECTURES}, got {architecture!r}")
@@ -192,7 +194,7 @@ def train_segmenter(model, images: torch.Tensor, masks: torch.Tensor, train_idx:
 
     Test data is not an argument: the caller predicts the test split once with the returned model.
     """
-    import segmentation_models_pytorch as smp
+    smp = require("segmentation_models_pytorch", "seg", "segmentation evaluation")
 
     if len(val_idx) == 0:
         raise ValueError("segmentation needs a validation split for model selection")

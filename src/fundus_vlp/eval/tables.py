@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..runtime.files import DiskFullError, write_text_atomic
 from .metrics import predict_labels
 
 TABLE_METRICS = ("acc", "aca", "f1_macro", "auc", "kappa", "f1_pos")
@@ -173,16 +174,18 @@ def write_run(ctx, results: Dict) -> None:
     from ..config.loading import save_resolved
 
     out = ctx.out_dir
-    (out / "results.json").write_text(json.dumps(_jsonable(results), indent=2))
+    write_text_atomic(out / "results.json", json.dumps(_jsonable(results), indent=2))
     try:
         save_resolved(ctx.cfg, out / "config.yaml")
+    except DiskFullError:
+        raise
     except Exception as exc:  # never lose the results over the config dump
         ctx.note(f"could not write config.yaml: {exc}")
     table = format_table(results["rows"])
-    (out / "table.txt").write_text(table + "\n")
+    write_text_atomic(out / "table.txt", table + "\n")
     if ctx.cfg.plots:
         results["plots"] = [str(p) for p in save_plots(ctx, results["rows"])]
-        (out / "results.json").write_text(json.dumps(_jsonable(results), indent=2))
+        write_text_atomic(out / "results.json", json.dumps(_jsonable(results), indent=2))
     if ctx.cfg.print_table:
         print(table)
         for n in ctx.notes:

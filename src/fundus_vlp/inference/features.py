@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -20,7 +19,7 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from ..constants import ENV_CACHE
-from ..runtime.files import chmod_like_new
+from ..runtime.files import write_bytes_atomic
 from .embedding import extract_features
 
 _logger = logging.getLogger(__name__)
@@ -97,18 +96,11 @@ class FeatureCache:
     def save(self, tag: str, key: str, features: torch.Tensor, meta: Dict[str, str]) -> None:
         if self.directory is None:
             return
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=self.directory)
-        os.close(fd)
-        try:
-            save_file({"features": features.contiguous()}, tmp, metadata={k: str(v) for k, v in meta.items()})
-            chmod_like_new(tmp)  # mkstemp files are 0600; a shared feature cache follows the umask
-            os.replace(tmp, self._path(tag, key))
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        data = save({"features": features.contiguous()}, metadata={k: str(v) for k, v in meta.items()})
+        write_bytes_atomic(self._path(tag, key), data)
 
     def get(self, model, paths: Sequence[Path], where: Optional[Sequence[str]] = None, *, tag: str,
             fingerprint: str, project: bool = True, batch_size: int = 32, device: str = "cpu",

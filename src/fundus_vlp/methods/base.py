@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple, Type
 import torch
 from torch import Tensor, nn
 
+from ..config import BugCompatCfg
 from ..data.config import DataNeeds
 from ..models.clip import FundusCLIP
 
@@ -44,33 +45,36 @@ def combine_losses(terms: Dict[str, Tuple[float, Tensor]]) -> Dict[str, Tensor]:
 
 
 class Method(nn.Module):
-    """One pretraining recipe. Subclasses set ``name`` and register with :func:`register_method`; a method
-    with options declares ``config_key`` (its section of the run config, a dataclass defined next to it)."""
+    """One pretraining recipe. Subclasses set ``name`` and register with :func:`register_method`. A method
+    with options declares ``options_class`` (a dataclass defined next to it): the config loader then adds the
+    section ``<name>.*`` to the run config, typed and validated, and the method receives that section as
+    ``options`` together with the run's ``bug_compat`` switches (never the whole run config)."""
 
     name = "base"
-    config_key: Optional[str] = None  # e.g. "keepfit": the method reads cfg.keepfit
+    options_class: Optional[type] = None  # e.g. KeepFITCfg: `keepfit.lambda_mm=0.5` on the command line
     needs_decoder = False  # the model must carry the caption decoder
-    data = DataNeeds()  # what every batch must carry; data_needs() may refine it from the config
+    data = DataNeeds()  # what every batch must carry; data_needs() may refine it from the options
 
     @classmethod
-    def data_needs(cls, cfg) -> DataNeeds:
+    def data_needs(cls, options: Any = None) -> DataNeeds:
         """What the data pipeline must provide; decided before the method is built (ViLReF needs the vocab)."""
         return cls.data
 
     @classmethod
-    def build(cls, model: FundusCLIP, cfg, vocab=None) -> "Method":
-        """The task for a run; methods that need more than the model and config (the vocabulary) override it."""
-        return cls(model, cfg)
+    def build(cls, model: FundusCLIP, options: Any = None, bug_compat: Optional[BugCompatCfg] = None,
+              vocab=None) -> "Method":
+        """The task for a run; methods that need more than the model and options (the vocabulary) override it."""
+        return cls(model, options, bug_compat)
 
-    def __init__(self, model: FundusCLIP, cfg):
+    @classmethod
+    def default_options(cls) -> Any:
+        return cls.options_class() if cls.options_class is not None else None
+
+    def __init__(self, model: FundusCLIP, options: Any = None, bug_compat: Optional[BugCompatCfg] = None):
         super().__init__()
         self.model = model
-        self.cfg = cfg
-
-    @property
-    def options(self):
-        """This method's own config section (``cfg.<config_key>``)."""
-        return getattr(self.cfg, self.config_key)
+        self.options = options if options is not None else self.default_options()
+        self.bug_compat = bug_compat or BugCompatCfg()
 
     # -- to implement ---------------------------------------------------------------------------
     def encode(self, batch: Batch) -> Features:
@@ -126,3 +130,8 @@ def get_method(name: str) -> Type[Method]:
 
 def method_names() -> List[str]:
     return list(_METHODS)
+
+
+def method_options_classes() -> Dict[str, type]:
+    """``{name: options dataclass}`` of every registered method with options: the sections of a run config."""
+    return {name: cls.options_class for name, cls in _METHODS.items() if cls.options_class is not None}

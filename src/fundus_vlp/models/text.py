@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..config import TextCfg
+from ..hub import require_safe_weights
 from ..runtime.sources import has_weights, load_from_hf
 from .heads import ProjectionHead
 
@@ -45,6 +46,7 @@ def _build_hf_text_model(cfg: TextCfg, vocab_size: Optional[int]) -> nn.Module:
         if cfg.pretrained:
             if overrides:
                 raise ValueError("text.config_overrides cannot change a pretrained encoder; set text.pretrained=false")
+            require_safe_weights(name)
             return load_from_hf(lambda src: _without_pooler(AutoModel.from_pretrained, src), name,
                                 "text model (model.text.hf_model_name)")
         if has_weights(name):  # e.g. a stage-0 text_model folder: building from its config alone would drop them
@@ -73,7 +75,9 @@ class TextTower(nn.Module):
         self.pad_token_id = pad_token_id
         self.transformer = build_hf_text_model(cfg, vocab_size)
         self.width = self.transformer.config.hidden_size
-        self.head = ProjectionHead(self.width, embed_dim, bias=projection_bias)
+        bias = projection_bias if cfg.projection_bias is None else cfg.projection_bias
+        self.head = ProjectionHead(self.width, embed_dim, bias=bias, kind=cfg.projection,
+                                   prenorm=cfg.projection_prenorm)
         self._pooled_cache: Optional[Dict[tuple, torch.Tensor]] = None  # while fully locked: see pool()
         self._cached_weights_version = -1
 

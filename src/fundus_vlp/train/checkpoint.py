@@ -2,13 +2,13 @@
 
 A checkpoint holds everything needed to continue as if never stopped: the training task (model +
 method modules + ViLReF queues and momentum weights), optimizer, scaler, scheduler, the sampler
-position (epoch, batch), RNG states and counters. Files are written to ``<name>.tmp`` and renamed, so a
-kill during a save leaves the previous good checkpoint in place.
+position (epoch, batch), RNG states and counters. Files are written to a temp file and renamed
+(``runtime.files.atomic_write``), so a kill or a full disk during a save leaves the previous good checkpoint in
+place; a full disk is refused before writing when the free space is known to be short.
 """
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -16,20 +16,27 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ..hub import CheckpointError, load_torch_file
+from ..runtime.files import atomic_write, is_temp_name
 
 _logger = logging.getLogger(__name__)
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 LATEST = "latest.pt"
 
 
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of every tensor in a nested state (what ``torch.save`` will write, give or take a few KiB)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
 def atomic_torch_save(obj: Dict[str, Any], path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb", needed=tensor_bytes(obj)) as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _strip_prefixes(state: Dict[str, Any]) -> Dict[str, Any]:
@@ -68,6 +75,15 @@ class CheckpointManager:
         self.enabled = enabled
         if enabled:
             self.dir.mkdir(parents=True, exist_ok=True)
+            self._remove_partial_files()
+
+    def _remove_partial_files(self) -> None:
+        """Temp files of a save that was killed (the run folder is locked by this process: nobody else writes)."""
+        for path in self.dir.iterdir():
+            if is_temp_name(path) or path.name.endswith(".pt.tmp"):  # older versions: <name>.pt.tmp
+                _logger.warning("removing %s, left by a save that did not finish (%d bytes)", path,
+                                path.stat().st_size)
+                path.unlink(missing_ok=True)
 
     def step_files(self) -> List[Path]:
         """``step_<N>.pt`` files, oldest first."""

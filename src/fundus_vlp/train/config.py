@@ -7,15 +7,13 @@ the faithful behaviour of each bug is a named switch in ``BugCompatCfg``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
+from typing import Any, Dict, List
 
 from ..config import BugCompatCfg, ModelCfg
-from ..data.config import BanCfg, DataCfg
-from ..methods import get_method, method_names
-from ..methods.clip import CLIPCfg
-from ..methods.keepfit import KeepFITCfg
-from ..methods.keepfit_v2 import KeepFITV2Cfg
-from ..methods.vilref import ViLReFCfg
+from ..config.loading import check_choice
+from ..data.config import CAPTION_LANGUAGES, BanCfg, DataCfg
+from ..methods import get_method, method_names, method_options_classes
+from ..runtime.precision import PRECISIONS
 
 
 @dataclass
@@ -53,6 +51,9 @@ class TrainCfg:
     keep_checkpoints: int = 2
     tensorboard: bool = True
 
+    def __post_init__(self) -> None:
+        check_choice("train.precision", self.precision, PRECISIONS)
+
 
 @dataclass
 class PretrainCfg:
@@ -61,16 +62,14 @@ class PretrainCfg:
     data: DataCfg = field(default_factory=DataCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)
-    # one section per method; each method reads its own (Method.config_key)
-    clip: CLIPCfg = field(default_factory=CLIPCfg)
-    keepfit: KeepFITCfg = field(default_factory=KeepFITCfg)
-    vilref: ViLReFCfg = field(default_factory=ViLReFCfg)
-    keepfit_v2: KeepFITV2Cfg = field(default_factory=KeepFITV2Cfg)
+    # + one section per registered method with options (``<method>.*``, its ``options_class``), added by the
+    # config loader (config_sections), so a new method never edits this class
     bug_compat: BugCompatCfg = field(default_factory=BugCompatCfg)
     output_dir: str = "runs"
     run_name: str = ""  # default: <method>-<timestamp>
     resume: str = ""  # "", "latest" or a checkpoint path
     allow_config_change: bool = False  # resume although the config differs from the run's config.yaml
+    overwrite: bool = False  # a new run where a run exists: the old folder is moved aside (never deleted)
     init_from: str = ""  # a saved model folder to start from (e.g. continue from a FLAIR-style model)
 
     def __post_init__(self) -> None:
@@ -78,6 +77,16 @@ class PretrainCfg:
             raise ValueError(f"method must be one of {', '.join(method_names())}, got {self.method!r}")
         if get_method(self.method).needs_decoder:
             self.model.decoder.enabled = True  # the generative branch is part of the method
+
+    @classmethod
+    def config_sections(cls) -> Dict[str, type]:
+        """Sections the config loader adds: the options of every registered method (``keepfit.lambda_mm``)."""
+        return method_options_classes()
+
+    @property
+    def method_options(self) -> Any:
+        """The chosen method's options: its section of this config (its defaults in a config built without it)."""
+        return getattr(self, self.method, None) or get_method(self.method).default_options()
 
 
 FROM_SCRATCH_BERT = "bert-from-scratch"  # text_model: a new BERT (sizes in TextPretrainCfg.scratch), no download
@@ -134,6 +143,7 @@ class TextPretrainCfg:
     log_every: int = 10
     output_dir: str = "runs"
     run_name: str = ""
+    overwrite: bool = False  # a new run where a run exists: the old folder is moved aside (never deleted)
     knowledge: str = "fundus_en"  # knowledge base whose synonyms the ban list adds
     ban: BanCfg = field(default_factory=BanCfg)
     bug_compat: BugCompatCfg = field(default_factory=BugCompatCfg)
@@ -145,8 +155,7 @@ class TextPretrainCfg:
     scratch: ScratchBertCfg = field(default_factory=ScratchBertCfg)
 
     def __post_init__(self) -> None:
-        if self.caption_language not in ("en", "zh", "both"):
-            raise ValueError(f"caption_language must be en, zh or both, got {self.caption_language!r}")
+        check_choice("caption_language", self.caption_language, CAPTION_LANGUAGES)
         if self.text_model == FROM_SCRATCH_BERT and not self.tokenizer.train:
             raise ValueError(f"text_model={FROM_SCRATCH_BERT} needs a vocabulary: set tokenizer.train=true")
         if self.tokenizer.train and self.text_model != FROM_SCRATCH_BERT:

@@ -46,13 +46,14 @@ class MetricsWriter:
     """Append-only JSONL (one record per logged step) + optional TensorBoard; only rank 0 writes.
 
     On resume, records after the resumed step are dropped first, so the file always describes one
-    continuous run even after a kill.
+    continuous run even after a kill. Every record carries ``run`` (the run id) when one is given.
     """
 
     def __init__(self, path: Path, enabled: bool = True, tensorboard_dir: Optional[Path] = None,
-                 resume_step: Optional[int] = None):
+                 resume_step: Optional[int] = None, run_id: str = ""):
         self.path = Path(path)
         self.enabled = enabled
+        self.run_id = run_id
         self._tb = None
         if not enabled:
             return
@@ -81,6 +82,8 @@ class MetricsWriter:
         if not self.enabled:
             return
         rec = {k: _plain(v) for k, v in record.items()}
+        if self.run_id:
+            rec["run"] = self.run_id
         with self.path.open("a") as f:
             f.write(json.dumps(rec) + "\n")
         if self._tb is not None and "step" in rec:

@@ -19,17 +19,19 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from ..config import ModelCfg
 from ..data.loader import TrainData, build_train_data, format_summary
 from ..factory import create_model
-from ..methods import build_method, get_method
+from ..methods import build_method
 from .accumulate import accumulate_gradients
 from ..runtime import distributed as dist
 from .checkpoint import CheckpointManager, load_checkpoint
 from .config import PretrainCfg
 from .logger import MetricsWriter
 from .optim import build_optimizer, build_scheduler
+from .plan import RunPlan, plan_run
 from ..runtime.precision import autocast, grad_scaler
-from .rundir import prepare_run_dir
+from .rundir import prepare_run_dir, read_run_id, record_run_config, release_run_dir, releasing_run_dirs
 from ..runtime.seed import capture_rng_state, restore_rng_state, seed_everything
 
 _logger = logging.getLogger(__name__)
@@ -65,12 +67,11 @@ def _to_device(batch: Any, device: torch.device, channels_last: bool = False) ->
     return batch
 
 
-def _build_model(cfg: PretrainCfg):
-    if cfg.init_from:
-        model = create_model(cfg.init_from)  # a saved release folder (e.g. a FLAIR-style model to continue)
+def _build_model(init):
+    model = create_model(init)
+    if not isinstance(init, ModelCfg):  # a saved release folder (e.g. a FLAIR-style model to continue)
         model.train()
-        return model
-    return create_model(cfg.model)
+    return model
 
 
 class Callback:
@@ -119,29 +120,27 @@ class Trainer:
     def __init__(self, cfg: PretrainCfg, env: Optional[dist.DistEnv] = None, callbacks: Sequence[Callback] = ()):
         self.cfg = cfg
         self.callbacks = list(callbacks)
+        self.plan = plan_run(cfg)
         self.env = env or dist.init_distributed(cfg.train.device)
         self.device = self.env.device
         seed_everything(cfg.train.seed, self.env.rank, cfg.train.deterministic)
         self.run_dir = prepare_run_dir(cfg, self.env)
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", cfg.train.keep_checkpoints, self.env.is_main)
 
-        self.model = _build_model(cfg)
+        self.model = _build_model(self.plan.init)
         if cfg.train.lock_text_layers >= 0:
             self.model.lock_text_tower(cfg.train.lock_text_layers)
         if cfg.train.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
         self.data: TrainData = build_train_data(
-            cfg, self.model.cfg, self.model.tokenizer, get_method(cfg.method).data_needs(cfg), self.env.rank,
+            cfg, self.model.cfg, self.model.tokenizer, self.plan.needs, self.plan.batches, self.env.rank,
             self.env.world_size, self.run_dir if self.env.is_main else None, pin_memory=self.device.type == "cuda")
-        self.task = build_method(cfg, self.model, self.data.vocab).to(self.device)
+        self.task = build_method(cfg.method, self.model, cfg.method_options, cfg.bug_compat, self.data.vocab).to(self.device)
         if cfg.train.channels_last:
             self.task = self.task.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.task, cfg.optim)
-        self.steps_per_epoch = len(self.data.sampler) // cfg.train.accum_freq
-        if self.steps_per_epoch == 0:
-            raise ValueError("fewer micro-batches per epoch than train.accum_freq")
-        planned = self.steps_per_epoch * cfg.train.epochs
-        self.total_steps = min(planned, cfg.train.max_steps) if cfg.train.max_steps > 0 else planned
+        self.plan.count_steps(len(self.data.sampler))
+        self.steps_per_epoch, self.total_steps = self.plan.steps_per_epoch, self.plan.total_steps
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch, self.total_steps)
         self.scaler = grad_scaler(cfg.train.precision, self.device)
         self.wrapped = self._wrap(self.task)
@@ -154,9 +153,12 @@ class Trainer:
             self._restore(Path(resume_path))
         elif cfg.resume:
             _logger.warning("--resume %s: no checkpoint in %s yet; starting from step 0", cfg.resume, self.ckpt.dir)
+        if cfg.resume:  # only now that the checkpoint is restored: a refused resume leaves config.yaml as it was
+            record_run_config(cfg, self.run_dir, self.env)
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", self.env.is_main,
                                      self.run_dir / "tensorboard" if cfg.train.tensorboard else None,
-                                     resume_step=self.step if resume_path else None)
+                                     resume_step=self.step if resume_path else None,
+                                     run_id=read_run_id(self.run_dir) if self.env.is_main else "")
         self._log_setup()
 
     # -- setup ----------------------------------------------------------------------------------------
@@ -309,8 +311,11 @@ class Trainer:
             _logger.warning("could not write %s: %s: %s", LOSS_CURVES, type(exc).__name__, exc)
 
     def fit(self) -> TrainResult:
-        with StopSignals() as signals:
-            return self._fit(signals)
+        try:
+            with StopSignals() as signals:
+                return self._fit(signals)
+        finally:
+            release_run_dir(self.run_dir)
 
     def _fit(self, signals: StopSignals) -> TrainResult:
         cfg = self.cfg.train
@@ -405,7 +410,8 @@ class Trainer:
 def pretrain(cfg: PretrainCfg, callbacks: Sequence[Callback] = ()) -> TrainResult:
     env = dist.init_distributed(cfg.train.device)
     try:
-        return Trainer(cfg, env, callbacks).fit()
+        with releasing_run_dirs():
+            return Trainer(cfg, env, callbacks).fit()
     finally:
         dist.cleanup()
 
@@ -417,8 +423,7 @@ class DryRunPlan:
     report: Any  # data.check.CheckReport
     run_dir: Path
     summary: Dict[str, Any]
-    steps_per_epoch: int = 0
-    total_steps: int = 0
+    run: RunPlan  # the run's plan; its step counts are filled once the data could be built
     error: str = ""  # why the datasets could not be built (the run would stop here too)
 
     def ok(self, on_bad_image: str) -> bool:
@@ -434,7 +439,8 @@ def dry_run(cfg: PretrainCfg, workers: Optional[int] = None, progress: bool = Fa
     from ..factory import get_tokenizer
     from .rundir import resolve_run_dir
 
-    needs = get_method(cfg.method).data_needs(cfg)
+    run = plan_run(cfg)
+    needs = run.needs
     sources = run_sources(cfg)
     use_elite = needs.elite or needs.pool_elite
     triples = [(csv, root, "categorical") for csv, root in sources["public"]]
@@ -442,21 +448,18 @@ def dry_run(cfg: PretrainCfg, workers: Optional[int] = None, progress: bool = Fa
     report = check_sources(triples, workers, decode=True, progress=progress, encoding=cfg.data.encoding,
                            on_empty_caption=cfg.data.on_empty_caption, max_pixels=cfg.data.max_image_pixels)
     run_dir = resolve_run_dir(cfg.output_dir, cfg.run_name, cfg.method, cfg.resume)
-    plan = DryRunPlan(report, run_dir, {})
-    model_spec = cfg.init_from or cfg.model
+    plan = DryRunPlan(report, run_dir, {}, run)
     try:
-        tokenizer = get_tokenizer(model_spec)
-        model_cfg = cfg.model
-        if cfg.init_from:
+        tokenizer = get_tokenizer(run.init)
+        model_cfg = run.init
+        if not isinstance(model_cfg, ModelCfg):
             from ..hub import load_config
 
-            model_cfg = load_config(cfg.init_from)
-        data = build_train_data(cfg, model_cfg, tokenizer, needs, out_dir=None)
+            model_cfg = load_config(run.init)
+        data = build_train_data(cfg, model_cfg, tokenizer, needs, run.batches, out_dir=None)
+        run.count_steps(len(data.sampler))
     except (ValueError, OSError, RuntimeError) as exc:
         plan.error = str(exc)
         return plan
     plan.summary = data.summary
-    plan.steps_per_epoch = len(data.sampler) // cfg.train.accum_freq
-    planned = plan.steps_per_epoch * cfg.train.epochs
-    plan.total_steps = min(planned, cfg.train.max_steps) if cfg.train.max_steps > 0 else planned
     return plan

@@ -19,13 +19,16 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from ..data.ban import BanList
+from ..data.config import CAPTION_COLUMNS
 from ..data.dataframes import read_captions, read_corpus
+from ..hub import require_safe_weights
+from ..runtime.files import atomic_dir
 from ..runtime.sources import resolve_hf_source
 from ..runtime import distributed as dist
 from .config import FROM_SCRATCH_BERT, TextPretrainCfg
 from .logger import MetricsWriter
 from .optim import build_optimizer, build_scheduler
-from .rundir import prepare_run_dir
+from .rundir import prepare_run_dir, read_run_id, releasing_run_dirs
 from ..runtime.seed import rng_for, seed_everything
 
 _logger = logging.getLogger(__name__)
@@ -58,7 +61,7 @@ class _Paragraphs(Dataset):
 
 def caption_texts(frame, language: str) -> List[str]:
     """The non-empty captions of a caption frame in ``language`` (en, zh, or both: each row's two texts)."""
-    columns = {"en": ["caption"], "zh": ["caption_zh"], "both": ["caption", "caption_zh"]}[language]
+    columns = list(CAPTION_COLUMNS.values()) if language == "both" else [CAPTION_COLUMNS[language]]
     return [t for col in columns if col in frame.columns for t in frame[col] if isinstance(t, str) and t]
 
 
@@ -198,6 +201,11 @@ def _scratch_bert(cfg: TextPretrainCfg, tokenizer):
 
 
 def text_pretrain(cfg: TextPretrainCfg) -> TextPretrainResult:
+    with releasing_run_dirs():
+        return _text_pretrain(cfg)
+
+
+def _text_pretrain(cfg: TextPretrainCfg) -> TextPretrainResult:
     from transformers import AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -216,6 +224,7 @@ def text_pretrain(cfg: TextPretrainCfg) -> TextPretrainResult:
         model = _scratch_bert(cfg, tokenizer).to(env.device)
     else:
         source = resolve_hf_source(cfg.text_model)
+        require_safe_weights(source)  # a stage-0 folder to continue from: never unpickled unsafely
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForMaskedLM.from_pretrained(source).to(env.device)  # a missing MLM head is initialised
     collator = _collator(tokenizer, cfg, cfg.seed + env.rank)
@@ -234,7 +243,7 @@ def text_pretrain(cfg: TextPretrainCfg) -> TextPretrainResult:
     scheduler = build_scheduler(optimizer, cfg.optim, len(loader), total)
     task = SparseMLM(model)
     wrapped = torch.nn.parallel.DistributedDataParallel(task) if env.is_distributed else task
-    metrics = MetricsWriter(run_dir / "metrics.jsonl", env.is_main)
+    metrics = MetricsWriter(run_dir / "metrics.jsonl", env.is_main, run_id=read_run_id(run_dir) if env.is_main else "")
     _logger.info("text-pretrain: %d train / %d val paragraphs, %d steps, model %s", len(train_texts), len(val_texts),
                  total, cfg.text_model)
     step, loss_value, t0 = 0, math.nan, time.perf_counter()
@@ -266,8 +275,9 @@ def text_pretrain(cfg: TextPretrainCfg) -> TextPretrainResult:
     metrics.write({"kind": "val", "step": step, "val_loss": val_loss, "val_masked_accuracy": val_acc})
     model_dir = run_dir / "text_model"
     if env.is_main:
-        model.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
+        with atomic_dir(model_dir, needed=sum(p.numel() * p.element_size() for p in model.parameters())) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         _logger.info("text tower saved to %s (val MLM loss %.3f, masked-token accuracy %.3f); use it with "
                      "model.text.hf_model_name=%s", model_dir, val_loss, val_acc, model_dir)
     dist.barrier()

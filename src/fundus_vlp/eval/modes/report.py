@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
+from ...runtime.files import write_text_atomic
 from ..config import EvalCfg
 from ..context import EvalContext, plain_row
 from ..experiments import Experiment
@@ -117,8 +118,8 @@ def run_report(ctx: EvalContext) -> List[Dict]:
                                                  "distinct_reports": len(set(generated[name])),
                                                  "mean_words": _mean_length(generated[name], language)}
                                           for name, sc in scores.items()}}})
-    (ctx.out_dir / "report_predictions.json").write_text(json.dumps(examples, indent=1))
-    (ctx.out_dir / "results.md").write_text(results_markdown(ctx.model_name, str(annotations), row, examples,
+    write_text_atomic(ctx.out_dir / "report_predictions.json", json.dumps(examples, indent=1))
+    write_text_atomic(ctx.out_dir / "results.md", results_markdown(ctx.model_name, str(annotations), row, examples,
                                                              rc.examples))
     return [row]
 
