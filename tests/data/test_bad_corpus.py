@@ -10,6 +10,8 @@ then ``assert code != 0`` and ``assert_reports_bad_images(out, corpus)``.
 """
 from __future__ import annotations
 
+import json
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -275,6 +278,70 @@ def test_predict_reports_every_bad_image_and_predicts_every_valid_one(corpus, ti
     table = pd.read_csv(out)
     predicted = table[table["error"].isna()]
     assert sorted(Path(p).name for p in predicted["image"]) == sorted(p.name for p in corpus.valid_images)
+
+
+# ------------------------------------------------------------------------------------------ damaged atlas PDFs
+
+
+def write_atlas_pdf(path: Path, figures: int = 4) -> None:
+    """A small atlas: one retina photograph (skimage's) and its caption per page, written by PyMuPDF."""
+    import io
+
+    import fitz
+    from skimage.data import retina
+
+    photo = Image.fromarray(retina()).resize((160, 160))
+    doc = fitz.open()
+    for k in range(figures):
+        buf = io.BytesIO()
+        photo.rotate(90 * k).save(buf, format="PNG")
+        page = doc.new_page()
+        page.insert_image(fitz.Rect(72, 72, 312, 312), stream=buf.getvalue())
+        page.insert_textbox(fitz.Rect(72, 320, 520, 400), f"Fig. 3-{k + 1} Colour fundus photograph of case {k + 1}.",
+                            fontname="helv", fontsize=9)
+    doc.save(path)
+
+
+def damaged_pdfs(folder: Path) -> Dict[str, Path]:
+    """A good atlas, its copy cut at 60 % of its bytes (an interrupted download) and a copy whose first 200
+    bytes are garbage (header and catalogue gone)."""
+    good = folder / "good.pdf"
+    write_atlas_pdf(good)
+    data = good.read_bytes()
+    (folder / "truncated.pdf").write_bytes(data[:int(len(data) * 0.6)])
+    (folder / "garbled.pdf").write_bytes(b"Z" * 200 + data[200:])
+    return {name: folder / f"{name}.pdf" for name in ("good", "truncated", "garbled")}
+
+
+def test_build_elite_reports_damaged_pdfs_and_keeps_them_only_when_accepted(tmp_path, capsys):
+    pdfs = damaged_pdfs(tmp_path)
+    out = tmp_path / "elite"
+    args = ["build-elite", *map(str, pdfs.values()), "--out", str(out)]
+    code, text = run_cli(args, capsys)
+    assert code == 1, text  # the garbled file has no page left: a failure; the truncated one is damaged
+    lines = {name: [line for line in text.splitlines() if f"{name}.pdf" in line] for name in pdfs}
+    assert lines["good"][0].startswith("built") and "4 pages, 4 pairs" in lines["good"][0]
+    (truncated,) = lines["truncated"]
+    found = re.search(r"DAMAGED .*damaged: repaired, (\d+) of (\d+) objects recovered", truncated)
+    assert found and int(found.group(1)) < int(found.group(2)), truncated
+    assert "--accept-repaired" in truncated and "built" not in truncated
+    (garbled,) = lines["garbled"]
+    assert "damaged: repaired" in garbled and "no page could be recovered" in garbled, garbled
+    assert "1 of 3 PDF(s) damaged and not kept" in text
+    state = json.loads((out / "build_report.json").read_text())
+    assert [p["status"] for p in state["pdfs"]] == ["built", "damaged", "failed"]
+    assert len(pd.read_csv(out / "elite.csv")) == 4  # only the good file's pairs
+
+    code, text = run_cli(["build-elite", str(pdfs["good"]), str(pdfs["truncated"]), "--out", str(out)], capsys)
+    assert code == 3, text  # damaged only: its own exit status
+    assert "already built" in text and "DAMAGED" in text  # a damaged file is never marked done
+
+    code, text = run_cli(["build-elite", str(pdfs["truncated"]), "--out", str(out), "--accept-repaired"], capsys)
+    assert code == 0, text
+    (line,) = [line for line in text.splitlines() if "truncated.pdf" in line]
+    assert line.startswith("built") and "damaged: repaired" in line and "accepted" in line
+    code, text = run_cli(["build-elite", str(pdfs["truncated"]), "--out", str(out)], capsys)
+    assert code == 0 and "already built" in text
 
 
 def test_prepare_on_a_full_disk_is_a_clear_error_and_keeps_what_was_done(corpus, tmp_path, capsys, monkeypatch,

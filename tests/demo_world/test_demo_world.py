@@ -333,3 +333,26 @@ def test_ffa_cases_leave_every_other_file_unchanged(world, tmp_path):
     assert {k: new[k] for k in ref} == ref
     assert all(k.startswith("demo_ffa_reports/") or k in ("dataframes/ffa_reports.json", "manifest.json")
                for k in set(new) - set(ref))
+
+
+def test_ffa_cases_carry_a_chinese_report_in_a_bilingual_world_only(tmp_path):
+    import json
+
+    from fundus_vlp.demo_world.ffa_reports import ffa_case_jobs, make_ffa_case, write_annotations
+    from fundus_vlp.demo_world.text_zh import CONDITION_NAMES_ZH
+
+    jobs = ffa_case_jobs(0, 7)
+    entries = [make_ffa_case(job, tmp_path, 32) for job in jobs]
+    for entry in entries:
+        zh = entry["Cn_Report"]
+        assert zh.endswith("。") and len(zh) <= 80
+        for eye, cond in zip(entry["Eyes"], entry["Conditions"]):  # the diagnosis names each eye's condition
+            assert all(CONDITION_NAMES_ZH[c][0] in zh for c in cond.split("|"))
+            assert {"right": "右眼", "left": "左眼"}[eye] in zh or "双眼" in zh
+    again = make_ffa_case(jobs[0], tmp_path / "again", 32)
+    assert again == entries[0]  # seeded
+    for chinese in (False, True):
+        write_annotations(jobs, entries, tmp_path / f"{chinese}.json", chinese)
+        cases = [c for block in json.loads((tmp_path / f"{chinese}.json").read_text(encoding="utf-8")).values()
+                 for c in block.values()]
+        assert all(("Cn_Report" in c) == chinese for c in cases) and all(c["En_Report"] for c in cases)

@@ -226,6 +226,36 @@ def test_a_full_page_plate_gets_the_caption_on_the_facing_page(world, tmp_path):
     assert (row.page, row.figure, row.caption) == ("1", "6-1", figs[0].caption)
 
 
+def test_a_scanned_page_is_reported_as_scanned_not_matched_to_a_neighbouring_caption(world, tmp_path):
+    """An atlas with a text layer, one of whose pages is a scan (one page-sized image, no text): the scan is
+    reported with its page number, and the caption-only page beside it does not take it as its plate."""
+    figs = demo_figures(world)
+    printed = fitz.open()  # the page that was scanned: a figure and its caption, as pixels once scanned
+    page = printed.new_page()
+    page.insert_image(fitz.Rect(72, 72, 272, 272), filename=str(figs[1].image))
+    page.insert_textbox(fitz.Rect(72, 280, 520, 400), f"Fig. 8-2 {figs[1].caption}", fontname="helv", fontsize=9)
+    scan = page.get_pixmap(dpi=100).tobytes("png")
+    doc = fitz.open()
+    first = doc.new_page()
+    first.insert_image(fitz.Rect(72, 72, 272, 272), filename=str(figs[0].image))
+    first.insert_textbox(fitz.Rect(72, 280, 520, 400), f"Fig. 8-1 {figs[0].caption}", fontname="helv", fontsize=9)
+    doc.new_page().insert_image(doc[0].rect, stream=scan)  # page 2: the scan, edge to edge
+    doc.new_page().insert_textbox(fitz.Rect(72, 72, 520, 200), "Fig. 8-3 Scheme of the retinal layers.",
+                                  fontname="helv", fontsize=9)  # page 3: a caption whose drawing is missing
+    doc.save(tmp_path / "scanned_page.pdf")
+    report = build_elite([tmp_path / "scanned_page.pdf"], tmp_path / "out")
+    assert report.results[0].status == "built"
+    (row,) = _read(tmp_path / "out" / "elite.csv").itertuples()
+    assert (row.page, row.figure) == ("1", "8-1")
+    rejected = _read(tmp_path / "out" / "rejected.csv")
+    scanned = rejected[rejected["page"] == "2"]
+    assert list(scanned["reason"]) == ["scanned: no text layer on page 2 (a page-sized image); its captions are "
+                                       "pixels: run OCR on the PDF first (e.g. `ocrmypdf in.pdf out.pdf`)"]
+    assert (tmp_path / "out" / scanned["image"].iloc[0]).is_file()  # the scan is kept for a person to look at
+    (fig3,) = rejected[rejected["figure"] == "8-3"].itertuples()
+    assert fig3.page == "3" and fig3.reason == "caption without an image near it"
+
+
 def test_a_picture_stored_as_strips_is_one_picture(world, tmp_path):
     fig = demo_figures(world)[0]
     picture = Image.open(fig.image).convert("RGB")

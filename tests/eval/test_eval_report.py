@@ -225,6 +225,170 @@ def test_report_needs_annotations_and_splits(tiny_reports, tmp_path):
         replace(ReportCfg(), unit="patient")
 
 
+# ------------------------------------------------------------------------------------------ Chinese reports
+
+REPORTS_ZH = ["造影未见渗漏，血管充盈正常。", "黄斑区晚期荧光渗漏，符合黄斑水肿。", "出血遮蔽荧光形成的暗斑。"]
+
+
+def test_chinese_reports_are_scored_per_character():
+    ref, cand = "视网膜出血。", "视网膜水肿"
+    out = caption_metrics({"x": [ref]}, {"x": cand}, use_java=False)
+    # per character: 视 网 膜 match 3 of 5 unigrams, "视网" "网膜" 2 of 4 bigrams; ROUGE-L LCS 3 -> F = 3/5
+    assert out["language"] == "zh" and out["tokenizer"] == "per character"
+    assert out["bleu_1"] == pytest.approx(3 / 5, abs=1e-6)
+    assert out["bleu_2"] == pytest.approx(np.sqrt(3 / 5 * 2 / 4), abs=1e-6)
+    assert out["rouge_l"] == pytest.approx(3 / 5, abs=1e-6)
+    assert out["meteor"] is None and "English-only" in out["notes"]
+    assert simple_tokenize("OCT示黄斑裂孔，FTMH 2级。", "zh") == "oct 示 黄 斑 裂 孔 ftmh 2 级"
+    with pytest.raises(ValueError, match="no en word after tokenisation"):  # English words of a Chinese report
+        caption_metrics({"x": [ref]}, {"x": cand}, use_java=False, language="en")
+
+
+@pytest.fixture(scope="module")
+def zh_model(tmp_path_factory, tiny_tokenizer_dir, tiny_overrides):
+    """A tiny model whose vocabulary holds the characters of the Chinese reports (one token each)."""
+    from transformers import BertTokenizerFast
+
+    from fundus_vlp.factory import create_model
+
+    d = tmp_path_factory.mktemp("zh_tokenizer")
+    chars = sorted({ch for r in REPORTS_ZH for ch in r})
+    vocab = (tiny_tokenizer_dir / "vocab.txt").read_text().split("\n")
+    (d / "vocab.txt").write_text("\n".join(dict.fromkeys([v for v in vocab if v] + chars)) + "\n")
+    BertTokenizerFast(vocab=str(d / "vocab.txt"), do_lower_case=True).save_pretrained(str(d))
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("zh_model")
+    create_model("tiny", **{**tiny_overrides, "text.hf_tokenizer_name": str(d)}, **{"decoder.enabled": True}
+                 ).save_pretrained(out)
+    return out
+
+
+def _bilingual(tiny_reports, tmp_path) -> Path:
+    """The FFA-IR layout: each case has ``En_Report`` and ``Cn_Report``."""
+    data = json.loads(Path(tiny_reports["annotations"]).read_text())
+    for split in data.values():
+        for entry in split.values():
+            entry["Cn_Report"] = REPORTS_ZH[REPORTS.index(entry["En_Report"])]
+    path = tmp_path / "ffair_bilingual.json"
+    path.write_text(json.dumps(data, ensure_ascii=False))
+    return path
+
+
+def test_cli_report_on_chinese_reports(tiny_reports, zh_model, tmp_path):
+    annotations = _bilingual(tiny_reports, tmp_path)
+    out = tmp_path / "run"
+    rc = main(["eval", "report", "--model", str(zh_model), "--annotations", str(annotations), "--image-root",
+               str(tiny_reports["root"]), "--output-dir", str(out), "progress=false", "report.report_key=Cn_Report",
+               "report.epochs=2", "report.batch_size=6", "report.max_length=24", "report.num_beams=2"])
+    assert rc == 0
+    result = json.loads((out / "results.json").read_text())
+    row = result["rows"][0]
+    assert row["details"]["language"] == "zh" and row["details"]["tokenizer"] == "per character"
+    assert row["metrics"]["bleu_1"] > 0 and row["metrics"]["cider"] >= 0
+    assert not any("[UNK]" in n for n in result["notes"])  # every character has its token
+    preds = json.loads((out / "report_predictions.json").read_text())
+    assert {p["reference"] for p in preds} <= set(REPORTS_ZH)
+
+
+def test_a_tokenizer_without_the_report_language_warns_with_the_share(tiny_reports, zh_model, tmp_path):
+    from fundus_vlp.models.tokenizer import Tokenizer
+
+    assert Tokenizer.from_pretrained(str(tiny_reports["model"])).unknown_share(REPORTS_ZH) == 1.0
+    assert Tokenizer.from_pretrained(str(zh_model)).unknown_share(REPORTS_ZH) == 0.0
+    row_notes = evaluate(tiny_reports["model"], None, ["report"], EvalCfg(
+        output_dir=str(tmp_path / "run"), progress=False, print_table=False, image_root=str(tiny_reports["root"]),
+        report=ReportCfg(annotations=str(_bilingual(tiny_reports, tmp_path)), report_key="Cn_Report", epochs=0,
+                         batch_size=6, max_length=16, num_beams=1)))["notes"]
+    assert any(n.startswith("100% of the Cn_Report tokens of the training reports are [UNK]") for n in row_notes)
+
+
+def test_csv_reports_honour_report_key_and_refuse_empty_reports(tiny_reports, tmp_path):
+    """KeepFIT's FFA.csv form (caption in a one-element ``categories`` list) with FFA-IR's Chinese column."""
+    from fundus_vlp.data.dataframes import DataFormatError
+    from fundus_vlp.data.report_annotations import read_report_annotations
+
+    root = tiny_reports["root"]
+    images = sorted(str(p.relative_to(root)) for p in root.glob("case*/frame0.png"))
+    rows = [(img, REPORTS[i % 3], REPORTS_ZH[i % 3]) for i, img in enumerate(images)]
+    path = tmp_path / "FFA.csv"
+
+    def write(rows):
+        lines = ["image,atributes,categories,Cn_Report"]
+        lines += [f'{img},"[]","[\'{en}\']",{zh}' for img, en, zh in rows]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    write(rows)
+    zh = read_report_annotations(path, root, "Cn_Report", seed=0)
+    assert sorted(c.report for c in zh) == sorted(r[2] for r in rows)
+    en = read_report_annotations(path, root, "En_Report", seed=0)
+    assert [c.report for c in en] == [r[1] for r in rows] and [c.split for c in en] == [c.split for c in zh]
+    write([rows[0], (rows[1][0], rows[1][1], ""), *rows[2:]])
+    with pytest.raises(DataFormatError, match=r"1 row\(s\) without a 'Cn_Report' report \(rows 2\)"):
+        read_report_annotations(path, root, "Cn_Report", seed=0)
+    write([rows[0], rows[1], (rows[2][0], "", rows[2][2]), *rows[3:]])
+    with pytest.raises(DataFormatError, match=r"without a 'En_Report' report \(rows 3\)"):
+        read_report_annotations(path, root, "En_Report", seed=0)
+    with pytest.raises(ValueError, match="report_key='Findings'"):
+        read_report_annotations(path, root, "Findings", seed=0)
+
+
+# ------------------------------------------------------------------------------------------ beam search
+
+_FINDINGS = ["microaneurysms", "haemorrhages", "drusen", "exudates", "leakage", "atrophy"]
+_CONDITIONS = ["diabetic retinopathy", "macular degeneration", "hypertensive retinopathy", "vein occlusion"]
+
+
+@pytest.fixture(scope="module")
+def trained_decoder(tmp_path_factory):
+    """A small decoder trained here, seeded, first on one-sentence captions (as KeepFIT V2 pretrains its
+    decoder), then briefly on two-sentence reports (findings, then an impression), on image tokens that carry
+    no information (a frozen tower that does not separate the cases), so that it writes from its probabilities
+    alone, where an end after the first sentence stays plausible."""
+    from fundus_vlp.config import DecoderCfg
+    from fundus_vlp.models.decoder import CaptionDecoder
+    from fundus_vlp.models.tokenizer import Tokenizer
+    from transformers import BertTokenizerFast
+
+    from fundus_vlp.eval.report_generation import ReportSamples, train_report_decoder
+
+    rng = np.random.default_rng(0)
+    captions = [f"the right eye shows {a} and {b} at the posterior pole."
+                for a, b in (rng.choice(_FINDINGS, 2, replace=False) for _ in range(100))]
+    reports = [f"{c} impression: {_CONDITIONS[int(rng.integers(4))]} in the right eye." for c in captions]
+    vocab = tmp_path_factory.mktemp("beam_vocab") / "vocab.txt"  # whole words, in a fixed order: seeded ids
+    words = sorted({w for r in reports for w in r.replace(".", " .").replace(":", " :").split()})
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tok = Tokenizer(BertTokenizerFast(vocab=str(vocab), do_lower_case=True), context_length=40)
+    feats = torch.randn(100, 2, 8, generator=torch.Generator().manual_seed(0))
+    tokens = lambda idx: feats[idx]  # noqa: E731
+
+    def split(texts, lo, hi):
+        return ReportSamples([str(i) for i in range(lo, hi)], torch.arange(lo, hi)[:, None], texts[lo:hi])
+
+    torch.manual_seed(0)
+    decoder = CaptionDecoder(DecoderCfg(enabled=True, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                                        max_length=40, dropout=0.0), 8, len(tok), tok.pad_token_id, tok.bos_token_id,
+                             tok.eos_token_id)
+    for texts, epochs in ((captions, 6), (reports, 8)):
+        cfg = ReportCfg(epochs=epochs, batch_size=10, lr=3e-3, select_metric="loss", patience=None)
+        train_report_decoder(decoder, torch.nn.Identity(), tokens, split(texts, 0, 70), split(texts, 70, 80), tok, cfg,
+                             40, 0, torch.device("cpu"), progress=False)
+    return decoder, tokens, tok, split(reports, 80, 100), reports[:70]
+
+
+def test_beam_search_writes_whole_reports_and_scores_at_least_greedy(trained_decoder):
+    from fundus_vlp.eval.report_generation import generate_reports, score_reports, shortest_report
+
+    decoder, tokens, tok, test, train_reports = trained_decoder
+    cfg = ReportCfg()  # the decoding a run uses
+    min_new = shortest_report(tok, train_reports)
+    texts = {name: generate_reports(decoder, tokens, test, tok, 20, 40, beams, cfg.length_penalty, cfg.beam_stop,
+                                    min_new) for name, beams in (("greedy", 1), ("beam", cfg.num_beams))}
+    scores = {name: score_reports(test, t, use_java=False, meteor=False)["cider"] for name, t in texts.items()}
+    assert scores["beam"] >= scores["greedy"] - 1e-6, (scores, texts["beam"][:2], texts["greedy"][:2])
+    assert all("impression" in t for t in texts["beam"]), texts["beam"][:3]  # no report stops after its findings
+
+
 def test_image_only_model_generates_reports(tiny_reports, tiny_tokenizer_dir, tmp_path):
     """A model without a text tower (nor tokenizer) trains a fresh decoder on a given vocabulary."""
     from fundus_vlp.factory import create_model

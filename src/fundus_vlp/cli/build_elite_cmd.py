@@ -16,7 +16,13 @@ skips the PDFs already built; a PDF that cannot be read is reported and the othe
   fundus-vlp build-elite atlas.pdf --out elite/ max_caption_gap=0.4 dedup_max_distance=0
 
 Settings (key=value, or --config FILE.yaml): see fundus_vlp.elite_builder.EliteBuildCfg.
+
+A damaged PDF (truncated, garbled header: the PDF library repairs it and may lose pages) is reported with
+what was recovered and not kept unless --accept-repaired. Exit status: 0 every PDF built, 1 a PDF failed,
+3 a PDF was damaged and not kept (none failed).
 """
+
+EXIT_FAILED, EXIT_DAMAGED = 1, 3
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
@@ -30,6 +36,8 @@ def register(sub) -> None:
                                                  "(default: colour/texture statistics)")
     p.add_argument("--config", action="append", default=[], metavar="FILE.yaml", help="settings file (repeatable)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (with --model)")
+    p.add_argument("--accept-repaired", action="store_true",
+                   help="keep the pairs of PDFs the PDF library had to repair (and mark them done)")
     p.set_defaults(func=run, trailing_positionals="inputs")
 
 
@@ -66,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     if not pdfs:
         raise ValueError("no PDF given")
     cfg = build_config(EliteBuildCfg, args.config, overrides)
+    if args.accept_repaired:
+        cfg.accept_repaired = True
     classifier = None
     if args.model:
         from ..inference.loading import load_model
@@ -77,16 +87,22 @@ def run(args: argparse.Namespace) -> int:
     def show(result) -> None:
         if result.status == "failed":
             print(f"FAILED  {result.error}")
+        elif result.status == "damaged":
+            print(f"DAMAGED {result.error}")
         else:
             print(f"{result.status:<13} {result.source}: {result.pages} pages, {result.pairs} pairs, "
-                  f"{result.rejected} rejected ({result.seconds:.1f} s)")
+                  f"{result.rejected} rejected ({result.seconds:.1f} s)"
+                  + (f"; {result.damage}, accepted" if result.damage else ""))
 
     report = build_elite(pdfs, args.out, cfg, classifier, on_result=show)
     out = Path(args.out)
     print(f"{report.pairs} pairs -> {out / 'elite.csv'} (review: {out / 'review.html'}); "
           f"{report.rejected} rejected -> {out / 'rejected.csv'}")
+    if report.damaged:
+        print(f"{len(report.damaged)} of {len(report.results)} PDF(s) damaged and not kept (listed above); replace "
+              f"them, or keep what was recovered with --accept-repaired")
     if report.failed:
         print(f"{len(report.failed)} of {len(report.results)} PDF(s) failed (listed above); fix them and re-run: "
               f"finished PDFs are skipped")
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_DAMAGED if report.damaged else 0

@@ -8,7 +8,9 @@ Two forms are read:
 * an image-caption CSV in any form :func:`~fundus_vlp.data.dataframes.read_captions` accepts (the
   KeepFIT ``FFA.csv`` with the caption in a one-element ``categories`` list, or ``image, caption``): every
   row is a one-image case, and the rows are split into train/val/test here, seeded; images whose paths
-  share a ``group_pattern`` match (e.g. the figure number of an atlas) stay in the same split.
+  share a ``group_pattern`` match (e.g. the figure number of an atlas) stay in the same split. The report
+  is the English caption, or the Chinese column (``caption_zh``, ``zh_caption`` or ``Cn_Report``) when
+  ``report_key`` names a Chinese key; a row without that report is an error, as in the JSON form.
 
 Errors name the file and the case (JSON) or row (CSV).
 """
@@ -22,11 +24,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .dataframes import DataFormatError, read_captions, resolve_image_path
+from .dataframes import ZH_CAPTION_COLUMNS, DataFormatError, read_captions, resolve_image_path
 
-__all__ = ["SPLITS", "ReportCase", "read_report_annotations", "split_rows"]
+__all__ = ["SPLITS", "ReportCase", "read_report_annotations", "split_rows", "csv_report_column"]
 
 SPLITS = ("train", "val", "test")
+# report keys that mean the English caption of a CSV (FFA-IR's key, ours, MM-Retinal's)
+EN_REPORT_KEYS = ("En_Report", "caption", "en_caption")
 
 
 @dataclass
@@ -56,7 +60,7 @@ def read_report_annotations(path: str | Path, image_root: str | Path, report_key
     if path.suffix.lower() == ".json":
         cases = _read_json(path, image_root, report_key)
     else:
-        cases = _read_csv(path, image_root, seed, val_fraction, test_fraction, group_pattern)
+        cases = _read_csv(path, image_root, report_key, seed, val_fraction, test_fraction, group_pattern)
     if check_files:
         missing = [(p, c.where) for c in cases for p in c.images if not p.is_file()]
         if missing:
@@ -105,10 +109,30 @@ def _resolve(image_root, rel: str, loc: str, k: int) -> Path:
         raise DataFormatError(f"{loc}, image {k}: {str(exc).split(': ', 1)[-1]}") from None
 
 
-def _read_csv(path: Path, image_root, seed: int, val_fraction: float, test_fraction: float,
+def csv_report_column(report_key: str) -> str:
+    """The column of :func:`read_captions`' frame that holds the reports ``report_key`` asks for."""
+    if report_key in EN_REPORT_KEYS:
+        return "caption"
+    if report_key in ZH_CAPTION_COLUMNS:
+        return "caption_zh"
+    raise ValueError(f"report_key={report_key!r}: a caption CSV's report is its English caption "
+                     f"({' / '.join(EN_REPORT_KEYS)}) or its Chinese one ({' / '.join(ZH_CAPTION_COLUMNS)})")
+
+
+def _read_csv(path: Path, image_root, report_key: str, seed: int, val_fraction: float, test_fraction: float,
               group_pattern: Optional[str]) -> List[ReportCase]:
+    column = csv_report_column(report_key)
     frame = read_captions(path)
-    images, reports, rows = list(frame["image"]), list(frame["caption"]), [int(r) for r in frame["row"]]
+    if column not in frame.columns:
+        raise DataFormatError(f"{path}: report_key={report_key!r} asks for the Chinese reports, but the file has "
+                              f"no Chinese column (one of {list(ZH_CAPTION_COLUMNS)})")
+    images, rows = list(frame["image"]), [int(r) for r in frame["row"]]
+    reports = [r.strip() if isinstance(r, str) else "" for r in frame[column]]
+    empty = [row for row, r in zip(rows, reports) if not r]
+    if empty:
+        listed = ", ".join(str(r) for r in empty[:10]) + (" ..." if len(empty) > 10 else "")
+        raise DataFormatError(f"{path}: {len(empty)} row(s) without a {report_key!r} report (rows {listed}); "
+                              f"every case needs its report")
     groups = [_group(p, group_pattern) for p in images]
     split = split_rows(groups, seed, val_fraction, test_fraction)
     return [ReportCase(f"row{row}", s, [_resolve(image_root, img, f"{path}, row {row}", 0)], rep, f"{path}, row {row}")

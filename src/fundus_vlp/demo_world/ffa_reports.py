@@ -6,6 +6,7 @@ exposure, illumination and noise; the report describes what the frames show (:fu
 The annotation file has the FFA-IR structure::
 
     {"train" | "val" | "test": {case_id: {"Image_path": [relative paths...], "En_Report": str,
+                                          "Cn_Report": str (bilingual world only),
                                           "Conditions": [per eye], "Eyes": [...]}}}
 
 Every case is an independent job seeded by ``(seed, stream, index)``, like the rest of the world, and uses
@@ -23,10 +24,11 @@ from PIL import Image
 
 from .fundus import build_scene
 from .ontology import conditions_for_modality
-from .records import stream_id
+from .records import ZH_STREAM, stream_id
 from .render_ffa import colour_ffa
 from .scene import Case, sample_case
 from .text import make_report
+from .text_zh import make_report_zh
 
 __all__ = ["FFACaseJob", "SPLIT_CYCLE", "ffa_case_jobs", "make_ffa_case", "write_annotations"]
 
@@ -79,14 +81,19 @@ def make_ffa_case(job: FFACaseJob, root: Path, image_size: int) -> dict[str, Any
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(colour_ffa(case, scene, rng)).save(path, format="PNG", compress_level=6)
             paths.append(rel)
-    return {"Image_path": paths, "En_Report": make_report(eyes, rng),
+    report = make_report(eyes, rng)
+    # its own random stream: the English report and the frames are those of an English-only world
+    report_zh = make_report_zh(eyes, np.random.default_rng([*job.seed, ZH_STREAM]))
+    return {"Image_path": paths, "En_Report": report, "Cn_Report": report_zh,
             "Conditions": ["|".join(c.conditions) for c in eyes], "Eyes": [c.eye for c in eyes]}
 
 
-def write_annotations(jobs: list[FFACaseJob], entries: list[dict[str, Any]], path: Path) -> None:
-    """The FFA-IR JSON: split -> case id -> entry (splits and cases in a fixed order, byte-reproducible)."""
+def write_annotations(jobs: list[FFACaseJob], entries: list[dict[str, Any]], path: Path,
+                      chinese: bool = False) -> None:
+    """The FFA-IR JSON: split -> case id -> entry (splits and cases in a fixed order, byte-reproducible);
+    ``Cn_Report`` only in a bilingual world."""
     out: dict[str, dict[str, Any]] = {"train": {}, "val": {}, "test": {}}
     for job, entry in zip(jobs, entries):
-        out[job.split][job.case_id] = entry
+        out[job.split][job.case_id] = entry if chinese else {k: v for k, v in entry.items() if k != "Cn_Report"}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")

@@ -16,7 +16,7 @@ from .ontology import CONDITIONS, FINDINGS, MODALITIES
 from .scene import Case, sample_case
 from .text import CORPUS_SECTIONS, PHRASES
 
-__all__ = ["make_caption_zh", "make_corpus_zh", "CONDITION_NAMES_ZH", "FINDING_NAMES_ZH"]
+__all__ = ["make_caption_zh", "make_corpus_zh", "make_report_zh", "CONDITION_NAMES_ZH", "FINDING_NAMES_ZH"]
 
 Phrase = Callable[[dict, Case, np.random.Generator], str]
 
@@ -240,6 +240,30 @@ def make_caption_zh(case: Case, rng: np.random.Generator) -> str:
     if structure == 2:
         return f"{name}：{opener}显示{_join(ph)}。"
     return f"{'，'.join(ph)}。{opener}，{link}{name}。"
+
+
+_REPORT_LEADS_ZH = ("{eye}：{p}。", "{eye}造影示{p}。", "{eye}荧光素眼底血管造影可见{p}。")
+
+
+def make_report_zh(eyes: list[Case], rng: np.random.Generator, max_chars: int = 80) -> str:
+    """The Chinese case-level FFA report of ``eyes`` (the side of :func:`.text.make_report`): one sentence
+    per imaged eye listing its findings, then the diagnosis of each eye. Findings are dropped from the
+    longest list until the report fits ``max_chars`` characters (one decoder token each); every eye keeps one."""
+    phrases = [finding_phrases_zh(case, rng) or [_pick(rng, _NORMAL["FFA"])] for case in eyes]
+    leads = [_pick(rng, _REPORT_LEADS_ZH) for _ in eyes]
+    names = {c.eye: _join([condition_phrase_zh(n, rng, synonym_p=0.0) for n in c.conditions]) for c in eyes}
+    if len(eyes) == 2 and len(set(names.values())) == 1:
+        impression = f"双眼{names[eyes[0].eye]}"
+    else:
+        impression = "；".join(f"{_EYE[c.eye]}{names[c.eye]}" for c in eyes)
+    closing = f"{_pick(rng, ['诊断：', '印象：', '结论：'])}{impression}。"
+    while True:
+        parts = [lead.format(eye=_EYE[c.eye], p="，".join(ph)) for lead, c, ph in zip(leads, eyes, phrases)]
+        text = "".join(parts + [closing])
+        longest = max(range(len(eyes)), key=lambda i: len(phrases[i]))
+        if len(text) <= max_chars or len(phrases[longest]) == 1:
+            return text
+        phrases[longest] = phrases[longest][:-1]
 
 
 # ---------------------------------------------------------------------------------------------------- corpus

@@ -6,13 +6,15 @@ Output folder::
     elite_{CFP,FFA,OCT}.csv    the same rows split by modality (one `data.elite` source each)
     rejected.csv               source, page, figure, panel, image, reason, caption
     review.html                the pairs for a person to accept/reject; exports a CSV
-    build_report.json          per PDF: status, pages, pairs, rejected, seconds, error
+    build_report.json          per PDF: status, pages, pairs, rejected, seconds, error, damage
     images/<pdf key>/...png    the pairs' images;  rejected/<pdf key>/...png  the rejected figures
     .state/<pdf key>.json      done-marker of a finished PDF: its rows and image hashes
 
 ``<pdf key>`` is the file stem plus the first hex digits of the PDF's SHA-256, so a rerun skips every PDF
 whose marker exists (and redoes one whose bytes changed). The combined files are rewritten atomically
-after every PDF, so a crash loses at most the PDF in progress.
+after every PDF, so a crash loses at most the PDF in progress. A damaged PDF (repaired by MuPDF when
+opened: truncated, garbled header, broken cross-references) is reported with what survived and gets no
+marker, so its pairs stay out and every rerun reports it again, unless ``accept_repaired`` keeps it.
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ from .imagestats import ImageStats, image_stats
 from .layout import FigureCaption, match_document
 from .modality import FUNDUS_MODALITIES, ModalityClassifier, classify_modalities, non_fundus_reason
 from .panels import join_strips, panel_boxes, reading_order
-from .pdfread import PdfError, load_pixels, open_pdf, read_page, require_text_layer, has_vector_art
+from .pdfread import (Damage, PdfError, has_vector_art, load_pixels, mupdf_messages, open_pdf, pdf_damage,
+                      read_page, require_text_layer, scanned_reason)
 from .review import write_review_page
 
 _logger = logging.getLogger(__name__)
@@ -52,13 +55,14 @@ STATE_VERSION = 1
 @dataclass
 class PdfResult:
     source: str
-    status: str  # "built", "already built" or "failed"
+    status: str  # "built", "already built", "damaged" (not kept: see ``accept_repaired``) or "failed"
     key: str = ""
     pages: int = 0
     pairs: int = 0
     rejected: int = 0
     seconds: float = 0.0
     error: str = ""
+    damage: str = ""  # what MuPDF repaired (a built file whose repair was accepted, or a damaged one)
 
 
 @dataclass
@@ -71,6 +75,11 @@ class BuildReport:
     @property
     def failed(self) -> List[PdfResult]:
         return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def damaged(self) -> List[PdfResult]:
+        """Damaged PDFs whose pairs were not kept (see ``EliteBuildCfg.accept_repaired``)."""
+        return [r for r in self.results if r.status == "damaged"]
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -113,6 +122,7 @@ class _PdfWork:
     rejected: List[dict] = field(default_factory=list)
     hashes: Dict[str, str] = field(default_factory=dict)  # hex dHash -> image path
     used_names: set = field(default_factory=set)
+    damage: Optional[Damage] = None  # set when MuPDF repaired the file or reported errors reading it
 
     def image_path(self, folder: str, page: int, figure: str, panel: str) -> str:
         base = f"{folder}/{self.key}/p{page:04d}_fig{_safe(figure)}{panel}"
@@ -228,6 +238,11 @@ def _process_pdf(work: _PdfWork) -> int:
     try:
         require_text_layer(doc, work.path)
         pages = [read_page(doc, i, work.cfg.min_image_side_pt) for i in range(doc.page_count)]
+        for page in pages:
+            if page.scanned:  # reported as what it is; its image must not take a neighbouring page's caption
+                scan = load_pixels(doc, page.number, page.images[0]) if len(page.images) == 1 else None
+                work.reject(page.number, "", "", scanned_reason(page), "", scan)
+                page.images = []
         figures, orphans = match_document(pages, work.cfg.max_caption_gap)
         figures = _join_languages(figures)
         for fig in figures:
@@ -270,6 +285,7 @@ def _process_pdf(work: _PdfWork) -> int:
         for page_no, i in orphans:
             image = load_pixels(doc, page_no, pages[page_no - 1].images[i])
             work.reject(page_no, "", f"#{i + 1}", "no figure caption near the image", "", image)
+        work.damage = pdf_damage(doc, mupdf_messages())  # the repair at opening and errors of every page read
         return doc.page_count
     finally:
         doc.close()
@@ -327,8 +343,10 @@ def build_elite(pdfs: Sequence[str | Path], out: str | Path, cfg: Optional[Elite
         for h, image in state["hashes"].items():
             duplicates.add(int(h, 16), image)
     order: List[str] = []
-    display_errors = fitz.TOOLS.mupdf_display_errors()
-    fitz.TOOLS.mupdf_display_errors(False)  # MuPDF's own stderr lines would duplicate our per-file message
+    display_errors, display_warnings = fitz.TOOLS.mupdf_display_errors(), fitz.TOOLS.mupdf_display_warnings()
+    # MuPDF's own stderr lines would duplicate our per-file message (they are read from its store instead)
+    fitz.TOOLS.mupdf_display_errors(False)
+    fitz.TOOLS.mupdf_display_warnings(False)
     try:
         for pdf in pdfs:
             path = Path(pdf)
@@ -342,7 +360,8 @@ def build_elite(pdfs: Sequence[str | Path], out: str | Path, cfg: Optional[Elite
             else:
                 if key in states:
                     s = states[key]
-                    result = PdfResult(str(path), "already built", key, s["pages"], len(s["pairs"]), len(s["rejected"]))
+                    result = PdfResult(str(path), "already built", key, s["pages"], len(s["pairs"]), len(s["rejected"]),
+                                       damage=s.get("damage", ""))
                 else:
                     result = _build_one(path, key, out, cfg, classifier, duplicates, states)
             result.seconds = round(time.perf_counter() - start, 3)
@@ -356,6 +375,7 @@ def build_elite(pdfs: Sequence[str | Path], out: str | Path, cfg: Optional[Elite
                 on_result(result)
     finally:
         fitz.TOOLS.mupdf_display_errors(display_errors)
+        fitz.TOOLS.mupdf_display_warnings(display_warnings)
     return report
 
 
@@ -369,15 +389,27 @@ def _build_one(path: Path, key: str, out: Path, cfg: EliteBuildCfg, classifier, 
         pages = _process_pdf(work)
     # MuPDF raises RuntimeError subclasses; Pillow refuses decompression bombs
     except (PdfError, RuntimeError, ValueError, OSError, Image.DecompressionBombError) as exc:
-        for folder in ("images", "rejected"):
-            shutil.rmtree(out / folder / key, ignore_errors=True)
-        for h in work.hashes:  # forget this PDF's images so a fixed rerun does not call them duplicates
-            duplicates.forget(int(h, 16))
+        _forget(work, out, duplicates)
         message = str(exc) if isinstance(exc, PdfError) else f"{path}: {type(exc).__name__}: {exc}"
         return PdfResult(str(path), "failed", key, error=message)
     seconds = round(time.perf_counter() - start, 3)
+    damage = str(work.damage) if work.damage else ""
+    if work.damage and not cfg.accept_repaired:
+        _forget(work, out, duplicates)
+        return PdfResult(str(path), "damaged", key, pages, 0, 0, seconds, damage=damage,
+                         error=f"{path}: {damage}; its {len(work.pairs)} pair(s) from {pages} page(s) are not kept "
+                               f"(a repaired file may have lost pages or figures): replace the file, or keep what "
+                               f"was recovered with --accept-repaired")
     state = dict(version=STATE_VERSION, key=key, source=path.name, pages=pages, seconds=seconds,
-                 pairs=work.pairs, rejected=work.rejected, hashes=work.hashes)
+                 pairs=work.pairs, rejected=work.rejected, hashes=work.hashes, damage=damage)
     write_text_atomic(out / STATE_DIR / f"{key}.json", json.dumps(state, ensure_ascii=False))
     states[key] = state
-    return PdfResult(str(path), "built", key, pages, len(work.pairs), len(work.rejected), seconds)
+    return PdfResult(str(path), "built", key, pages, len(work.pairs), len(work.rejected), seconds, damage=damage)
+
+
+def _forget(work: _PdfWork, out: Path, duplicates: DuplicateIndex) -> None:
+    """Remove what a PDF that is not kept wrote and forget its images, so a rerun does not call them duplicates."""
+    for folder in ("images", "rejected"):
+        shutil.rmtree(out / folder / work.key, ignore_errors=True)
+    for h in work.hashes:
+        duplicates.forget(int(h, 16))

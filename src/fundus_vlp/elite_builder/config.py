@@ -24,3 +24,6 @@ class EliteBuildCfg:
     review_min_confidence: float = 0.5
     # saved images: longer side capped at this many pixels (0 = native resolution of the PDF)
     max_image_side: int = 0
+    # a PDF that MuPDF had to repair (truncated, garbled header) may have lost pages: its pairs are kept, and
+    # the file marked done, only when this is true (CLI --accept-repaired)
+    accept_repaired: bool = False

@@ -1,5 +1,9 @@
 """What a PDF page holds: embedded images with the rectangle each is drawn in, and text blocks with theirs
-(PyMuPDF). Opening checks the cases that need a clear message instead of an empty result."""
+(PyMuPDF). Opening checks the cases that need a clear message instead of an empty result.
+
+A damaged file (truncated, garbled header, broken cross-reference table) is repaired silently by MuPDF and
+then reads as a shorter or empty document; :func:`pdf_damage` reports the repair and what survived it, from
+MuPDF's warning store, so that a half-read book is not taken for a whole one."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,6 +17,9 @@ fitz = require("fitz", "elite", "build-elite (atlas PDFs)")  # PyMuPDF
 from PIL import Image
 
 Rect = Tuple[float, float, float, float]  # x0, y0, x1, y1 in page points, y downwards
+# a page without text whose images cover this share of it is a scan (a full-page plate leaves margins)
+SCANNED_PAGE_COVER = 0.8
+SCANNED_REMEDY = "its captions are pixels: run OCR on the PDF first (e.g. `ocrmypdf in.pdf out.pdf`)"
 
 
 class PdfError(ValueError):
@@ -45,14 +52,72 @@ class PageContent:
     images: List[PlacedImage] = field(default_factory=list)
     blocks: List[TextBlock] = field(default_factory=list)
 
+    @property
+    def scanned(self) -> bool:
+        """A scanned page: no text layer, and images (one, or strips) cover most of the page. Its captions are
+        pixels, so its images must not be matched to a neighbouring page's caption (as a plate would be)."""
+        if self.blocks or not self.images:
+            return False
+        covered = sum((b[2] - b[0]) * (b[3] - b[1]) for b in (p.bbox for p in self.images))
+        return covered >= SCANNED_PAGE_COVER * self.width * self.height
+
+
+@dataclass
+class Damage:
+    """A PDF that MuPDF had to repair or read with errors: objects recovered of those referenced, and why."""
+
+    repaired: bool
+    recovered: int
+    referenced: int
+    messages: List[str]
+
+    def __str__(self) -> str:
+        what = (f"repaired, {self.recovered} of {self.referenced} objects recovered" if self.repaired
+                else "read with errors")
+        detail = "; ".join(self.messages[:3]) + (f"; ... {len(self.messages) - 3} more" if len(self.messages) > 3 else "")
+        return f"damaged: {what}" + (f" (MuPDF: {detail})" if detail else "")
+
+
+_REFERENCE = re.compile(r"\b(\d+) 0 R\b")
+
+
+def mupdf_messages() -> List[str]:
+    """The warnings and errors MuPDF stored since the last call (distinct lines, in order); empties the store."""
+    lines = fitz.TOOLS.mupdf_warnings(reset=True).splitlines()
+    return list(dict.fromkeys(line.strip() for line in lines if line.strip() and not line.startswith("...")))
+
+
+def pdf_damage(doc: fitz.Document, messages: List[str]) -> Damage | None:
+    """What a repair left of ``doc`` (None for an intact file read without errors). ``messages``: MuPDF's
+    warnings while the file was opened and read (:func:`mupdf_messages`).
+
+    The objects that survived are those with a body; the objects the file should have are every number the
+    cross-reference table lists or a surviving object refers to (a truncated file loses its tail, whose
+    objects are still referred to by the pages before it)."""
+    if not doc.is_repaired and not messages:
+        return None
+    referenced, recovered = set(range(1, doc.xref_length())), 0
+    for xref in range(1, doc.xref_length()):
+        try:
+            body = doc.xref_object(xref, compressed=True)
+        except (RuntimeError, ValueError):
+            continue
+        if body.strip() != "null":
+            recovered += 1
+            referenced.update(int(n) for n in _REFERENCE.findall(body))
+    return Damage(bool(doc.is_repaired), recovered, len(referenced), messages)
+
 
 def open_pdf(path: str | Path) -> fitz.Document:
-    """Open a PDF or raise ``PdfError``: missing, empty, not a PDF/corrupt, password-protected, no pages."""
+    """Open a PDF or raise ``PdfError``: missing, empty, not a PDF/corrupt, password-protected, no pages
+    (a damaged file from which no page was recovered says so). MuPDF's warning store is emptied first, so
+    :func:`mupdf_messages` afterwards holds this file's."""
     path = Path(path)
     if not path.is_file():
         raise PdfError(path, "file not found")
     if path.stat().st_size == 0:
         raise PdfError(path, "empty file (0 bytes)")
+    mupdf_messages()
     try:
         doc = fitz.open(str(path), filetype="pdf")
     except (fitz.FileDataError, fitz.EmptyFileError, RuntimeError, ValueError) as exc:
@@ -62,8 +127,9 @@ def open_pdf(path: str | Path) -> fitz.Document:
         raise PdfError(path, "encrypted: the PDF needs a password to open; decrypt it first "
                              "(e.g. `qpdf --decrypt --password=... in.pdf out.pdf`)")
     if doc.page_count == 0:
+        damage = pdf_damage(doc, mupdf_messages())
         doc.close()
-        raise PdfError(path, "the PDF has no pages")
+        raise PdfError(path, f"{damage}; no page could be recovered" if damage else "the PDF has no pages")
     return doc
 
 
@@ -74,6 +140,10 @@ def require_text_layer(doc: fitz.Document, path: str | Path) -> None:
             return
     raise PdfError(path, f"no text layer on any of its {doc.page_count} page(s): a scanned book? Captions "
                          "cannot be read; run OCR first (e.g. `ocrmypdf in.pdf out.pdf`)")
+
+
+def scanned_reason(page: PageContent) -> str:
+    return f"scanned: no text layer on page {page.number} (a page-sized image); {SCANNED_REMEDY}"
 
 
 def _to_pil(pix: fitz.Pixmap) -> Image.Image:

@@ -3,6 +3,9 @@
 KeepFIT reports these for FFA report generation. METEOR and the PTB tokenizer of
 pycocoevalcap run Java; without ``java`` on the PATH, captions are tokenised in Python (lower case,
 words and numbers, the PTB punctuation removed) and METEOR is skipped with a message in the result.
+Chinese reports (FFA-IR's ``Cn_Report``) are scored per character, the FFA-IR convention: every CJK
+ideograph is one token, Latin words and numbers inside them stay whole, punctuation is dropped; METEOR
+(English stems and synonyms) is not computed for them. The language is the references' unless given.
 Model selection never uses test captions (the official FFA trainer keeps a "best test" row).
 """
 from __future__ import annotations
@@ -18,12 +21,26 @@ from ..runtime.extras import require
 
 _logger = logging.getLogger(__name__)
 
+LANGUAGES = ("en", "zh")
+_IDEOGRAPH = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # CJK unified (+ extension A, compatibility)
 _WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
+_ZH_TOKEN = re.compile(rf"[{_IDEOGRAPH}]|[a-z0-9]+")
+_LETTER = re.compile(rf"[{_IDEOGRAPH}]|[a-z]")
+_IDEOGRAPH_RE = re.compile(rf"[{_IDEOGRAPH}]")
 
 
-def simple_tokenize(text: str) -> str:
-    """Java-free tokenisation close to the PTB tokenizer + punctuation removal used by pycocoevalcap."""
-    return " ".join(_WORD.findall(text.lower().replace("\n", " ")))
+def simple_tokenize(text: str, language: str = "en") -> str:
+    """Java-free tokenisation close to the PTB tokenizer + punctuation removal used by pycocoevalcap
+    (``en``), or one token per Chinese character (``zh``)."""
+    pattern = _ZH_TOKEN if language == "zh" else _WORD
+    return " ".join(pattern.findall(text.lower().replace("\n", " ")))
+
+
+def text_language(texts: Sequence[str]) -> str:
+    """``zh`` when Chinese characters are most of the letters of ``texts``, else ``en``."""
+    joined = " ".join(texts).lower()
+    letters = len(_LETTER.findall(joined))
+    return "zh" if letters and len(_IDEOGRAPH_RE.findall(joined)) * 2 > letters else "en"
 
 
 def _scorer(module: str, name: str):
@@ -35,21 +52,23 @@ def java_available() -> bool:
     return shutil.which("java") is not None
 
 
-def _tokenize(captions: Mapping[str, Sequence[str]], use_java: bool) -> Dict[str, List[str]]:
-    if use_java:
+def _tokenize(captions: Mapping[str, Sequence[str]], use_java: bool, language: str) -> Dict[str, List[str]]:
+    if use_java and language == "en":
         PTBTokenizer = _scorer("tokenizer.ptbtokenizer", "PTBTokenizer")
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
-    return {k: [simple_tokenize(c) for c in v] for k, v in captions.items()}
+    return {k: [simple_tokenize(c, language) for c in v] for k, v in captions.items()}
 
 
 def caption_metrics(references: Mapping[str, Sequence[str]], candidates: Mapping[str, str],
-                    use_java: Optional[bool] = None, meteor: bool = True) -> Dict[str, object]:
+                    use_java: Optional[bool] = None, meteor: bool = True,
+                    language: Optional[str] = None) -> Dict[str, object]:
     """Corpus-level scores of ``candidates`` (one caption per id) against ``references`` (one or more per id).
 
-    Returns ``bleu_1..bleu_4, rouge_l, cider`` and ``meteor`` (None when Java is absent, with ``notes``).
-    ``meteor=False`` skips METEOR without a note (e.g. per-epoch validation, where the Java start-up
-    would dominate).
+    Returns ``bleu_1..bleu_4, rouge_l, cider`` and ``meteor`` (None when Java is absent or the reports are
+    Chinese, with ``notes``), the ``language`` scored and the ``tokenizer`` used. ``language``: ``en``, ``zh``
+    or None (from the references, :func:`text_language`). ``meteor=False`` skips METEOR without a note
+    (e.g. per-epoch validation, where the Java start-up would dominate).
     """
     Bleu, Cider, Rouge = (_scorer(f"{n.lower()}.{n.lower()}", n) for n in ("Bleu", "Cider", "Rouge"))
 
@@ -58,10 +77,18 @@ def caption_metrics(references: Mapping[str, Sequence[str]], candidates: Mapping
         raise ValueError("references and candidates must have the same ids")
     if not ids:
         raise ValueError("no captions to score")
-    java = java_available() if use_java is None else use_java
-    gts = _tokenize({i: list(references[i]) for i in ids}, java)
-    res = _tokenize({i: [candidates[i]] for i in ids}, java)
-    out: Dict[str, object] = {"n": len(ids), "tokenizer": "ptb (java)" if java else "python"}
+    language = language or text_language([r for i in ids for r in references[i]])
+    if language not in LANGUAGES:
+        raise ValueError(f"caption language must be one of {LANGUAGES}, got {language!r}")
+    java = (java_available() if use_java is None else use_java) and language == "en"
+    gts = _tokenize({i: list(references[i]) for i in ids}, java, language)
+    empty = [i for i in ids if not any(t.strip() for t in gts[i])]
+    if empty:
+        raise ValueError(f"{len(empty)} reference(s) have no {language} word after tokenisation (e.g. id "
+                         f"{empty[0]!r}: {references[empty[0]][0][:60]!r}); is the report language right?")
+    res = _tokenize({i: [candidates[i]] for i in ids}, java, language)
+    out: Dict[str, object] = {"n": len(ids), "language": language,
+                              "tokenizer": "ptb (java)" if java else "per character" if language == "zh" else "python"}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocoevalcap prints its BLEU internals
         bleu, _ = Bleu(4).compute_score(gts, res)
         out.update({f"bleu_{n + 1}": float(b) for n, b in enumerate(bleu)})
@@ -71,6 +98,9 @@ def caption_metrics(references: Mapping[str, Sequence[str]], candidates: Mapping
         return out
     if java:
         out["meteor"] = _meteor(gts, res)
+    elif language == "zh":
+        out["meteor"] = None
+        out["notes"] = "METEOR not computed: its stemmer, synonyms and paraphrases are English-only"
     else:
         out["meteor"] = None
         out["notes"] = "METEOR skipped: it needs Java (`java` not found on PATH)"

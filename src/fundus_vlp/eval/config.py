@@ -22,6 +22,7 @@ SEG_ARCHITECTURES = ("auto", "unet", "fpn", "dpt")
 SEG_LOSSES = ("dice_ce", "dice_focal")  # foreground Dice + class-weighted cross-entropy | + focal term
 EXPERIMENT_FREE_MODES = ("report",)  # modes that read their own data, not a classification experiment
 REPORT_UNITS = ("case", "image")
+REPORT_LANGUAGES = ("auto", "en", "zh")
 TOWER_INITS = ("model", "random", "imagenet")
 DECODER_INITS = ("auto", "pretrained", "fresh")
 FEW_SHOT_METHODS = ("clip_adapter", "tip_adapter", "tip_adapter_f", "linear_probe", "prototype", "knn")
@@ -168,6 +169,9 @@ class ReportCfg:
     annotations: Optional[str] = None  # FFA-IR JSON, an image-caption CSV (KeepFIT FFA.csv), or "demo"
     image_root: Optional[str] = None  # default: EvalCfg.image_root (the demo world's root for "demo")
     report_key: str = "En_Report"  # the JSON key of the report text (e.g. "Cn_Report" with a Chinese tokenizer)
+    # how the metrics tokenise reports: en (words), zh (one token per Chinese character, the FFA-IR
+    # convention), auto (from the reports)
+    language: str = "auto"
     # case: the tokens of up to max_images images of a case form one memory, one target per case;
     # image: one sample per image with the case report replicated (the official KeepFIT-FFA behaviour),
     # scored per image
@@ -176,7 +180,9 @@ class ReportCfg:
     tower_init: str = "model"  # model (the pretrained tower) | random | imagenet (a local timm checkpoint)
     imagenet_checkpoint: Optional[str] = None  # timm state dict (.safetensors/.pth) for tower_init=imagenet
     decoder_init: str = "auto"  # auto: the model's decoder if it has one, else fresh | pretrained | fresh
-    tokenizer: Optional[str] = None  # tokenizer folder of a fresh decoder (default the model's; image-only: MiniLM's)
+    # tokenizer folder of a fresh decoder (default the model's; image-only: MiniLM's), e.g. a stage-0 vocabulary
+    # that covers Chinese reports
+    tokenizer: Optional[str] = None
     # frozen: image tokens computed once; last_block: the trunk's last stage trains with the decoder (its inputs
     # computed once, held in memory); full: the whole tower trains (the slowest)
     finetune: str = "frozen"
@@ -191,8 +197,13 @@ class ReportCfg:
     select_metric: str = "cider"  # validation metric choosing the epoch: loss, or bleu_1..4 / rouge_l / cider
     eval_every: int = 1  # epochs between validations
     patience: int = 8  # validations without improvement before stopping
-    num_beams: int = 3  # test decoding (beam search)
-    val_num_beams: int = 1  # validation decoding (greedy: cheaper, and only ranks epochs)
+    num_beams: int = 3  # test decoding (beam search; 1 = greedy); greedy test scores are reported beside
+    val_num_beams: Optional[int] = None  # validation decoding; None: as the test decoding (num_beams)
+    length_penalty: float = 1.0  # beam score = summed log-probability / generated length ** length_penalty
+    # never: beams search until no unfinished one can still win at max_length; "false"/"true" are
+    # transformers' shortcuts (they stop while better, longer reports are still possible)
+    early_stopping: str = "never"
+    min_length: Optional[int] = None  # tokens before a report may end; None: the shortest training report's
     seed: Optional[int] = None  # default EvalCfg.seed
     val_fraction: float = 0.15  # CSV form only (the JSON has its own splits)
     test_fraction: float = 0.15
@@ -205,11 +216,27 @@ class ReportCfg:
                                      ("finetune", self.finetune, TOWER_FINETUNE)):
             if value not in allowed:
                 raise ValueError(f"report.{name} must be one of {allowed}, got {value!r}")
+        # report.early_stopping=false arrives as a YAML boolean
+        self.early_stopping = str(self.early_stopping).lower()
+        if self.early_stopping not in ("never", "false", "true"):
+            raise ValueError(f"report.early_stopping must be never, false or true, got {self.early_stopping!r}")
+        if self.language not in REPORT_LANGUAGES:
+            raise ValueError(f"report.language must be one of {REPORT_LANGUAGES}, got {self.language!r}")
         metrics = ("loss", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider")
         if self.select_metric not in metrics:
             raise ValueError(f"report.select_metric must be one of {metrics}, got {self.select_metric!r}")
-        if self.max_images < 1 or self.epochs < 0 or self.batch_size < 1 or self.num_beams < 1:
-            raise ValueError("report.max_images, batch_size and num_beams must be >= 1 and epochs >= 0")
+        if self.max_images < 1 or self.epochs < 0 or self.batch_size < 1 or self.num_beams < 1 or \
+                (self.val_num_beams is not None and self.val_num_beams < 1):
+            raise ValueError("report.max_images, batch_size, num_beams and val_num_beams must be >= 1 and epochs >= 0")
+
+    @property
+    def beam_stop(self):
+        """``early_stopping`` as transformers takes it."""
+        return {"never": "never", "false": False, "true": True}[self.early_stopping]
+
+    @property
+    def validation_beams(self) -> int:
+        return self.num_beams if self.val_num_beams is None else self.val_num_beams
 
 
 @dataclass

@@ -33,6 +33,7 @@ from ..models.vision import ImageTower, last_stage_name
 from .captioning import caption_metrics
 from .config import ReportCfg
 from ..inference.inputs import ImageFiles
+from .fit import FitResult, fit_select
 from ..data.transforms import build_transform
 
 _logger = logging.getLogger(__name__)
@@ -180,20 +181,29 @@ def mean_loss(decoder, tokens: TokenFn, samples: ReportSamples, ids: torch.Tenso
 
 @torch.no_grad()
 def generate_reports(decoder: CaptionDecoder, tokens: TokenFn, samples: ReportSamples, tokenizer,
-                     batch_size: int, max_length: int, num_beams: int) -> List[str]:
+                     batch_size: int, max_length: int, num_beams: int, length_penalty: float = 1.0,
+                     early_stopping="never", min_new_tokens: int = 0) -> List[str]:
     decoder.eval()
     out: List[str] = []
     for start in range(0, len(samples), batch_size):
         memory, mask = case_memory(tokens, samples.image_idx[start:start + batch_size])
-        ids = decoder.generate(memory, max_length=max_length, num_beams=num_beams, image_mask=mask)
+        ids = decoder.generate(memory, max_length=max_length, num_beams=num_beams, image_mask=mask,
+                               length_penalty=length_penalty, early_stopping=early_stopping,
+                               min_new_tokens=min_new_tokens)
         out += tokenizer.batch_decode(ids.cpu())
     return out
 
 
+def shortest_report(tokenizer, reports: Sequence[str]) -> int:
+    """Tokens of the shortest report (special tokens excluded): no report should end before this."""
+    ids = tokenizer.hf(list(reports), add_special_tokens=False)["input_ids"]
+    return min((len(r) for r in ids), default=0)
+
+
 def score_reports(samples: ReportSamples, generated: Sequence[str], use_java: Optional[bool] = None,
-                  meteor: bool = True) -> Dict[str, object]:
+                  meteor: bool = True, language: Optional[str] = None) -> Dict[str, object]:
     return caption_metrics({i: [r] for i, r in zip(samples.ids, samples.reports)}, dict(zip(samples.ids, generated)),
-                           use_java=use_java, meteor=meteor)
+                           use_java=use_java, meteor=meteor, language=language)
 
 
 def report_tokenizer(model, cfg: ReportCfg):
@@ -202,6 +212,10 @@ def report_tokenizer(model, cfg: ReportCfg):
     from ..constants import MINILM_ALIAS
     from ..models.tokenizer import Tokenizer
 
+    pretrained = cfg.decoder_init == "pretrained" or (cfg.decoder_init == "auto" and model.decoder is not None)
+    if cfg.tokenizer and pretrained:
+        raise ValueError("report.tokenizer: a pretrained decoder writes with the model's own vocabulary; set "
+                         "report.decoder_init=fresh to train a decoder with another tokenizer")
     if cfg.tokenizer or getattr(model, "tokenizer", None) is None:
         return Tokenizer.from_pretrained(cfg.tokenizer or MINILM_ALIAS)
     return model.tokenizer
@@ -209,7 +223,8 @@ def report_tokenizer(model, cfg: ReportCfg):
 
 def build_decoder_and_tower(model, cfg: ReportCfg, seed: int) -> Tuple[ImageTower, CaptionDecoder, Dict[str, str]]:
     """The image tower (the model's, or a random / ImageNet-initialised one of the same architecture) and the
-    decoder (the model's pretrained one, or a fresh one shaped like the model's decoder config)."""
+    decoder (the model's pretrained one, or a fresh one shaped like the model's decoder config, writing with
+    :func:`report_tokenizer`'s vocabulary)."""
     vision = model.cfg.vision
     torch.manual_seed(seed)
     if cfg.tower_init == "model":
@@ -234,12 +249,14 @@ def build_decoder_and_tower(model, cfg: ReportCfg, seed: int) -> Tuple[ImageTowe
         dcfg = replace(model.cfg.decoder, enabled=True, max_length=length)
         torch.manual_seed(seed)
         decoder = CaptionDecoder(dcfg, tower.width, len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
-        if dcfg.init_from_text and model.text is not None:  # as the pretrained decoder was initialised
+        if dcfg.init_from_text and model.text is not None and not cfg.tokenizer:  # as the pretrained decoder was
             decoder.init_from_text_encoder(model.text.transformer)
     if decoder.image_proj[0].in_features != tower.width:
         raise ValueError(f"the decoder expects {decoder.image_proj[0].in_features}-wide image tokens, the tower gives "
                          f"{tower.width}")
     info = {"tower": cfg.tower_init, "decoder": "pretrained" if use_pretrained else "fresh"}
+    if cfg.tokenizer:
+        info["tokenizer"] = str(cfg.tokenizer)
     return tower, decoder, info
 
 
@@ -249,9 +266,11 @@ def decoder_positions(decoder: CaptionDecoder) -> int:
 
 def train_report_decoder(decoder: CaptionDecoder, tower: ImageTower, tokens: TokenFn, train: ReportSamples,
                          val: ReportSamples, tokenizer, cfg: ReportCfg, max_length: int, seed: int,
-                         device: torch.device, progress: bool = True) -> Dict[str, object]:
-    """Train on ``train``, choose the epoch on ``val``; loads the chosen weights into ``decoder`` (and ``tower``
-    when it is trained) and returns the history and the choice. Test samples are not an argument."""
+                         device: torch.device, progress: bool = True, language: Optional[str] = None,
+                         min_new_tokens: int = 0) -> FitResult:
+    """Train on ``train``, choose the epoch on ``val`` (``fit_select``; the initial weights are a candidate, and
+    each validation records how many distinct reports it wrote); loads the chosen weights into
+    ``decoder`` (and ``tower`` when it is trained). Test samples are not an argument."""
     if len(val) == 0:
         raise ValueError("report generation needs validation cases to choose the checkpoint")
     torch.manual_seed(seed)
@@ -271,21 +290,7 @@ def train_report_decoder(decoder: CaptionDecoder, tower: ImageTower, tokens: Tok
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(warmup, 1)) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
 
-    def validate(epoch: int) -> Dict[str, float]:
-        rec = {"epoch": epoch, "val_loss": mean_loss(decoder, tokens, val, val_ids, cfg.batch_size)}
-        if cfg.select_metric != "loss":
-            texts = generate_reports(decoder, tokens, val, tokenizer, cfg.batch_size, max_length, cfg.val_num_beams)
-            scores = score_reports(val, texts, use_java=False, meteor=False)
-            rec.update({k: float(v) for k, v in scores.items() if k.startswith(("bleu", "rouge", "cider"))})
-        return rec
-
-    def key(rec: Dict[str, float]) -> float:
-        return -rec["val_loss"] if cfg.select_metric == "loss" else rec[cfg.select_metric]
-
-    history = [validate(-1)]  # the initial weights are a candidate too
-    best, best_state, bad = history[0], [copy.deepcopy(m.state_dict()) for m in modules], 0
-    bar = tqdm(range(cfg.epochs), desc="report decoder", disable=None if progress else True, leave=False)
-    for epoch in bar:
+    def train_epoch(epoch: int) -> Dict[str, float]:
         decoder.train()
         if tower_params:
             tower.train()
@@ -301,23 +306,22 @@ def train_report_decoder(decoder: CaptionDecoder, tower: ImageTower, tokens: Tok
             opt.step()
             sched.step()
             run, n = run + loss.item() * len(b), n + len(b)
-        if (epoch + 1) % cfg.eval_every and epoch + 1 != cfg.epochs:
-            continue
+        return {"train_loss": run / max(n, 1)}
+
+    def validate(epoch: int) -> Dict[str, object]:
         tower.eval()
-        rec = validate(epoch)
-        rec["train_loss"] = run / max(n, 1)
-        history.append(rec)
-        bar.set_postfix(val_loss=f"{rec['val_loss']:.3f}", **({cfg.select_metric: f"{rec[cfg.select_metric]:.3f}"}
-                                                             if cfg.select_metric != "loss" else {}))
-        if key(rec) > key(best):
-            best, best_state, bad = rec, [copy.deepcopy(m.state_dict()) for m in modules], 0
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                _logger.info("report decoder: early stop at epoch %d (best %d)", epoch, best["epoch"])
-                break
-    for m, state in zip(modules, best_state):
-        m.load_state_dict(state)
-    decoder.eval()
-    tower.eval()
-    return {"best_epoch": int(best["epoch"]), "best": best, "history": history}
+        rec: Dict[str, object] = {"val_loss": mean_loss(decoder, tokens, val, val_ids, cfg.batch_size)}
+        if cfg.select_metric != "loss":
+            texts = generate_reports(decoder, tokens, val, tokenizer, cfg.batch_size, max_length,
+                                     cfg.validation_beams, cfg.length_penalty, cfg.beam_stop, min_new_tokens)
+            scores = score_reports(val, texts, use_java=False, meteor=False, language=language)
+            rec.update({k: float(v) for k, v in scores.items() if k.startswith(("bleu", "rouge", "cider"))})
+            # in the history, not a selection rule: an untrained decoder's distinct garbage would win over
+            # a trained one that writes one generic report
+            rec["distinct_reports"] = len(set(texts))
+        return rec
+
+    metric, mode = ("val_loss", "min") if cfg.select_metric == "loss" else (cfg.select_metric, "max")
+    return fit_select(train_epoch, validate, modules=modules, metric=metric, mode=mode, epochs=cfg.epochs,
+                      patience=cfg.patience, eval_every=cfg.eval_every, validate_initial=True,
+                      desc="report decoder", progress=progress)

@@ -93,8 +93,13 @@ class CaptionDecoder(nn.Module):
     @torch.no_grad()
     def generate(self, image_tokens: torch.Tensor, max_length: Optional[int] = None, num_beams: int = 1,
                  no_repeat_ngram_size: int = 0, image_mask: Optional[torch.Tensor] = None,
-                 use_cache: bool = True) -> torch.Tensor:
-        """Greedy (num_beams=1) or beam-search decoding with transformers' ``generate`` (key/value cached)."""
+                 use_cache: bool = True, length_penalty: float = 1.0, early_stopping="never",
+                 min_new_tokens: int = 0) -> torch.Tensor:
+        """Greedy (num_beams=1) or beam-search decoding with transformers' ``generate`` (key/value cached).
+
+        Beam scores are summed log-probabilities / generated length ** ``length_penalty``; ``early_stopping``
+        "never" searches until no unfinished beam can still win at ``max_length``. The end token is
+        forbidden before ``min_new_tokens`` tokens."""
         memory = self.image_proj(image_tokens)
         extra = {} if image_mask is None else {"encoder_attention_mask": image_mask}
         start = torch.full((memory.shape[0], 1), self.bos_id, dtype=torch.long, device=memory.device)
@@ -104,6 +109,7 @@ class CaptionDecoder(nn.Module):
             max_length=max_length or self.cfg.max_length,
             num_beams=num_beams,
             do_sample=False,
+            min_new_tokens=min_new_tokens or None,
             no_repeat_ngram_size=no_repeat_ngram_size,
             eos_token_id=self.eos_id,
             pad_token_id=self.pad_id,
@@ -112,6 +118,7 @@ class CaptionDecoder(nn.Module):
             # decoder with cross-attention needs an encoder-decoder cache; transformers' default cache for
             # it lacks the cross-attention half.
             **({"cache": _encoder_decoder_cache()} if use_cache else {}),
+            **({"length_penalty": length_penalty, "early_stopping": early_stopping} if num_beams > 1 else {}),
             **extra,
         )
 

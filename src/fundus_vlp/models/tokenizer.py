@@ -88,6 +88,14 @@ class Tokenizer:
         )
         return enc["input_ids"]
 
+    def unknown_share(self, texts: Sequence[str]) -> float:
+        """The share of the tokens of ``texts`` (special tokens excluded, no truncation) that are [UNK]:
+        text the vocabulary cannot represent (e.g. Chinese with an English-only vocabulary)."""
+        unk = self.hf.unk_token_id
+        ids = self.hf(list(texts), add_special_tokens=False)["input_ids"] if len(texts) else []
+        total = sum(len(row) for row in ids)
+        return sum(row.count(unk) for row in ids) / total if total and unk is not None else 0.0
+
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         # WordPiece decoders put a space between every token; Chinese is written without them
         return _CJK_GAP.sub("", self.hf.decode(ids, skip_special_tokens=True)).strip()

@@ -1,5 +1,6 @@
 """Report generation: the caption decoder fine-tuned on case-level reports (FFA-IR JSON or an image-caption CSV),
-the epoch chosen on validation, beam search on the test cases; BLEU-1..4, ROUGE-L, CIDEr (+METEOR with Java)."""
+the epoch chosen on validation, beam search on the test cases (greedy decoding scored beside it); BLEU-1..4,
+ROUGE-L, CIDEr (+METEOR with Java), Chinese reports scored per character."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,8 @@ from ..experiments import Experiment
 from ..tables import REPORT_METRICS
 
 DEMO_ANNOTATIONS = "demo"
+# more [UNK] than this share of the report tokens: the decoder cannot write those reports (a warning)
+UNK_WARN_SHARE = 0.03
 
 
 def report_source(cfg: EvalCfg) -> Tuple[Path, Path]:
@@ -44,8 +47,9 @@ def report_experiment(cfg: EvalCfg) -> Experiment:
 
 def run_report(ctx: EvalContext) -> List[Dict]:
     from ...data.report_annotations import SPLITS, read_report_annotations
+    from ..captioning import text_language
     from ..report_generation import (TowerTokens, build_decoder_and_tower, build_samples, decoder_positions,
-                                     even_subset, generate_reports, report_tokenizer, score_reports,
+                                     even_subset, generate_reports, report_tokenizer, score_reports, shortest_report,
                                      train_report_decoder)
 
     cfg, rc = ctx.cfg, ctx.cfg.report
@@ -63,6 +67,10 @@ def run_report(ctx: EvalContext) -> List[Dict]:
     if rc.max_length and rc.max_length > positions:
         ctx.note(f"report.max_length={rc.max_length} exceeds the decoder's {positions} positions; using {positions}")
     tok = report_tokenizer(ctx.model, rc)
+    _warn_unknown_tokens(ctx, tok, [c.report for c in by_split["train"]], rc.report_key)
+    language = rc.language if rc.language != "auto" else text_language([c.report for c in by_split["train"]])
+    min_new = shortest_report(tok, [c.report for c in by_split["train"]]) if rc.min_length is None else rc.min_length
+    min_new = max(0, min(min_new, max_length - 2))
     long = sum(len(tok.hf(c.report)["input_ids"]) > max_length for c in by_split["train"])
     if long:
         ctx.note(f"{long} of {len(by_split['train'])} training reports are longer than {max_length} tokens and "
@@ -77,30 +85,58 @@ def run_report(ctx: EvalContext) -> List[Dict]:
     decoder.to(device)
     tokens = TowerTokens(tower, paths, ctx.model.cfg.preprocess, device, rc.finetune, cfg.batch_size, cfg.num_workers)
     tokens.precompute(cfg.progress)
-    choice = train_report_decoder(decoder, tower, tokens, samples["train"], samples["val"], tok, rc, max_length,
-                                  seed, device, cfg.progress)
+    fit = train_report_decoder(decoder, tower, tokens, samples["train"], samples["val"], tok, rc, max_length,
+                               seed, device, cfg.progress, language, min_new)
     test = samples["test"]
-    generated = generate_reports(decoder, tokens, test, tok, rc.batch_size, max_length, rc.num_beams)  # test once
-    scores = score_reports(test, generated)
-    if scores.get("notes"):
-        ctx.note(str(scores["notes"]))
+    decode = {"beam": rc.num_beams, "greedy": 1} if rc.num_beams > 1 else {"greedy": 1}
+    generated = {name: generate_reports(decoder, tokens, test, tok, rc.batch_size, max_length, beams,
+                                        rc.length_penalty, rc.beam_stop, min_new)
+                 for name, beams in decode.items()}  # test reports: decoded once per decoding, after selection
+    scores = {name: score_reports(test, texts, language=language) for name, texts in generated.items()}
+    main = "beam" if "beam" in decode else "greedy"
+    if scores[main].get("notes"):
+        ctx.note(str(scores[main]["notes"]))
     method = f"{rc.unit}: {info['tower']} tower ({rc.finetune}), {info['decoder']} decoder"
-    examples = [{"id": i, "reference": r, "generated": g} for i, r, g in zip(test.ids, test.reports, generated)]
-    row = plain_row(ctx, "report", method, {k: v for k, v in scores.items() if k in REPORT_METRICS or k == "n"},
+    examples = [{"id": i, "reference": r, "generated": g, **({"greedy": gg} if main == "beam" else {})}
+                for i, r, g, gg in zip(test.ids, test.reports, generated[main], generated["greedy"])]
+    row = plain_row(ctx, "report", method, {k: v for k, v in scores[main].items() if k in REPORT_METRICS or k == "n"},
                     n_test=len(test))
     row.update({"split": "test", "n_train": len(samples["train"]), "n_val": len(samples["val"]),
-                "hparams": [{"best_epoch": choice["best_epoch"], "select_metric": rc.select_metric,
-                             "best_val": {k: v for k, v in choice["best"].items() if k != "epoch"},
-                             "max_length": max_length, "num_beams": rc.num_beams, **info}],
-                "details": {"history": choice["history"], "tokenizer": scores.get("tokenizer"),
-                            "annotations": str(annotations), "unit": rc.unit,
+                "hparams": [{"best_epoch": fit.best_epoch, "select_metric": rc.select_metric,
+                             "best_val": {k: v for k, v in fit.best.items() if isinstance(v, (int, float))},
+                             "max_length": max_length, "num_beams": rc.num_beams,
+                             "val_num_beams": rc.validation_beams, "length_penalty": rc.length_penalty,
+                             "early_stopping": rc.early_stopping, "min_length": min_new, **info}],
+                "details": {"history": fit.history, "stop_reason": fit.stop_reason, "best_trivial": fit.best_trivial,
+                            "tokenizer": scores[main].get("tokenizer"), "language": language,
+                            "annotations": str(annotations), "report_key": rc.report_key, "unit": rc.unit,
                             "n_cases": {s: len(by_split[s]) for s in SPLITS}, "n_images": len(paths),
                             # one report for every case = a decoder that ignores the images
-                            "distinct_reports": len(set(generated))}})
+                            "distinct_reports": len(set(generated[main])),
+                            "decodings": {name: {"metrics": {k: v for k, v in sc.items() if k in REPORT_METRICS},
+                                                 "num_beams": decode[name],
+                                                 "distinct_reports": len(set(generated[name])),
+                                                 "mean_words": _mean_length(generated[name], language)}
+                                          for name, sc in scores.items()}}})
     write_text_atomic(ctx.out_dir / "report_predictions.json", json.dumps(examples, indent=1))
     write_text_atomic(ctx.out_dir / "results.md", results_markdown(ctx.model_name, str(annotations), row, examples,
                                                              rc.examples))
     return [row]
+
+
+def _warn_unknown_tokens(ctx: EvalContext, tokenizer, reports: Sequence[str], key: str) -> None:
+    share = tokenizer.unknown_share(reports)
+    if share > UNK_WARN_SHARE:
+        ctx.note(f"{share:.0%} of the {key} tokens of the training reports are [UNK] for this model's tokenizer: "
+                 f"the decoder cannot write them: give a fresh decoder a vocabulary that covers them "
+                 f"(report.decoder_init=fresh report.tokenizer=DIR, e.g. a stage-0 tokenizer trained on such text)")
+
+
+def _mean_length(texts: Sequence[str], language: str) -> float:
+    """Mean report length in the metrics' tokens (words, or characters for Chinese)."""
+    from ..captioning import simple_tokenize
+
+    return float(sum(len(simple_tokenize(t, language).split()) for t in texts) / max(len(texts), 1))
 
 
 def _cell(text: str) -> str:
@@ -112,14 +148,21 @@ def results_markdown(model: str, annotations: str, row: Dict, examples: Sequence
     m = row["metrics"]
     names = [k for k in REPORT_METRICS if m.get(k) is not None]
     hp = row["hparams"][0]
+    decodings = row["details"]["decodings"]
     lines = [f"# Report generation: {model}", "",
              f"Annotations `{annotations}`; {row['method']}; {row['n_train']} train / {row['n_val']} val / "
              f"{row['n_test']} test samples. Checkpoint: epoch {hp['best_epoch']} chosen on validation "
-             f"{hp['select_metric']} (-1 = before fine-tuning); test decoding with beam search "
-             f"({hp['num_beams']} beams, at most {hp['max_length']} tokens); "
-             f"{row['details']['distinct_reports']} distinct generated reports for {row['n_test']} test samples.", "",
-             "| " + " | ".join(names) + " |", "|" + "---|" * len(names),
-             "| " + " | ".join(f"{m[k]:.3f}" for k in names) + " |", ""]
+             f"{hp['select_metric']} ({hp['val_num_beams']}-beam validation decoding; -1 = before fine-tuning); "
+             f"test decoding with {hp['num_beams']} beam(s), length penalty {hp['length_penalty']}, "
+             f"{hp['min_length']} to {hp['max_length']} tokens; {row['details']['distinct_reports']} distinct generated reports for "
+             f"{row['n_test']} test samples. Reports are scored in `{row['details']['language']}` "
+             f"({row['details']['tokenizer']} tokens).", "",
+             "| decoding | " + " | ".join(names) + " | distinct reports | mean length |",
+             "|" + "---|" * (len(names) + 3)]
+    for name, d in decodings.items():
+        lines.append(f"| {name} ({d['num_beams']}) | " + " | ".join(f"{d['metrics'][k]:.3f}" for k in names)
+                     + f" | {d['distinct_reports']} | {d['mean_words']:.1f} |")
+    lines.append("")
     if "meteor" not in names:
         lines += ["METEOR: not computed (it needs Java).", ""]
     lines += ["## Generated reports (test)", "", "| id | reference | generated |", "|---|---|---|"]
