@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_config_args
+from .common import add_config_args, add_run_dir_args
 from ..config.loading import build_config, recipe_dir, recipe_names
 
 HELP = """Pretrain a fundus vision-language model.
@@ -36,12 +36,7 @@ def register(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain a model with one of the five methods",
                        description=HELP.format(recipes=", ".join(recipe_names()), recipe_dir=recipe_dir()),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--resume", default=None, metavar="latest|PATH",
-                   help="continue from the newest checkpoint of run_name (latest) or from a checkpoint file")
-    p.add_argument("--allow-config-change", action="store_true",
-                   help="resume even though the config differs from the run's config.yaml (the old one is kept)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start a new run where run_name already holds one: the old folder is moved to NAME.replaced-TIME (never deleted)")
+    add_run_dir_args(p)
     p.add_argument("--dry-run", action="store_true",
                    help="validate all data and print the plan; train nothing (exit status 1 if the data has problems)")
     p.add_argument("--workers", type=int, default=None, help="--dry-run: parallel image checks (default: the CPU cores)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_config_args
+from .common import add_config_args, add_run_dir_args
 from ..config.loading import build_config
 
 HELP = """Stage 0 of KeepFIT V2: whole-word masked language modelling of a text encoder on ophthalmic text.
@@ -33,12 +33,7 @@ and --resume latest run_name=NAME continues exactly where the run stopped.
 def register(sub) -> None:
     p = sub.add_parser("text-pretrain", help="MLM pretraining of the text tower (KeepFIT V2 stage 0)",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--resume", default=None, metavar="latest|PATH",
-                   help="continue from the newest checkpoint of run_name (latest) or from a checkpoint file")
-    p.add_argument("--allow-config-change", action="store_true",
-                   help="resume even though the config differs from the run's config.yaml (the old one is kept)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start a new run where run_name already holds one: the old folder is moved to NAME.replaced-TIME (never deleted)")
+    add_run_dir_args(p)
     add_config_args(p)
     p.set_defaults(func=run)
 
