@@ -102,6 +102,31 @@ def tiny_model(tiny_overrides):
     return create_model("tiny", **tiny_overrides)
 
 
+def save_tiny_model(folder: Path, seed: int = 0, **overrides) -> Path:
+    """A freshly initialised 'tiny' model (seeded) saved to `folder`; returns `folder`."""
+    from fundus_vlp.factory import create_model
+
+    torch.manual_seed(seed)
+    create_model("tiny", **overrides).save_pretrained(folder)
+    return folder
+
+
+def write_noise_dataframe(csv: Path, root: Path, rows: list, std: float, shape: tuple, seed: int = 0) -> None:
+    """A public dataframe in the real format (unnamed index, list literals) with one noise PNG per row under `root`;
+    rows are (relative path, mean grey level, labels), so the brightness tells the classes apart."""
+    rng = np.random.default_rng(seed)
+    lines = [",image,atributes,categories"]
+    for i, (rel, mean, labels) in enumerate(rows):
+        arr = np.clip(rng.normal(mean, std, shape), 0, 255).astype(np.uint8)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(root / rel)
+        categories = repr(list(labels))
+        if "," in categories:  # CSV-quote a list of several labels
+            categories = f'"{categories}"'
+        lines.append(f"{i},{rel},[],{categories}")
+    csv.write_text("\n".join(lines) + "\n")
+
+
 CLASSES = ["normal", "glaucoma", "mild diabetic retinopathy"]
 CAPTIONS = {
     "normal": "a normal fundus photograph with a clean optic disc",

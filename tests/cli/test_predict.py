@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import save_tiny_model
 from fundus_vlp.cli.main import main
-from fundus_vlp.factory import create_model, from_pretrained
+from fundus_vlp.factory import from_pretrained
 from fundus_vlp.inference.calibration import Calibration, expected_calibration_error, sigmoid
 from fundus_vlp.inference.zero_shot import build_head
 
@@ -21,8 +22,7 @@ LABELS = ["normal", "glaucoma", "cataract"]
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_overrides):
     root = tmp_path_factory.mktemp("predict")
-    torch.manual_seed(0)
-    create_model("tiny", **tiny_overrides).save_pretrained(root / "model")
+    save_tiny_model(root / "model", **tiny_overrides)
     rng = np.random.default_rng(0)
     (root / "imgs").mkdir()
     paths = []

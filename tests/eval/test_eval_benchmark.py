@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from conftest import save_tiny_model, write_noise_dataframe
 from fundus_vlp.cli.main import main
 
 CLASSES = ["normal", "glaucoma", "cataract"]
@@ -19,14 +19,8 @@ CLASSES = ["normal", "glaucoma", "cataract"]
 def experiment(tmp_path_factory) -> Path:
     """36 images of 3 classes (colour-coded, so models differ) and their experiment YAML."""
     root = tmp_path_factory.mktemp("bench_exp")
-    rng = np.random.default_rng(0)
-    lines = [",image,atributes,categories"]
-    for i in range(36):
-        c = i % 3
-        arr = np.clip(rng.normal(60 + 60 * c, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(arr).save(root / f"{i}.png")
-        lines.append(f"{i},{i}.png,[],['{CLASSES[c]}']")
-    (root / "toy.csv").write_text("\n".join(lines) + "\n")
+    rows = [(f"{i}.png", 60 + 60 * (i % 3), [CLASSES[i % 3]]) for i in range(36)]
+    write_noise_dataframe(root / "toy.csv", root, rows, std=40, shape=(32, 32, 3))
     (root / "toy.yaml").write_text(f"name: toy\ndataframe: toy.csv\nimage_root: {root}\nclasses: {json.dumps(CLASSES)}\n")
     return root / "toy.yaml"
 
@@ -38,9 +32,7 @@ def models(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("bench_models")
     out = {}
     for name, seed in (("alpha", 0), ("beta", 1)):
-        torch.manual_seed(seed)
-        create_model("tiny").save_pretrained(root / name)
-        out[name] = root / name
+        out[name] = save_tiny_model(root / name, seed=seed)
     shutil.copytree(out["alpha"], root / "alpha_copy")  # the same weights under another name
     out["alpha_copy"] = root / "alpha_copy"
     torch.manual_seed(2)

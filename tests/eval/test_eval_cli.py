@@ -4,12 +4,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from conftest import TINY_WORLD
+from conftest import TINY_WORLD, save_tiny_model, write_noise_dataframe
 from fundus_vlp.cli.main import main
 
 CLASSES = ["normal", "glaucoma", "cataract"]
@@ -17,12 +15,7 @@ CLASSES = ["normal", "glaucoma", "cataract"]
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
-    from fundus_vlp.factory import create_model
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("eval_model") / "tiny"
-    create_model("tiny").save_pretrained(out)
-    return out
+    return save_tiny_model(tmp_path_factory.mktemp("eval_model") / "tiny")
 
 
 @pytest.fixture(scope="session")
@@ -45,16 +38,12 @@ def eval_config(tmp_path_factory) -> Path:
 def real_format(tmp_path_factory) -> dict:
     """A dataframe in the real KeepFIT format (unnamed index, list literals) with PNGs and an experiment YAML."""
     root = tmp_path_factory.mktemp("real_fmt")
-    rng = np.random.default_rng(0)
-    lines = [",image,atributes,categories"]
+    rows = []
     for i in range(24):
         c = (i // 2) % 3  # both eyes of a patient share the label
-        arr = np.clip(rng.normal(60 + 60 * c, 20, (50, 60, 3)), 0, 255).astype(np.uint8)
         rel = f"07_SET/images/p{i // 2}_{'left' if i % 2 else 'right'}.png"
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(arr).save(root / rel)
-        lines.append(f"{i},{rel},[],\"['{CLASSES[c]}', 'a disease']\"")
-    (root / "07_SET.csv").write_text("\n".join(lines) + "\n")
+        rows.append((rel, 60 + 60 * c, [CLASSES[c], "a disease"]))
+    write_noise_dataframe(root / "07_SET.csv", root, rows, std=20, shape=(50, 60, 3))
     (root / "07_SET.yaml").write_text(
         "name: 07_SET\ndataframe: 07_SET.csv\ntask: multiclass\n"
         f"classes: {json.dumps(CLASSES)}\n"

@@ -6,10 +6,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import fundus_vlp.eval.captioning as captioning
-from conftest import TINY_WORLD
+from conftest import TINY_WORLD, write_noise_dataframe
 from fundus_vlp.eval import EvalCfg, Experiment, evaluate, format_summary
 from fundus_vlp.inference.features import FeatureCache
 from fundus_vlp.eval.context import EvalContext
@@ -20,14 +19,11 @@ from fundus_vlp.eval.modes import run_linear_probe
 @pytest.fixture(scope="module")
 def binary_experiment(tmp_path_factory) -> Experiment:
     root = tmp_path_factory.mktemp("bin")
-    rng = np.random.default_rng(0)
-    lines = [",image,atributes,categories"]
+    rows = []
     for i in range(40):
         label = "glaucoma" if i % 4 == 0 else "no glaucoma"  # imbalanced, like REFUGE
-        arr = np.clip(rng.normal(90 + (70 if label == "glaucoma" else 0), 25, (40, 40, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(arr).save(root / f"{i}.png")
-        lines.append(f"{i},{i}.png,[],['{label}']")
-    (root / "b.csv").write_text("\n".join(lines) + "\n")
+        rows.append((f"{i}.png", 90 + (70 if label == "glaucoma" else 0), [label]))
+    write_noise_dataframe(root / "b.csv", root, rows, std=25, shape=(40, 40, 3))
     return Experiment(name="toy_refuge", classes=["no glaucoma", "glaucoma"], dataframe=str(root / "b.csv"),
                       image_root=str(root), task="binary", positive="glaucoma")
 

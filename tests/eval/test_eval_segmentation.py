@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import save_tiny_model
 from fundus_vlp.cli.main import main
 from fundus_vlp.eval.experiments import Experiment, ExperimentError, get_experiment
 from fundus_vlp.eval.segmentation import (WeightTransferError, build_segmenter, configure_encoder,
@@ -188,12 +189,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    from fundus_vlp.factory import create_model
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("seg_model") / "tiny"
-    create_model("tiny").save_pretrained(out)
-    return out
+    return save_tiny_model(tmp_path_factory.mktemp("seg_model") / "tiny")
 
 
 def _cli(model_dir: Path, root: Path, out: Path) -> dict:

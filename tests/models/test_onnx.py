@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import save_tiny_model
 from fundus_vlp.cli.main import main
-from fundus_vlp.factory import create_model, from_pretrained
+from fundus_vlp.factory import from_pretrained
 
 LABELS = ["normal", "glaucoma", "cataract"]
 
@@ -19,8 +20,7 @@ LABELS = ["normal", "glaucoma", "cataract"]
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_overrides):
     root = tmp_path_factory.mktemp("onnx")
-    torch.manual_seed(1)
-    create_model("tiny", **tiny_overrides).save_pretrained(root / "model")
+    save_tiny_model(root / "model", seed=1, **tiny_overrides)
     assert main(["export", "--model", str(root / "model"), "--onnx"]) == 0
     rng = np.random.default_rng(1)
     paths = []
