@@ -17,6 +17,14 @@ _CJK = "\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
 _CJK_GAP = re.compile(rf"(?<=[{_CJK}])\s+(?=[{_CJK}])")  # spaces between two CJK characters or CJK punctuation
 
 
+def _first_token_id(preferred: int | None, fallback: int | None, missing: str) -> int:
+    """The preferred special token's id, else the fallback's (vocabularies name caption start/end differently)."""
+    tok = preferred if preferred is not None else fallback
+    if tok is None:
+        raise ValueError(f"tokenizer has {missing}")
+    return int(tok)
+
+
 class Tokenizer:
     """Pads to a fixed ``context_length`` by default, so a text's ids never depend on its batch-mates."""
 
@@ -52,18 +60,12 @@ class Tokenizer:
     @property
     def bos_token_id(self) -> int:
         """Start token for captions: [CLS] for BERT-style vocabularies."""
-        tok = self.hf.cls_token_id if self.hf.cls_token_id is not None else self.hf.bos_token_id
-        if tok is None:
-            raise ValueError("tokenizer has neither a CLS nor a BOS token")
-        return int(tok)
+        return _first_token_id(self.hf.cls_token_id, self.hf.bos_token_id, "neither a CLS nor a BOS token")
 
     @property
     def eos_token_id(self) -> int:
         """End token for captions: [SEP] for BERT-style vocabularies."""
-        tok = self.hf.sep_token_id if self.hf.sep_token_id is not None else self.hf.eos_token_id
-        if tok is None:
-            raise ValueError("tokenizer has neither a SEP nor an EOS token")
-        return int(tok)
+        return _first_token_id(self.hf.sep_token_id, self.hf.eos_token_id, "neither a SEP nor an EOS token")
 
     @property
     def mask_token_id(self) -> int | None:
