@@ -79,32 +79,37 @@ class SegmentationPairs:
 
 # -- listing -----------------------------------------------------------------------------------------------
 
+def _split_pairs(exp: Experiment, prefix: str, image_dir: Optional[str], mask_dir: Optional[str],
+                 mask_dirs: Optional[dict], masks: Optional[str]) -> Optional[Tuple[List[Path], list, List[str]]]:
+    """One split's pairs from whichever mask source it names (fields ``{prefix}mask_dirs``, ``{prefix}masks`` or
+    ``{prefix}image_dir`` with ``{prefix}mask_dir``); None where it names none."""
+    if mask_dirs:
+        if not image_dir:
+            raise ExperimentError(f"experiment {exp.name!r}: {prefix}mask_dirs (one folder per class) "
+                                  f"need {prefix}image_dir")
+        return _pairs_from_label_dirs(exp, image_dir, mask_dirs)
+    if masks:
+        return _pairs_from_csv(exp, masks)
+    if image_dir or mask_dir:
+        if not (image_dir and mask_dir):
+            raise ExperimentError(f"experiment {exp.name!r}: give both {prefix}image_dir and {prefix}mask_dir")
+        return _pairs_from_folders(exp, image_dir, mask_dir)
+    return None
+
+
 def list_pairs(exp: Experiment) -> SegmentationPairs:
     """Every (image, mask) pair of ``exp``; fails naming the first missing files."""
     if exp.image_root is None:
         raise ExperimentError(f"experiment {exp.name!r}: no image_root; pass image_root=DIR (or set $FUNDUS_VLP_DATA)")
     parts: List[Tuple[List[Path], list, List[str], bool]] = []
-    if exp.mask_dirs:
-        if not exp.image_dir:
-            raise ExperimentError(f"experiment {exp.name!r}: mask_dirs (one folder per class) need image_dir")
-        parts.append(_pairs_from_label_dirs(exp, exp.image_dir, exp.mask_dirs) + (False,))
-    elif exp.masks:
-        parts.append(_pairs_from_csv(exp, exp.masks) + (False,))
-    elif exp.image_dir and exp.mask_dir:
-        parts.append(_pairs_from_folders(exp, exp.image_dir, exp.mask_dir) + (False,))
-    else:
+    train = _split_pairs(exp, "", exp.image_dir, exp.mask_dir, exp.mask_dirs, exp.masks)
+    if train is None:
         raise ExperimentError(f"experiment {exp.name!r}: a segmentation experiment needs `masks` (CSV image, mask), "
                               f"`image_dir` and `mask_dir`, or `image_dir` and `mask_dirs` (one folder per class)")
-    if exp.test_mask_dirs:
-        if not exp.test_image_dir:
-            raise ExperimentError(f"experiment {exp.name!r}: test_mask_dirs need test_image_dir")
-        parts.append(_pairs_from_label_dirs(exp, exp.test_image_dir, exp.test_mask_dirs) + (True,))
-    elif exp.test_masks:
-        parts.append(_pairs_from_csv(exp, exp.test_masks) + (True,))
-    elif exp.test_image_dir or exp.test_mask_dir:
-        if not (exp.test_image_dir and exp.test_mask_dir):
-            raise ExperimentError(f"experiment {exp.name!r}: give both test_image_dir and test_mask_dir")
-        parts.append(_pairs_from_folders(exp, exp.test_image_dir, exp.test_mask_dir) + (True,))
+    parts.append(train + (False,))
+    test = _split_pairs(exp, "test_", exp.test_image_dir, exp.test_mask_dir, exp.test_mask_dirs, exp.test_masks)
+    if test is not None:
+        parts.append(test + (True,))
     images, masks, where, official = [], [], [], []
     for imgs, msks, wh, is_test in parts:
         images += imgs
