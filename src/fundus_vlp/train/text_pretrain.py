@@ -21,6 +21,7 @@ from torch.utils.data.distributed import DistributedSampler
 from ..data.ban import BanList
 from ..data.dataframes import read_captions, read_corpus
 from ..hub import require_safe_weights
+from ..models.tokenizer import load_hf_tokenizer
 from ..runtime.files import atomic_dir
 from ..runtime.sources import resolve_hf_source
 from ..runtime import distributed as dist
@@ -205,7 +206,7 @@ def text_pretrain(cfg: TextPretrainCfg) -> TextPretrainResult:
 
 
 def _text_pretrain(cfg: TextPretrainCfg) -> TextPretrainResult:
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModelForMaskedLM
     from transformers.utils import logging as hf_logging
 
     texts = collect_texts(cfg)  # validate the corpus before anything is loaded or written
@@ -224,7 +225,7 @@ def _text_pretrain(cfg: TextPretrainCfg) -> TextPretrainResult:
     else:
         source = resolve_hf_source(cfg.text_model)
         require_safe_weights(source)  # a stage-0 folder to continue from: never unpickled unsafely
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = load_hf_tokenizer(source)
         model = AutoModelForMaskedLM.from_pretrained(source).to(env.device)  # a missing MLM head is initialised
     collator = _collator(tokenizer, cfg, cfg.seed + env.rank)
     train_ds = _Paragraphs(train_texts, tokenizer, cfg.context_length)
