@@ -1,9 +1,11 @@
 # Two entry points (README): `make demo` and `make test`. Each creates/reuses .venv, installs the pinned
-# dependencies (torch + torchvision pinned together first, so pip never picks another build), then runs.
+# dependencies (torch + torchvision pinned together first, so pip never picks another build), then runs:
+# `make demo` the core only (`pip install fundus-vlp`), `make test` every extra plus the test tools.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+DEMO_STAMP := $(VENV)/.installed-core-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -16,11 +18,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install --quiet -e ".[test]"
 	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
+
+# the demo needs only the core (training, zero-/few-shot, linear probe): no extra
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e .
+	rm -f $(VENV)/.installed-core-*
+	touch $(DEMO_STAMP)
 
 setup: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/fundus-vlp demo
 
 # The web app's browser test drives the system Chromium; install the OS package when we may (root + apt-get).

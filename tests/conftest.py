@@ -78,6 +78,22 @@ def tiny_tokenizer_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_mlm_dir(tmp_path_factory, tiny_tokenizer_dir):
+    """A 2-layer, 32-wide BERT masked-LM folder on the tiny test vocabulary (a stand-in for a hub encoder;
+    dropout 0.1, so a run's random state matters)."""
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    tok = BertTokenizerFast.from_pretrained(str(tiny_tokenizer_dir))
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
+                                       num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
+    d = tmp_path_factory.mktemp("tiny_mlm")
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
 def tiny_overrides(tiny_tokenizer_dir) -> dict:
     return {"text.hf_tokenizer_name": str(tiny_tokenizer_dir)}
 
@@ -208,3 +224,11 @@ def disk_fills_after(monkeypatch):
         _FillingDisk.room = room
         monkeypatch.setattr(files, "_open_temp", _FillingDisk)
     return fill
+
+
+@pytest.fixture(scope="session")
+def official_images(tmp_path_factory):
+    """The import tests' official-code test images (tests/convert/official_layout.py), written once per session."""
+    from official_layout import write_test_images  # tests/convert is on the path of the tests that use this
+
+    return write_test_images(tmp_path_factory.mktemp("official_images"))

@@ -51,13 +51,14 @@ class DemoCfg:
 def pretrain_config(cfg: DemoCfg, method: str, run_dir: Path, text_dir: Optional[Path] = None,
                     train_seed: Optional[int] = None):
     """The demo's run of ``method``: the method's defaults with the demo's budget, data and model."""
+    from .config.loading import from_dict
     from .config.registry import get_model_config
     from .train.config import PretrainCfg
 
     model = get_model_config(cfg.model, {"preprocess": {"size": cfg.image_size}})
     if text_dir is not None:  # the stage-0 text tower
         model = replace(model, text=replace(model.text, hf_model_name=str(text_dir)))
-    base = PretrainCfg(method=method, model=model)
+    base = from_dict(PretrainCfg, {"method": method, "model": model})  # with its method's options section
     return replace(
         base, output_dir=str(run_dir), run_name=method,
         data=replace(base.data, source="demo", demo_size=cfg.world, demo_seed=cfg.seed, num_workers=cfg.num_workers),

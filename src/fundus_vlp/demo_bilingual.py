@@ -17,11 +17,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List
 
+from .config.loading import check_choice
+from .data.config import CAPTION_LANGUAGES
+from .data.prompts import PROMPT_LANGUAGES
 from .demo import DemoCfg, _plain, new_demo_dir, pretrain_config
 
 _logger = logging.getLogger(__name__)
-
-PROMPT_LANGUAGES = ("en", "zh")
 
 
 @dataclass
@@ -111,9 +112,8 @@ def run_bilingual_demo(cfg: BilingualDemoCfg) -> Dict:
     from .train.loop import pretrain
     from .train.text_pretrain import text_pretrain
 
-    bad = [lang for lang in cfg.caption_languages if lang not in ("en", "zh", "both")]
-    if bad:
-        raise ValueError(f"caption_languages must be en, zh or both; got {bad}")
+    for lang in cfg.caption_languages:
+        check_choice("caption_languages", lang, CAPTION_LANGUAGES)
     t0 = time.perf_counter()
     run_dir = new_demo_dir(cfg.output_dir, cfg.run_name, "demo-bilingual")
     world = build_demo_world(demo_world_cfg(cfg.world, cfg.seed, chinese=True))

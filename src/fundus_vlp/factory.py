@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Tuple, Union
 
-from .config import ModelCfg, from_dict, merge_dict, to_dict
+from .config import ModelCfg, from_dict
 from .config.registry import get_model_config
 from .constants import CONFIG_NAME
 from .hub import load_config, load_weights, resolve_model_dir
@@ -12,21 +12,6 @@ from .models.clip import FundusCLIP
 from .models.tokenizer import Tokenizer
 
 ModelSpec = Union[str, Path, ModelCfg]
-
-
-def _nest(overrides: Dict[str, Any]) -> Dict[str, Any]:
-    """Turn ``{"text.context_length": 16}`` into ``{"text": {"context_length": 16}}``."""
-    out: Dict[str, Any] = {}
-    for key, value in overrides.items():
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
-            node[parts[-1]].update(value)
-        else:
-            node[parts[-1]] = value
-    return out
 
 
 def _is_pretrained_dir(spec: ModelSpec) -> bool:
@@ -37,19 +22,29 @@ def resolve_model_config(spec: ModelSpec, **overrides: Any) -> ModelCfg:
     if isinstance(spec, ModelCfg):
         if not overrides:
             return spec
-        return from_dict(ModelCfg, merge_dict(to_dict(spec), _nest(overrides)))
-    return get_model_config(str(spec), _nest(overrides))
+        return from_dict(ModelCfg, spec, overrides)
+    return get_model_config(str(spec), overrides)
 
 
 def get_tokenizer(spec: ModelSpec, **overrides: Any) -> Tokenizer:
     """The tokenizer that belongs to a registered model, a config, or a saved model folder."""
     if _is_pretrained_dir(spec):
-        return _folder_tokenizer(resolve_model_dir(spec), load_config(spec))
+        cfg = load_config(spec)
+        _require_text(cfg)
+        return _folder_tokenizer(resolve_model_dir(spec), cfg)
     cfg = resolve_model_config(spec, **overrides)
+    _require_text(cfg)
     name = cfg.text.hf_tokenizer_name or cfg.text.hf_model_name
     if name is None:
         raise ValueError(f"model {cfg.name!r} names no tokenizer (text.hf_tokenizer_name)")
-    return Tokenizer.from_pretrained(name, cfg.text.context_length, cfg.text.padding)
+    return Tokenizer.from_pretrained(name, cfg.text.context_length, cfg.text.padding, cfg.text.text_normalize)
+
+
+def _require_text(cfg: ModelCfg) -> None:
+    if cfg.text is None:
+        from .models.errors import image_only_error
+
+        raise image_only_error(f"a tokenizer (model {cfg.name!r})")
 
 
 def create_model(spec: ModelSpec, tokenizer: Tokenizer | None = None, vocab_size: int | None = None,
@@ -65,6 +60,10 @@ def create_model(spec: ModelSpec, tokenizer: Tokenizer | None = None, vocab_size
             raise ValueError("overrides are not applied to a saved model; edit its config.json or fine-tune instead")
         return from_pretrained(spec)
     cfg = resolve_model_config(spec, **overrides)
+    if cfg.text is None and tokenizer is None:  # image-only (RETFound): no tokenizer, no text tower
+        model = FundusCLIP(cfg)
+        model.tokenizer = None
+        return model
     tokenizer = tokenizer or get_tokenizer(cfg)
     model = FundusCLIP(cfg, pad_token_id=tokenizer.pad_token_id, vocab_size=vocab_size or len(tokenizer),
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -93,7 +92,8 @@ def from_pretrained(directory: str | Path) -> FundusCLIP:
     architecture (``create_model``), load the weights."""
     directory = resolve_model_dir(directory)
     cfg = load_config(directory)
-    model = create_model(cfg, tokenizer=_folder_tokenizer(Path(directory), cfg))
+    tokenizer = None if cfg.text is None else _folder_tokenizer(Path(directory), cfg)
+    model = create_model(cfg, tokenizer=tokenizer)
     load_weights(model, directory)
     model.eval()
     return model
@@ -105,7 +105,8 @@ def _folder_tokenizer(directory: Path, cfg: ModelCfg) -> Tokenizer:
 
     require_tokenizer_files(directory)
     try:
-        tokenizer = Tokenizer.from_pretrained(str(directory), cfg.text.context_length, cfg.text.padding)
+        tokenizer = Tokenizer.from_pretrained(str(directory), cfg.text.context_length, cfg.text.padding,
+                                              cfg.text.text_normalize)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{directory}: tokenizer files unreadable ({exc})") from exc
     rows = (cfg.text.hf_config or {}).get("vocab_size")

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from .config import ModelCfg, from_dict, to_dict
+from .config import ConfigError, ModelCfg, from_dict, to_dict
 from .runtime.files import atomic_dir
 from .constants import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
 from .version import __version__
@@ -75,9 +75,10 @@ def require_safe_weights(folder: str | Path) -> None:
 
 def _release_config(model) -> Dict[str, Any]:
     cfg = to_dict(model.cfg)
-    # Store the text tower's complete architecture so loading needs neither the hub nor the original name.
-    cfg["text"]["hf_config"] = model.text.transformer.config.to_dict()
-    cfg["text"]["pretrained"] = False
+    if model.text is not None:
+        # Store the text tower's complete architecture so loading needs neither the hub nor the original name.
+        cfg["text"]["hf_config"] = model.text.transformer.config.to_dict()
+        cfg["text"]["pretrained"] = False
     cfg["vision"]["pretrained"] = False
     cfg["decoder"]["init_from_text"] = False  # weights are in the file; do not re-copy on load
     return {"format_version": FORMAT_VERSION, "fundus_vlp_version": __version__, "model_cfg": cfg}
@@ -90,14 +91,15 @@ def save_pretrained(model, directory: str | Path, tokenizer=None, card: Optional
 
     directory = Path(directory)
     tokenizer = tokenizer or getattr(model, "tokenizer", None)
-    if tokenizer is None:
+    if tokenizer is None and model.text is not None:
         raise ValueError("save_pretrained needs the model's tokenizer (model.tokenizer or tokenizer=...)")
     weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     with atomic_dir(directory, needed=weight_bytes) as tmp:
         config = _release_config(model)
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
         save_model(model, str(tmp / WEIGHTS_NAME))  # handles the decoder's tied embeddings
-        tokenizer.save_pretrained(tmp)
+        if tokenizer is not None:  # image-only models have none
+            tokenizer.save_pretrained(tmp)
         (tmp / MODEL_CARD_NAME).write_text(model_card(model.cfg, card or {}))
     return directory
 
@@ -111,17 +113,24 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 
 def load_config(directory: str | Path) -> ModelCfg:
+    """The folder's architecture, validated (types, known keys, plausible sizes) before anything is built."""
     path = resolve_model_dir(directory) / CONFIG_NAME
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; a model folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
     try:
         data = json.loads(path.read_text())
-        cfg = from_dict(ModelCfg, data["model_cfg"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a fundus-vlp model config ({exc})") from exc
-    if data.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format_version {data['format_version']} is newer than this fundus-vlp")
-    return cfg
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not a fundus-vlp model config (not valid JSON: {exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("model_cfg"), dict):
+        raise CheckpointError(f"{path}: not a fundus-vlp model config (no model_cfg section)")
+    version = data.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {version!r} is not one this fundus-vlp reads "
+                              f"(up to {FORMAT_VERSION})")
+    try:
+        return from_dict(ModelCfg, data["model_cfg"], where=f"{path} (model_cfg)")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 def load_weights(model, directory: str | Path) -> None:
@@ -142,15 +151,24 @@ def load_weights(model, directory: str | Path) -> None:
 
 
 def model_card(cfg: ModelCfg, info: Dict[str, Any]) -> str:
-    """A generated model card: front matter, architecture, preprocessing, use and limits."""
+    """A generated model card: front matter, architecture, preprocessing, provenance, use and limits.
+
+    ``info`` keys: title, description, method, data, results, and for imported weights ``source`` (where the
+    released file comes from), ``paper``, ``license``, ``official_code`` (repository @ commit the conversion
+    was checked against) and ``weights_file``."""
     pre = cfg.preprocess
     norm = f"mean {pre.mean}, std {pre.std}" if pre.mean else "none (inputs in [0, 1])"
+    resize = {"pad": "keep aspect, longer side to the size, zero-pad bottom/right",
+              "squash": "stretched to a square", "crop": f"shorter side to size/{pre.crop_pct}, centre crop"}
+    text = cfg.text
+    text_line = ("none (image-only model: no zero-shot or text search)" if text is None else
+                 f"`{text.hf_model_name or 'BERT from config'}` ({text.pooling} pooling, {text.context_length} tokens)")
     results = info.get("results")
     lines = [
         "---",
         "library_name: fundus-vlp",
-        "license: apache-2.0",
-        "pipeline_tag: zero-shot-image-classification",
+        f"license: {info.get('license', 'apache-2.0')}",
+        f"pipeline_tag: {'image-feature-extraction' if text is None else 'zero-shot-image-classification'}",
         "tags: [fundus, retina, ophthalmology, vision-language, clip]",
         "---",
         f"# {info.get('title', cfg.name)}",
@@ -158,17 +176,24 @@ def model_card(cfg: ModelCfg, info: Dict[str, Any]) -> str:
         info.get("description", "A fundus vision-language model trained with fundus-vlp."),
         "",
         "## Architecture",
-        f"- image tower: timm `{cfg.vision.timm_model_name}`; text tower: `{cfg.text.hf_model_name or 'BERT from config'}`"
-        f" ({cfg.text.pooling} pooling, {cfg.text.context_length} tokens)",
-        f"- joint embedding: {cfg.embed_dim}-d, L2-normalised; caption decoder: {'yes' if cfg.decoder.enabled else 'no'}",
+        f"- image tower: timm `{cfg.vision.timm_model_name}` {cfg.vision.timm_kwargs or ''}; text tower: {text_line}",
+        f"- embedding: {cfg.embed_dim}-d, L2-normalised; caption decoder: {'yes' if cfg.decoder.enabled else 'no'}",
         "",
         "## Preprocessing",
-        f"- {pre.resize_mode} to {pre.size}×{pre.size} (pad = keep aspect, zero-pad bottom/right), "
+        f"- {pre.resize_mode} to {pre.size}×{pre.size} ({resize[pre.resize_mode]}), {pre.interpolation} "
+        f"({'Pillow' if pre.resize_backend == 'pil' else 'tensor'} resize), "
         f"field-of-view crop: {pre.fov_crop}, normalisation: {norm}",
-        "",
-        "## Training",
-        f"- method: {info.get('method', 'unknown')}; data: {info.get('data', 'not recorded')}",
     ]
+    if info.get("source"):
+        lines += ["", "## Source",
+                  f"- released weights: {info['source']}" + (f" (file `{info['weights_file']}`)"
+                                                             if info.get("weights_file") else ""),
+                  f"- paper: {info.get('paper', 'not recorded')}",
+                  f"- licence of the weights: {info.get('license', 'not recorded')}",
+                  f"- conversion checked against the official code at {info.get('official_code', 'not recorded')}"]
+    else:
+        lines += ["", "## Training",
+                  f"- method: {info.get('method', 'unknown')}; data: {info.get('data', 'not recorded')}"]
     if results:
         lines += ["", "## Evaluation", results]
     lines += [

@@ -33,6 +33,12 @@ def test_resolved_config_round_trips(tmp_path):
     (["model=resnet-9000"], "unknown model"),
     (["model.text.pooling=max"], "text.pooling"),
     (["train.epochs"], "key=value"),
+    (["train.precision=fp64"], "train.precision must be one of fp32, amp_bf16, amp_fp16"),
+    (["data.on_bad_image=ignore"], "data.on_bad_image must be one of error, skip"),
+    (["data.caption_language=fr"], "data.caption_language must be one of en, zh, both"),
+    (["model.embed_dim=10000000"], "model.embed_dim: 10000000 is outside the plausible range"),
+    (["model.text.config_overrides.hidden_size=10000000"], "text.config_overrides.hidden_size"),
+    (["keepfit.lamda_mm=1"], "keepfit.lamda_mm"),
 ])
 def test_bad_overrides_are_clear_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -92,3 +98,24 @@ def test_pretrain_help_names_recipes_that_exist(capsys):
     assert cfg.method == "flair"
     with pytest.raises(ConfigError, match="unknown recipe 'nope'; packaged recipes: flair"):
         build_config(PretrainCfg, ["recipe:nope"], [], has_model=True)
+
+
+def test_one_loader_for_dicts_dotted_keys_and_instances():
+    """`from_dict` is the loader behind the registry, the factory's overrides and model folders: the same typing,
+    typo detection, bounds and error wording as the command line."""
+    import pickle
+
+    from fundus_vlp.config import ModelCfg, from_dict
+    from fundus_vlp.config.registry import get_model_config
+
+    tiny = get_model_config("tiny")
+    cfg = from_dict(ModelCfg, tiny, {"text.pooling": "cls", "preprocess": {"size": "96"}}, {"embed_dim": 16})
+    assert (cfg.text.pooling, cfg.preprocess.size, cfg.embed_dim) == ("cls", 96, 16)
+    assert cfg.text.config_overrides == tiny.text.config_overrides  # free dicts merge, not replace
+    with pytest.raises(ConfigError, match=r"^x\.json: embed_dim: Value 'big'"):
+        from_dict(ModelCfg, {"embed_dim": "big"}, where="x.json")
+    with pytest.raises(ConfigError, match="decoder.num_heads: 100000 is outside"):
+        from_dict(ModelCfg, {"decoder.num_heads": 100000})
+    run = build_config(PretrainCfg, [], ["method=keepfit", "keepfit.lambda_mm=0.25"], has_model=True)
+    assert isinstance(run, PretrainCfg) and run.method_options is run.keepfit and run.keepfit.lambda_mm == 0.25
+    assert pickle.loads(pickle.dumps(run)) == run  # the config with method sections travels to workers

@@ -301,3 +301,62 @@ def test_prepare_on_a_full_disk_is_a_clear_error_and_keeps_what_was_done(corpus,
     code, text = run_cli(["prepare", "--root", str(corpus.root), "--dataframe", str(valid), "--out", str(out),
                           "--size", "64", "--workers", "1"], capsys)
     assert code == 0 and f"already cached: {len(done)}" in text
+
+
+HOSTILE_CONFIGS = [  # (key path in model_cfg, value, words the error must contain)
+    (("embed_dim",), "big", "embed_dim: Value 'big'"),
+    (("embed_dim",), 10_000_000, "embed_dim: 10000000 is outside the plausible range"),
+    (("decoder", "hidden_size"), 2**40, "decoder.hidden_size"),
+    (("preprocess", "size"), "large", "preprocess.size"),
+    (("text", "context_length"), -5, "text.context_length"),
+    (("text", "hf_config", "hidden_size"), 10_000_000, "text.hf_config.hidden_size: 10000000 is not a plausible"),
+    (("vision", "timm_modle_name"), "resnet18", "vision.timm_modle_name"),
+]
+
+
+@pytest.mark.parametrize("keys, value, words", HOSTILE_CONFIGS, ids=lambda v: str(v)[:24])
+def test_hostile_model_config_is_refused_with_the_field_named_before_anything_is_built(
+        keys, value, words, tiny_model, tmp_path, capsys, monkeypatch):
+    """A model folder whose config.json has a wrong type, an implausible size or an unknown key: `predict` and the
+    Python API refuse it naming the file and the field, and no model is constructed (nothing allocated)."""
+    import json
+
+    from fundus_vlp.factory import create_model_from_pretrained
+    from fundus_vlp.hub import CheckpointError
+    from fundus_vlp.models.clip import FundusCLIP
+
+    folder = tmp_path / "m"
+    tiny_model.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    node = config["model_cfg"]
+    for key in keys[:-1]:
+        node = node[key]
+    node[keys[-1]] = value
+    (folder / "config.json").write_text(json.dumps(config))
+
+    def built(*args, **kwargs):
+        raise AssertionError("a model was constructed from a refused config")
+
+    monkeypatch.setattr(FundusCLIP, "__init__", built)
+    with pytest.raises(CheckpointError, match="config.json") as err:
+        create_model_from_pretrained(folder)
+    assert words in str(err.value)
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32)).save(image)
+    code, out = run_cli(["predict", "--model", str(folder), "--classes", "normal,glaucoma", str(image)], capsys)
+    assert code != 0 and words in out and "config.json" in out and "Traceback" not in out, out
+
+
+def test_segmentation_names_a_decompression_bomb_mask(corpus, tiny_model, tmp_path, capsys):
+    """A DRIVE-style pairs CSV whose second mask is the corpus bomb: a named error before any training."""
+    tiny_model.save_pretrained(tmp_path / "m")
+    (tmp_path / "pairs.csv").write_text("image,mask\nok/rgb.tif,ok/bilevel.png\nok/rgba.png,bad/bomb.png\n")
+    (tmp_path / "seg.yaml").write_text("name: bomb_masks\ntask: segmentation\nclasses: [background, vessel]\n"
+                                       "masks: pairs.csv\nmask_values: {0: 0, 1: 1, 255: 1}\nzero_shot: false\n")
+    code, text = run_cli(["eval", "segmentation", "--model", str(tmp_path / "m"), "--experiment",
+                          str(tmp_path / "seg.yaml"), "--image-root", str(corpus.root), "--dataframe-dir",
+                          str(tmp_path), "--output-dir", str(tmp_path / "out"), "progress=false"], capsys)
+    assert code != 0
+    line = next(line for line in text.splitlines() if "bomb.png" in line)
+    assert "mask" in line and "decompression bomb" in line and "pairs.csv, row 2" in line, text
+    assert "Traceback" not in text and not (tmp_path / "out" / "results.json").exists()

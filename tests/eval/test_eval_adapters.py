@@ -139,3 +139,25 @@ def test_selection_score_matches_sklearn():
         warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true"
         assert ba == pytest.approx(balanced_accuracy_score(y, p.argmax(1)))
     assert -neg_ll == pytest.approx(log_loss(y, p, labels=np.arange(4)))
+
+
+def test_image_only_adapters_prototype_and_knn():
+    """No text needed: class means and nearest neighbours of the support features; hyper-parameters on val."""
+    from fundus_vlp.eval.adapters import ClassPrototypes, NearestNeighbours
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(3, 8) * 3.0
+    y = np.repeat(np.arange(3), 4)
+    X = torch.nn.functional.normalize(torch.tensor(centres[y] + rng.normal(0, 0.3, (12, 8)), dtype=torch.float32), dim=1)
+    yv = np.repeat(np.arange(3), 2)
+    Xv = torch.nn.functional.normalize(torch.tensor(centres[yv] + rng.normal(0, 0.3, (6, 8)), dtype=torch.float32), dim=1)
+    proto = ClassPrototypes(3).fit(X, y, Xv, yv, temperatures=[1.0, 30.0])
+    probs = proto.predict_proba(Xv)
+    assert (probs.argmax(1) == yv).all() and np.allclose(probs.sum(1), 1.0)
+    want = torch.nn.functional.normalize(torch.stack([X[y == k].mean(0) for k in range(3)]), dim=1)
+    torch.testing.assert_close(proto.prototypes, want)
+    assert proto.hparams == {"temperature": 30.0}  # separable: the sharper τ has the lower validation log-loss
+    knn = NearestNeighbours(4).fit(X.numpy(), y, Xv.numpy(), yv, neighbours=[1, 3])
+    p = knn.predict_proba(X.numpy())
+    assert p.shape == (12, 4) and (p[:, 3] == 0).all()  # a class without shots gets probability 0
+    assert (p.argmax(1) == y).all() and knn.hparams["k"] in (1, 3)

@@ -74,6 +74,11 @@ def test_lp_ft_head_reproduces_the_probe_and_selection_uses_val(model, tmp_path)
     settings = FinetuneCfg(mode="lp_ft", epochs=2, batch_size=4, patience=1)
     clf2, info = finetune(model, paths, where, labels, tr, va, 3, settings, init_head=head, progress=False)
     assert info["best_epoch"] in (0, 1) and len(info["history"]) >= 1
-    assert all("val_f1_macro" in h for h in info["history"])
+    assert all("val_f1_macro" in h and isinstance(h["trivial"], bool) for h in info["history"])
+    assert info["stop_reason"] in ("completed", "patience") and info["val_probs"].shape == (len(va), 3)
+    best = info["history"][info["best_epoch"]]
+    assert best["selected"] and best["val_f1_macro"] == info["best_val_f1_macro"]
+    np.testing.assert_allclose(predict(clf2, [paths[i] for i in va], [where[i] for i in va], model.cfg.preprocess,
+                                       4, torch.device("cpu")), info["val_probs"], atol=1e-5)  # restored weights
     with pytest.raises(ValueError, match="validation"):
         finetune(model, paths, where, labels, tr, np.array([], int), 3, settings, progress=False)

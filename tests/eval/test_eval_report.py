@@ -223,3 +223,20 @@ def test_report_needs_annotations_and_splits(tiny_reports, tmp_path):
         evaluate(tiny_reports["model"], None, ["zero-shot"], EvalCfg(output_dir=str(tmp_path / "c")))
     with pytest.raises(ValueError, match="report.unit"):
         replace(ReportCfg(), unit="patient")
+
+
+def test_image_only_model_generates_reports(tiny_reports, tiny_tokenizer_dir, tmp_path):
+    """A model without a text tower (nor tokenizer) trains a fresh decoder on a given vocabulary."""
+    from fundus_vlp.factory import create_model
+
+    torch.manual_seed(0)
+    small_decoder = {"decoder.hidden_size": 32, "decoder.num_layers": 1, "decoder.num_heads": 2,
+                     "decoder.intermediate_size": 64}
+    create_model("tiny-image-only", **small_decoder).save_pretrained(tmp_path / "image_only")
+    cfg = EvalCfg(output_dir=str(tmp_path / "run"), progress=False, print_table=False,
+                  image_root=str(tiny_reports["root"]),
+                  report=ReportCfg(annotations=str(tiny_reports["annotations"]), epochs=1, batch_size=4, max_length=16,
+                                   num_beams=1, max_images=2, tokenizer=str(tiny_tokenizer_dir)))
+    row = evaluate(tmp_path / "image_only", None, ["report"], cfg)["rows"][0]
+    assert row["method"] == "case: model tower (frozen), fresh decoder"
+    assert {"bleu_1", "rouge_l", "cider"} <= set(row["metrics"]) and row["n_test"] == 3

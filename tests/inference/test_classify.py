@@ -1,6 +1,8 @@
 """The Python API on a loaded model: classify / embed_images / embed_texts, and fundus_vlp.search."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -109,3 +111,21 @@ def test_search_ranks_by_text_similarity_and_caches(tiny_model, tmp_path, monkey
     Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(paths[0])
     changed = fundus_vlp.search(tiny_model, tmp_path / "imgs", query, k=4, cache_dir=tmp_path / "cache")
     assert not changed.attrs["cache_hit"]
+
+
+def test_search_by_image_with_an_image_only_model(tmp_path):
+    from fundus_vlp.factory import create_model
+
+    torch.manual_seed(0)
+    model = create_model("tiny-image-only").eval()
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    top = fundus_vlp.search(model, folder, folder / "3.png", k=2, cache_dir=False)
+    assert Path(top["image"].iloc[0]).name == "3.png" and top["score"].iloc[0] == pytest.approx(1.0, abs=1e-5)
+    array = np.asarray(Image.open(folder / "1.png"))
+    assert Path(fundus_vlp.search(model, folder, array, k=1, cache_dir=False)["image"].iloc[0]).name == "1.png"
+    with pytest.raises(RuntimeError, match="^image-only model"):
+        fundus_vlp.search(model, folder, "a glaucoma disc", k=1, cache_dir=False)

@@ -62,7 +62,7 @@ def test_each_weight_changes_the_gradient_linearly(method, weight, image_dataset
     batch = first_batch(trainer)
     grads = []
     for value in (0.0, 1.0, 2.0):
-        _set(trainer.task.cfg, weight, value)
+        _set(trainer.cfg, weight, value)  # the run config's section is the object the method reads
         grads.append(_gradient(trainer.task, batch))
     step1, step2 = grads[1] - grads[0], grads[2] - grads[1]
     assert step1.norm() > 1e-4 * grads[0].norm(), f"{weight} does not reach the gradient"

@@ -8,6 +8,7 @@ import torch
 
 from fundus_vlp.factory import create_model, create_model_and_transforms, get_tokenizer
 from fundus_vlp.factory import from_pretrained
+from fundus_vlp.config import ConfigError
 from fundus_vlp.hub import CheckpointError
 from fundus_vlp.config.registry import get_model_config, list_models
 
@@ -25,7 +26,7 @@ def test_registry_lists_required_architectures():
 def test_unknown_model_and_override_typo_raise():
     with pytest.raises(KeyError, match="unknown model"):
         get_model_config("resnet-9000")
-    with pytest.raises(KeyError, match="unknown TextCfg key"):
+    with pytest.raises(ConfigError, match="text.poolnig: Key 'poolnig' not in 'TextCfg'"):
         get_model_config("tiny", {"text": {"poolnig": "cls"}})
 
 

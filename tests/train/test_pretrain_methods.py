@@ -108,13 +108,14 @@ def test_elite_sets_are_selected_by_modality(modalities, rows, tiny_overrides, t
     from fundus_vlp.data.config import DataNeeds
     from fundus_vlp.data.loader import build_train_data
     from fundus_vlp.factory import create_model
+    from fundus_vlp.train.plan import plan_run
 
     ov = ["method=keepfit_v2", "model=tiny", "data.source=demo", "data.demo_size=tiny", "data.num_workers=0",
           f"data.elite_modalities=[{','.join(modalities)}]", "train.batch_size=4", f"output_dir={tmp_path}"]
     ov += [f"model.{k}={v}" for k, v in tiny_overrides.items()]
     cfg = build_config(PretrainCfg, [], ov, has_model=True)
     model = create_model(cfg.model)
-    data = build_train_data(cfg, cfg.model, model.tokenizer, DataNeeds(elite=True))
+    data = build_train_data(cfg, cfg.model, model.tokenizer, DataNeeds(elite=True), plan_run(cfg).batches)
     assert data.summary["elite_rows"] == rows
     batch = next(iter(data.loader))
     assert batch["elite"]["images"].shape[0] == 4 and batch["elite"]["caption_ids"].shape[1] == 32

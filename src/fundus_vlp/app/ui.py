@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from ..runtime.extras import require
 from .analysis import (MAX_LABELS, NEIGHBOURS_PER_IMAGE, Analyzer, bar_chart, default_labels, gallery_items,
                        neighbours_html, parse_labels, probability_table_html, status_markdown)
 from .captions import caption_grounding, captions_html
@@ -50,9 +51,11 @@ CSS = """
 """
 
 
-def _quiet_gradio() -> None:
-    """No usage statistics or update checks: the app runs offline and sends nothing anywhere."""
+def _gradio():
+    """Gradio (the ``app`` extra), imported with no usage statistics or update checks: the app runs offline and
+    sends nothing anywhere."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    return require("gradio", "app", "the web app")
 
 
 def _short(model_dir: Path) -> str:
@@ -85,10 +88,9 @@ def build_app(analyzer: Analyzer, labels: Optional[Sequence[str]] = None,
               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_images: int = DEFAULT_MAX_IMAGES,
               store: Optional[UploadStore] = None):
     """The page. Uploads land in ``store`` (a private folder) and are deleted after every analysis."""
-    _quiet_gradio()
     store = store or UploadStore()
     os.environ["GRADIO_TEMP_DIR"] = str(store.root)  # where the framework writes uploads (read per upload)
-    import gradio as gr
+    gr = _gradio()
 
     labels = list(labels) if labels else default_labels(analyzer.model_dir)
     model = analyzer.model
@@ -162,6 +164,7 @@ def launch(model_dir: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_
     from ..inference.loading import load_model
     from ..runtime.device import resolve_device
 
+    _gradio()  # before the model is loaded: a missing extra is the first thing said
     device = str(resolve_device(device))
     model = load_model(model_dir, device=device).model
     analyzer = Analyzer(model, model_dir, device=device)

@@ -11,8 +11,9 @@ MODE_HELP = textwrap.dedent("""\
     modes (comma-separated to run several; "all" = zero-shot,few-shot,linear-probe):
       zero-shot     class prototypes from prompt ensembles (class name + knowledge-base descriptions);
                     no training, no folds: reported on the whole set and on the folds' test splits
-      few-shot      CLIP-Adapter, Tip-Adapter, Tip-Adapter-F and a linear probe on k shots per class
-                    (few_shot.shots=[1,5,10]); alpha/beta/ratio/C chosen on validation shots
+      few-shot      CLIP-Adapter, Tip-Adapter, Tip-Adapter-F, a linear probe, class prototypes and kNN on
+                    k shots per class (few_shot.shots=[1,5,10]); alpha/beta/ratio/C/tau/k chosen on
+                    validation shots; image-only models run linear_probe, prototype and knn
       linear-probe  scikit-learn logistic regression on frozen features, C chosen on validation
                     (linear_probe.project_features=false probes the raw trunk features)
       fine-tune     image tower + linear head; finetune.mode=ft|lp_ft|last_block|frozen_bn,

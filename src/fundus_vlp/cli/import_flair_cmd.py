@@ -1,4 +1,4 @@
-"""``fundus-vlp import-flair``: released FLAIR / KeepFIT v1 weights -> a fundus-vlp model folder."""
+"""``fundus-vlp import-flair``: the older spelling of ``fundus-vlp import flair`` (with an architecture option)."""
 from __future__ import annotations
 
 import argparse
@@ -10,10 +10,9 @@ outputs match FLAIR's. The .pth is read with torch.load(weights_only=True).
   fundus-vlp import-flair --weights flair_resnet.pth --out models/flair
   fundus-vlp eval zero-shot --model models/flair --experiment 02_MESSIDOR ...
 
-The text tower's architecture comes from the Hugging Face config of --model's text encoder
-(Bio_ClinicalBERT for rn50-bioclinicalbert): have it cached locally or network access, or pass
---tokenizer DIR, a local folder with the tokenizer files (vocab.txt, ...) and, if it also holds the
-encoder's config.json, the architecture too:
+The text tower's architecture is read from the checkpoint itself; only the vocabulary is needed: the
+Bio_ClinicalBERT tokenizer from the local Hugging Face cache, or --tokenizer DIR (a tokenizer folder, or
+a folder / file with its vocab.txt):
 
   fundus-vlp import-flair --weights flair_resnet.pth --tokenizer ./Bio_ClinicalBERT --out models/flair
 

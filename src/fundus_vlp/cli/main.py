@@ -13,7 +13,8 @@ from typing import List, Optional
 
 from ..config.loading import ConfigError
 
-SUBCOMMANDS = ("demo", "pretrain", "text_pretrain", "eval", "predict", "caption", "export", "import_flair", "prepare",
+SUBCOMMANDS = ("demo", "pretrain", "text_pretrain", "eval", "benchmark", "predict", "caption", "export", "import",
+               "import_flair", "prepare",
                "check_data", "build_elite", "list_models", "serve", "index")
 
 

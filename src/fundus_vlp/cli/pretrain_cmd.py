@@ -61,7 +61,8 @@ def _print_plan(cfg, plan) -> int:
         print(f"the run would stop before training: {first}{listed}")
     else:
         print("data:\n" + format_summary(plan.summary))
-        print(f"steps: {plan.steps_per_epoch} per epoch x {cfg.train.epochs} epochs -> {plan.total_steps} optimiser "
+        run = plan.run
+        print(f"steps: {run.steps_per_epoch} per epoch x {run.epochs} epochs -> {run.total_steps} optimiser "
               f"steps (batch {cfg.train.batch_size} per rank, accum_freq {cfg.train.accum_freq})")
         if not plan.report.ok:
             print(f"with data.on_bad_image={cfg.data.on_bad_image} the run would start; bad rows are dropped "

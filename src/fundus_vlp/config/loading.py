@@ -1,7 +1,8 @@
 """Config merging at the CLI edge: dataclass defaults <- YAML file(s) <- ``key=value`` overrides.
 
-OmegaConf structured configs give type checks (``train.epochs=abc`` fails) and typo detection
-(``train.epoch=3`` fails). Library code only ever sees the resulting dataclasses.
+The one config loader: ``build_config`` (files and overrides) and ``from_dict`` (dicts and instances, in
+``schema``) build every typed config dataclass with the same type checks, typo detection (``train.epoch=3``
+fails), choices and plausible bounds. Library code only ever sees the resulting dataclasses.
 """
 from __future__ import annotations
 
@@ -11,15 +12,18 @@ from typing import Any, List, Optional, Sequence, Type, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .model import to_dict
 from .registry import get_model_config
+from .schema import (ConfigError, _message, _to_object, bounded, check_bounds, check_choice, check_size_keys,
+                     from_dict, nest_dotted, resolve_schema, to_dict)
+
+__all__ = ["ConfigError", "bounded", "build_config", "check_bounds", "check_choice", "check_size_keys", "from_dict",
+           "load_resolved", "nest_dotted", "recipe_dir", "recipe_names", "resolve_config_path", "resolve_schema",
+           "save_resolved", "to_dict"]
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A config file or override that does not fit the schema; the message says which key."""
-
+# -- the CLI edge: YAML files and key=value overrides ------------------------------------------------------
 
 RECIPE_PREFIX = "recipe:"
 
@@ -122,7 +126,7 @@ def build_config(schema: Type[T], config_files: Sequence[str | Path] = (), overr
     try:
         layers = [OmegaConf.create(defaults or {})] + [_load_yaml(f) for f in config_files]
         layers.append(_dotlist(overrides, has_model))
-        base = OmegaConf.structured(schema)
+        base = OmegaConf.structured(resolve_schema(schema))
         if has_model:
             layers = [_expand_model_shorthand(layer) for layer in layers]
             name = _model_name(layers)
@@ -130,16 +134,11 @@ def build_config(schema: Type[T], config_files: Sequence[str | Path] = (), overr
                 base = OmegaConf.merge(base, {"model": to_dict(get_model_config(name))})
         merged = OmegaConf.merge(base, *layers)
         _apply_indexed(merged, indexed)
-        return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
-        raise ConfigError(str(exc).strip().splitlines()[0] + _key_hint(exc)) from exc
+        raise ConfigError(_message(exc)) from exc
     except (KeyError, ValueError, TypeError) as exc:
         raise ConfigError(str(exc.args[0]) if exc.args else str(exc)) from exc
-
-
-def _key_hint(exc: OmegaConfBaseException) -> str:
-    key = getattr(exc, "full_key", None)
-    return f" (key: {key})" if key else ""
+    return _to_object(merged)
 
 
 def save_resolved(cfg: Any, path: str | Path) -> None:

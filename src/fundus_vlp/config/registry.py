@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List
 
-from .model import ModelCfg, from_dict, merge_dict, to_dict
+from .schema import from_dict
+from .model import ModelCfg
 
 _CONFIG_DIR = Path(__file__).parents[1] / "configs" / "models"
 _MODEL_CONFIGS: Dict[str, Dict[str, Any]] = {}
@@ -38,12 +39,10 @@ def list_models() -> List[str]:
 
 
 def get_model_config(name: str, overrides: Dict[str, Any] | None = None) -> ModelCfg:
-    """The registered config for `name`, with nested `overrides` merged on top (typos raise KeyError)."""
+    """The registered config for `name`, with `overrides` (nested or dotted keys) merged on top; typos, wrong
+    types and implausible sizes are a ``ConfigError`` naming the key."""
     if not _MODEL_CONFIGS:
         _rescan()
     if name not in _MODEL_CONFIGS:
         raise KeyError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
-    base = to_dict(ModelCfg())
-    merged = merge_dict(merge_dict(base, _MODEL_CONFIGS[name]), overrides or {})
-    merged["name"] = name
-    return from_dict(ModelCfg, merged)
+    return from_dict(ModelCfg, _MODEL_CONFIGS[name], overrides or {}, {"name": name}, where=f"model {name!r}")

@@ -5,9 +5,13 @@ from dataclasses import dataclass, field
 from typing import List
 
 from ..config import AugmentCfg
+from ..config.loading import check_choice
 from ..constants import DEFAULT_MAX_IMAGE_PIXELS
+from .dataframes import ON_BAD_IMAGE, ON_EMPTY_CAPTION
 
-CAPTION_LANGUAGES = ("en", "zh", "both")
+MODALITIES = ("CFP", "FFA", "OCT")  # imaging modalities of elite sets (DataSourceCfg.modality, data.elite_modalities)
+CAPTION_COLUMNS = {"en": "caption", "zh": "caption_zh"}  # the caption-file column of each caption language
+CAPTION_LANGUAGES = (*CAPTION_COLUMNS, "both")  # "both": one of the two per sample (or both texts, stage 0)
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,16 @@ class DataNeeds:
     pool_elite: bool = False  # append the elite pairs to the main stream instead (naive pooling)
     augment_description: bool = True  # expert-knowledge description augmentation of categorical prompts
     multi_hot: bool = False  # batches carry each image's multi-hot label vector
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Per-rank batch shapes of one optimiser step (``accum_freq`` micro-batches), decided once per run by
+    ``train.plan.plan_run`` and handed to the data layer; ``elite_micro`` is 0 without an elite stream."""
+
+    micro: int
+    elite_micro: int = 0
+    accum_freq: int = 1
 
 
 @dataclass
@@ -80,5 +94,6 @@ class DataCfg:
     caption_language: str = "en"
 
     def __post_init__(self) -> None:
-        if self.caption_language not in CAPTION_LANGUAGES:
-            raise ValueError(f"data.caption_language must be one of {CAPTION_LANGUAGES}, got {self.caption_language!r}")
+        check_choice("data.caption_language", self.caption_language, CAPTION_LANGUAGES)
+        check_choice("data.on_bad_image", self.on_bad_image, ON_BAD_IMAGE)
+        check_choice("data.on_empty_caption", self.on_empty_caption, ON_EMPTY_CAPTION)

@@ -25,6 +25,7 @@ CAPTION_COLUMN_SETS = (("image", "caption"), ("Image_ID", "en_caption"),
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".ppm", ".webp")
 KINDS = ("auto", "categorical", "captions")
 ON_EMPTY_CAPTION = ("error", "skip")
+ON_BAD_IMAGE = ("error", "skip")
 MAX_LISTED_IN_ERROR = 10  # problems quoted in one exception message (the count covers all of them)
 
 

@@ -17,7 +17,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from .dataframes import DataFormatError, dataset_key, where
+from ..config.loading import check_choice
+from .config import CAPTION_COLUMNS, CAPTION_LANGUAGES
+from .dataframes import ON_BAD_IMAGE, DataFormatError, dataset_key, where
 from .images import BadImageError, load_image
 from .knowledge import normalize_label
 from .prepare import CacheIndex
@@ -68,8 +70,7 @@ class _ImageSource:
 
     def __init__(self, frame: pd.DataFrame, root: str | Path, transform: Callable, on_bad_image: str,
                  max_pixels: Optional[int] = None):
-        if on_bad_image not in ("error", "skip"):
-            raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
+        check_choice("on_bad_image", on_bad_image, ON_BAD_IMAGE)
         if len(frame) == 0:
             raise ValueError("dataset is empty (no rows left after filtering?)")
         self.frame = frame.reset_index(drop=True)
@@ -158,12 +159,12 @@ class CaptionDataset(Dataset):
 
     def __init__(self, frame: pd.DataFrame, root: str | Path, transform: Callable, on_bad_image: str = "error",
                  max_pixels: Optional[int] = None, language: str = "en"):
-        if language not in ("en", "zh", "both"):
-            raise ValueError(f"caption language must be en, zh or both, got {language!r}")
+        check_choice("caption language", language, CAPTION_LANGUAGES)
         self.src = _ImageSource(frame, root, transform, on_bad_image, max_pixels)
         self.language = language
         self.captions = list(self.src.frame["caption"])
-        zh = self.src.frame["caption_zh"] if "caption_zh" in self.src.frame.columns else [""] * len(self.captions)
+        zh_column = CAPTION_COLUMNS["zh"]
+        zh = self.src.frame[zh_column] if zh_column in self.src.frame.columns else [""] * len(self.captions)
         self.captions_zh = [c if isinstance(c, str) else "" for c in zh]  # NaN where concatenated frames lack it
 
     def __len__(self) -> int:

@@ -70,9 +70,9 @@ def _check_pixels(img: Image.Image, path: Path, where: Optional[str], max_pixels
                                   "(data.max_image_pixels; a decompression bomb?)", where)
 
 
-def _open(path: Path, where: Optional[str], max_pixels: Optional[int]) -> Image.Image:
+def open_image(path: str | Path, where: Optional[str] = None, max_pixels: Optional[int] = None) -> Image.Image:
     """Open (header only) with every failure as a ``BadImageError``; the caller closes the image."""
-    check_file(path, where)
+    path = check_file(path, where)
     try:
         img = Image.open(path)
     except UnidentifiedImageError:
@@ -102,7 +102,7 @@ def load_image(path: str | Path, where: Optional[str] = None, max_pixels: Option
     """
     path = Path(path)
     try:
-        with _open(path, where, max_pixels) as img:
+        with open_image(path, where, max_pixels) as img:
             if draft_size:
                 img.draft(None, (draft_size, draft_size))
             img.load()  # force the full decode so truncated files fail here, not later
@@ -125,7 +125,7 @@ def verify_image(path: str | Path, where: Optional[str] = None, max_pixels: Opti
     """
     path = Path(path)
     try:
-        with _open(path, where, max_pixels) as img:
+        with open_image(path, where, max_pixels) as img:
             size, mode = img.size, img.mode
             if img.format == "JPEG":
                 img.draft(img.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from ..config import ModelCfg
 from ..runtime.device import usable_cores
-from .config import DataNeeds
+from .config import BatchPlan, DataNeeds
 from .dataframes import DataFormatError, Problem, problems_message, read_captions, read_categorical
 from .datasets import CaptionDataset, CategoricalDataset, ConcatParts, LabelVocab, TrainingDataset
 from .samplers import PairedBatchSampler
@@ -228,9 +228,9 @@ def run_sources(cfg) -> Dict[str, Any]:
     return _load_demo_sources(cfg) if cfg.data.source == "demo" else _load_file_sources(cfg)
 
 
-def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs: DataNeeds, rank: int = 0, world_size: int = 1,
-                     out_dir: Optional[Path] = None, pin_memory: bool = False) -> TrainData:
-    """Everything the trainer iterates over, shaped by the method's ``needs``."""
+def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs: DataNeeds, batches: BatchPlan, rank: int = 0,
+                     world_size: int = 1, out_dir: Optional[Path] = None, pin_memory: bool = False) -> TrainData:
+    """Everything the trainer iterates over, shaped by the method's ``needs`` and the run's ``batches``."""
     needs_elite, pool_elite = needs.elite, needs.pool_elite
     sources = run_sources(cfg)
     if not sources["public"]:
@@ -270,11 +270,7 @@ def build_train_data(cfg, model_cfg: ModelCfg, tokenizer, needs: DataNeeds, rank
             else:
                 groups.append(list(range(offset, offset + len(part))))
             offset += len(part)
-    per_step = cfg.train.batch_size
-    if per_step % cfg.train.accum_freq:
-        raise ValueError(f"train.batch_size {per_step} is not divisible by train.accum_freq {cfg.train.accum_freq}")
-    micro = per_step // cfg.train.accum_freq
-    elite_bs = (cfg.train.elite_batch_size or per_step) // cfg.train.accum_freq if needs_elite else 0
+    micro, elite_bs = batches.micro, batches.elite_micro
     sampler = PairedBatchSampler(dataset.main_size, micro, len(elite_ds) if (needs_elite and elite_ds) else 0,
                                  elite_bs, rank, world_size, cfg.train.seed, groups)
     caption_len = model_cfg.decoder.max_length if model_cfg.decoder.enabled else 0

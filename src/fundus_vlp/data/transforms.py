@@ -64,11 +64,59 @@ def resize_pad_to_square(image: torch.Tensor, size: int, antialias: bool = True,
     return F.pad(resized, (0, size - new_w, 0, size - new_h))
 
 
-def resize_squash(image: torch.Tensor, size: int, antialias: bool = True, interpolation: str = "bilinear") -> torch.Tensor:
-    if image.shape[1:] == (size, size):
+def crop_size(h: int, w: int, size: int, crop_pct: float) -> tuple:
+    """(resized height, width) before the centre crop: the shorter side becomes ``int(size / crop_pct)`` (timm's
+    rule) and the longer one is truncated, as torchvision's ``Resize(int)`` computes it."""
+    short = int(size / crop_pct) if crop_pct < 1.0 else size
+    if h <= w:
+        return short, int(short * w / h)
+    return int(short * h / w), short
+
+
+def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """A size×size centre crop with torchvision's offsets (rounded half-differences)."""
+    _, h, w = image.shape
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return image[:, top:top + size, left:left + size]
+
+
+_PIL_FILTERS = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST"}
+
+
+def resize_pil(image: torch.Tensor, hw: tuple, interpolation: str) -> torch.Tensor:
+    """Resize through Pillow on the 8-bit image (what torchvision's transforms do to a PIL image): official
+    pipelines that resize PIL images differ from a tensor resize by more than a parity check tolerates."""
+    from PIL import Image
+
+    if tuple(image.shape[1:]) == tuple(hw):
         return image
-    return F.interpolate(image[None], size=(size, size), mode=interpolation, antialias=antialias,
-                         align_corners=False if interpolation in ("bilinear", "bicubic") else None)[0]
+    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    resized = Image.fromarray(array).resize((hw[1], hw[0]), getattr(Image.Resampling, _PIL_FILTERS[interpolation]))
+    return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def resize_to(image: torch.Tensor, hw: tuple, cfg: PreprocessCfg) -> torch.Tensor:
+    """Resize to (height, width) with the model's backend, filter and antialiasing."""
+    if cfg.resize_backend == "pil":
+        return resize_pil(image, hw, cfg.interpolation)
+    if tuple(image.shape[1:]) == tuple(hw):
+        return image
+    return F.interpolate(image[None], size=tuple(hw), mode=cfg.interpolation, antialias=cfg.antialias,
+                         align_corners=False if cfg.interpolation in ("bilinear", "bicubic") else None)[0]
+
+
+def resize_for_model(image: torch.Tensor, cfg: PreprocessCfg) -> torch.Tensor:
+    """The model's resize step (``cfg.resize_mode``) to a size×size image."""
+    _, h, w = image.shape
+    if cfg.resize_mode == "pad":
+        if cfg.resize_backend == "torch":
+            return resize_pad_to_square(image, cfg.size, cfg.antialias, cfg.interpolation)
+        new_h, new_w = canvas_size(h, w, cfg.size)
+        resized = resize_to(image, (new_h, new_w), cfg)
+        return F.pad(resized, (0, cfg.size - new_w, 0, cfg.size - new_h))
+    if cfg.resize_mode == "squash":
+        return resize_to(image, (cfg.size, cfg.size), cfg)
+    return center_crop(resize_to(image, crop_size(h, w, cfg.size, cfg.crop_pct), cfg), cfg.size)
 
 
 def augment(image: torch.Tensor, cfg: AugmentCfg, rng: np.random.Generator) -> torch.Tensor:
@@ -100,14 +148,15 @@ class FundusTransform:
         """The reduced JPEG decode size that still gives this transform's output (``load_image(draft_size=)``):
         twice the model's size, so that the final antialiased resize sees enough pixels; none when the
         field-of-view crop must see the full image first."""
-        return None if self.cfg.fov_crop else 2 * self.cfg.size
+        if self.cfg.fov_crop or self.cfg.resize_backend == "pil":  # Pillow parity needs the full decode
+            return None
+        return 2 * self.cfg.size
 
     def __call__(self, image: torch.Tensor, rng: Optional[np.random.Generator] = None) -> torch.Tensor:
         cfg = self.cfg
         if cfg.fov_crop:
             image = fov_crop(image)
-        resize = resize_pad_to_square if cfg.resize_mode == "pad" else resize_squash
-        image = resize(image, cfg.size, cfg.antialias, cfg.interpolation)
+        image = resize_for_model(image, cfg)
         if self.train:
             image = augment(image, self.aug, rng if rng is not None else np.random.default_rng())
         if self.mean is not None:

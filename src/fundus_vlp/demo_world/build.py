@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..config.schema import from_dict
 from ..runtime.sources import cache_root
 from ..data.dataframes import CATEGORICAL_COLUMNS
 from .ontology import MODALITIES, SEEN_CONDITIONS, UNSEEN_CONDITIONS
@@ -113,7 +114,7 @@ class DemoWorld:
         root = Path(root)
         man = json.loads((root / _MANIFEST).read_text(encoding="utf-8"))
         lay = man["layout"]
-        cfg = DemoWorldCfg(**man["cfg"])
+        cfg = from_dict(DemoWorldCfg, man["cfg"], where=str(root / _MANIFEST))
         return cls(root=root, public_csv=root / lay["public_csv"],
                    elite_csvs={k: root / v for k, v in lay["elite_csvs"].items()},
                    corpus_dir=root / lay["corpus_dir"], eval_csvs={k: root / v for k, v in lay["eval_csvs"].items()},

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..data.config import MODALITIES as IMAGING_MODALITIES
+
 __all__ = [
     "MODALITIES",
     "Finding",
@@ -29,7 +31,7 @@ __all__ = [
     "conditions_for_modality",
 ]
 
-MODALITIES: tuple[str, ...] = ("CFP", "FFA", "OCT")
+MODALITIES: tuple[str, ...] = IMAGING_MODALITIES
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import pandas as pd
 from PIL import Image
 
+from ..runtime.extras import require
 from ..runtime.files import write_text_atomic
 from .captions import split_panels
 from .config import EliteBuildCfg
@@ -314,7 +315,7 @@ def build_elite(pdfs: Sequence[str | Path], out: str | Path, cfg: Optional[Elite
     None uses colour/texture statistics. A PDF that cannot be used is reported (``PdfResult.error``) and
     the others go on. ``on_result`` is called after each PDF (progress output).
     """
-    import fitz
+    fitz = require("fitz", "elite", "build-elite (atlas PDFs)")
 
     cfg = cfg or EliteBuildCfg()
     out = Path(out)

@@ -15,10 +15,11 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from PIL import Image
 
+from ..data.config import MODALITIES as IMAGING_MODALITIES
 from .config import EliteBuildCfg
 from .imagestats import ImageStats, image_stats
 
-MODALITIES = ("CFP", "FFA", "OCT", "other")
+MODALITIES = (*IMAGING_MODALITIES, "other")
 FUNDUS_MODALITIES = MODALITIES[:3]
 
 # Zero-shot prompts per class; the class prototype is the mean of their normalised text embeddings.

@@ -7,7 +7,9 @@ from pathlib import Path
 import re
 from typing import Iterable, List, Tuple
 
-import fitz  # PyMuPDF
+from ..runtime.extras import require
+
+fitz = require("fitz", "elite", "build-elite (atlas PDFs)")  # PyMuPDF
 from PIL import Image
 
 Rect = Tuple[float, float, float, float]  # x0, y0, x1, y1 in page points, y downwards

@@ -9,6 +9,8 @@ import html
 import json
 from typing import Dict, List, Sequence
 
+from .modality import MODALITIES
+
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI','Noto Sans CJK SC','PingFang SC','Microsoft YaHei',
  'WenQuanYi Zen Hei',sans-serif;margin:0;background:#f4f5f7;color:#222}
@@ -128,7 +130,7 @@ def _card(i: int, pair: Dict, threshold: float, modalities: Sequence[str]) -> st
 
 
 def write_review_page(pairs: List[Dict], columns: Sequence[str], threshold: float, n_rejected: int = 0,
-                      modalities: Sequence[str] = ("CFP", "FFA", "OCT", "other")) -> str:
+                      modalities: Sequence[str] = MODALITIES) -> str:
     """The HTML text of the review page for ``pairs`` (rows of the elite file)."""
     clean = [{c: ("" if p.get(c) is None or (isinstance(p.get(c), float) and p.get(c) != p.get(c)) else p.get(c))
               for c in columns} for p in pairs]

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from ..runtime.extras import require
+
 ZH_MODALITY = {"CFP": "彩色眼底照相", "FFA": "荧光素眼底血管造影", "OCT": "光学相干断层扫描"}
 ZH_CONDITION = {
     "normal": "正常眼底", "glaucoma": "青光眼",
@@ -136,7 +138,7 @@ class _Writer:
 
     def text(self, text: str, x0: float = _MARGIN, x1: float = PAGE_W - _MARGIN, size: float = 9.0,
              chinese: bool = False, height: Optional[float] = None) -> None:
-        import fitz
+        fitz = require("fitz", "elite", "build-elite (atlas PDFs)")
 
         h = height or 14 + size * 1.6 * (len(text) * (2.0 if chinese else 1.0) * size * 0.5 / (x1 - x0) + 1)
         rect = fitz.Rect(x0, self.y, x1, self.y + h)
@@ -146,7 +148,7 @@ class _Writer:
         self.y += h - left + 8
 
     def image(self, image: Image.Image, width: float, x0: float = _MARGIN) -> Tuple[float, float, float, float]:
-        import fitz
+        fitz = require("fitz", "elite", "build-elite (atlas PDFs)")
 
         height = width * image.height / image.width
         rect = fitz.Rect(x0, self.y, x0 + width, self.y + height)
@@ -155,7 +157,7 @@ class _Writer:
         return tuple(rect)
 
     def images_in_row(self, images: Sequence[Image.Image], width: float, gap: float = 14.0) -> None:
-        import fitz
+        fitz = require("fitz", "elite", "build-elite (atlas PDFs)")
 
         top, bottom = self.y, self.y
         for i, im in enumerate(images):
@@ -246,7 +248,7 @@ def _chapter(w: _Writer, atlas: SampleAtlas, chapter: int, figs: List[DemoFigure
 
     # 8: a vector drawing (no embedded image), and a picture printed a second time: rejected
     w.new_page()
-    import fitz
+    fitz = require("fitz", "elite", "build-elite (atlas PDFs)")
 
     w.page.draw_circle(fitz.Point(PAGE_W / 2, w.y + 90), 80, color=(0, 0, 0), width=1.5)
     w.page.draw_line(fitz.Point(PAGE_W / 2 - 80, w.y + 90), fitz.Point(PAGE_W / 2 + 80, w.y + 90))
@@ -281,7 +283,7 @@ def write_sample_atlas(world, path: str | Path, chapters: int = 1, first_chapter
     for, later chapters repeat pictures (the builder then rejects them as duplicates — the expected pairs
     list only the first chapter that uses a picture, so use one chapter per distinct set for accuracy).
     """
-    import fitz
+    fitz = require("fitz", "elite", "build-elite (atlas PDFs)")
 
     figures = demo_figures(world)
     if len(figures) < FIGURES_PER_CHAPTER:

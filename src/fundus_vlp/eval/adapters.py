@@ -260,3 +260,70 @@ class TipAdapterF(TipAdapter):
             len(X), cfg)
         self.keys = keys.detach()
         return self.search(X_val, y_val, alphas, betas)
+
+
+# -- image-only adapters (no text tower: no prototypes from prompts) ---------------------------------------
+
+DEFAULT_TEMPERATURES: Tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0)
+DEFAULT_NEIGHBOURS: Tuple[int, ...] = (1, 3, 5, 10, 20)
+
+
+class ClassPrototypes:
+    """Nearest class mean: a class's prototype is the normalised mean of its unit-norm support features;
+    logits τ · cos(x, prototype). τ only sharpens the probabilities (the decisions do not change), so it is chosen
+    on validation by log-loss."""
+
+    def __init__(self, n_classes: int):
+        self.n_classes = n_classes
+        self.prototypes = None
+        self.temperature = 10.0
+        self.hparams: Dict[str, float] = {}
+
+    def fit(self, X, y, X_val, y_val, temperatures: Sequence[float] = DEFAULT_TEMPERATURES) -> "ClassPrototypes":
+        X = F.normalize(_t(X), dim=-1)
+        self.prototypes = F.normalize(one_hot(y, self.n_classes).T @ X, dim=-1)  # a class without shots: zero row
+        best = None
+        for tau in temperatures:
+            self.temperature = float(tau)
+            score = selection_score(y_val, self.predict_proba(X_val))
+            if best is None or score > best[0]:
+                best = (score, float(tau))
+        self.temperature = best[1]
+        self.hparams = {"temperature": self.temperature}
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        with torch.no_grad():
+            return (self.temperature * F.normalize(_t(X), dim=-1) @ self.prototypes.T).softmax(-1).numpy()
+
+
+class NearestNeighbours:
+    """k nearest support images by cosine similarity, similarity-weighted votes (scikit-learn); k on validation."""
+
+    def __init__(self, n_classes: int):
+        self.n_classes = n_classes
+        self.model = None
+        self.hparams: Dict[str, float] = {}
+
+    def _fit_k(self, X, y, k: int):
+        from sklearn.neighbors import KNeighborsClassifier
+
+        return KNeighborsClassifier(n_neighbors=k, metric="cosine", weights="distance").fit(np.asarray(X), y)
+
+    def fit(self, X, y, X_val, y_val, neighbours: Sequence[int] = DEFAULT_NEIGHBOURS) -> "NearestNeighbours":
+        ks = sorted({min(int(k), len(y)) for k in neighbours})
+        best = None
+        for k in ks:
+            self.model = self._fit_k(X, y, k)
+            score = selection_score(y_val, self.predict_proba(X_val))
+            if best is None or score > best[0]:
+                best = (score, k)
+        self.model = self._fit_k(X, y, best[1])
+        self.hparams = {"k": best[1]}
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """N×K over all of the experiment's classes (a class absent from the support set gets 0)."""
+        out = np.zeros((len(X), self.n_classes))
+        out[:, self.model.classes_] = self.model.predict_proba(np.asarray(X))
+        return out

@@ -14,6 +14,8 @@ import re
 import shutil
 from typing import Dict, List, Mapping, Optional, Sequence
 
+from ..runtime.extras import require
+
 _logger = logging.getLogger(__name__)
 
 _WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
@@ -24,14 +26,18 @@ def simple_tokenize(text: str) -> str:
     return " ".join(_WORD.findall(text.lower().replace("\n", " ")))
 
 
+def _scorer(module: str, name: str):
+    """A class of pycocoevalcap (the ``report`` extra)."""
+    return getattr(require(f"pycocoevalcap.{module}", "report", "caption metrics"), name)
+
+
 def java_available() -> bool:
     return shutil.which("java") is not None
 
 
 def _tokenize(captions: Mapping[str, Sequence[str]], use_java: bool) -> Dict[str, List[str]]:
     if use_java:
-        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
+        PTBTokenizer = _scorer("tokenizer.ptbtokenizer", "PTBTokenizer")
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
     return {k: [simple_tokenize(c) for c in v] for k, v in captions.items()}
@@ -45,9 +51,7 @@ def caption_metrics(references: Mapping[str, Sequence[str]], candidates: Mapping
     ``meteor=False`` skips METEOR without a note (e.g. per-epoch validation, where the Java start-up
     would dominate).
     """
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
+    Bleu, Cider, Rouge = (_scorer(f"{n.lower()}.{n.lower()}", n) for n in ("Bleu", "Cider", "Rouge"))
 
     ids = sorted(references)
     if set(ids) != set(candidates):
@@ -75,7 +79,7 @@ def caption_metrics(references: Mapping[str, Sequence[str]], candidates: Mapping
 
 
 def _meteor(gts: Dict[str, List[str]], res: Dict[str, List[str]]) -> float:
-    from pycocoevalcap.meteor.meteor import Meteor
+    Meteor = _scorer("meteor.meteor", "Meteor")
 
     res = {k: [v[0] if v[0].strip() else "empty"] for k, v in res.items()}  # an empty line would stall the jar
     scorer = Meteor()

@@ -11,18 +11,23 @@ from typing import Any, Dict, List, Optional
 
 from ..config import BugCompatCfg
 from ..data.prompts import NEGATIVE_TEMPLATE, PROMPT_LANGUAGES, ZERO_SHOT_TEMPLATE
-from .adapters import DEFAULT_ALPHAS, DEFAULT_BETAS, DEFAULT_RATIOS, AdapterOptimCfg
+from .adapters import (DEFAULT_ALPHAS, DEFAULT_BETAS, DEFAULT_NEIGHBOURS, DEFAULT_RATIOS, DEFAULT_TEMPERATURES,
+                       AdapterOptimCfg)
 from .linear_probe import DEFAULT_C_GRID
 
 MODES = ("zero-shot", "few-shot", "linear-probe", "fine-tune", "retrieval", "segmentation", "report")
 SEG_INITS = ("pretrained", "random", "imagenet")
 TOWER_FINETUNE = ("frozen", "last_block", "full")  # how much of the image tower trains (segmentation, report)
 SEG_ARCHITECTURES = ("auto", "unet", "fpn", "dpt")
+SEG_LOSSES = ("dice_ce", "dice_focal")  # foreground Dice + class-weighted cross-entropy | + focal term
 EXPERIMENT_FREE_MODES = ("report",)  # modes that read their own data, not a classification experiment
 REPORT_UNITS = ("case", "image")
 TOWER_INITS = ("model", "random", "imagenet")
 DECODER_INITS = ("auto", "pretrained", "fresh")
-FEW_SHOT_METHODS = ("clip_adapter", "tip_adapter", "tip_adapter_f", "linear_probe")
+FEW_SHOT_METHODS = ("clip_adapter", "tip_adapter", "tip_adapter_f", "linear_probe", "prototype", "knn")
+# what an image-only model (no text tower) can run: adapters without prompt prototypes, modes without text
+IMAGE_ONLY_FEW_SHOT = ("linear_probe", "prototype", "knn")
+TEXT_MODES = ("zero-shot", "retrieval")
 
 
 @dataclass
@@ -54,7 +59,8 @@ class ZeroShotCfg:
 class FewShotCfg:
     shots: List[int] = field(default_factory=lambda: [1, 5, 10])  # per class
     val_shots: Optional[int] = None  # validation images per class; None = same as shots
-    methods: List[str] = field(default_factory=lambda: list(FEW_SHOT_METHODS))
+    # default: the prompt-based adapters and the probe (prototype, knn: on request, and for image-only models)
+    methods: List[str] = field(default_factory=lambda: ["clip_adapter", "tip_adapter", "tip_adapter_f", "linear_probe"])
     optim: AdapterOptimCfg = field(default_factory=AdapterOptimCfg)  # trainable adapters; seed = the fold's
     clip_adapter_reduction: int = 4
     clip_adapter_ratios: List[float] = field(default_factory=lambda: list(DEFAULT_RATIOS))
@@ -62,6 +68,8 @@ class FewShotCfg:
     betas: List[float] = field(default_factory=lambda: list(DEFAULT_BETAS))
     tip_f_init_alpha: float = 1.0
     tip_f_init_beta: float = 5.0
+    temperatures: List[float] = field(default_factory=lambda: list(DEFAULT_TEMPERATURES))  # prototype
+    neighbours: List[int] = field(default_factory=lambda: list(DEFAULT_NEIGHBOURS))  # knn: k chosen on validation
 
 
 @dataclass
@@ -105,25 +113,36 @@ class RetrievalCfg:
 
 @dataclass
 class SegmentationCfg:
-    """``eval segmentation``: a decoder on the image trunk (``segmentation.py``), selected on validation Dice."""
+    """``eval segmentation``: a decoder on the image trunk (``segmentation.py``), trained and selected on
+    validation Dice (never on a constant prediction) by ``segmentation_train.py``."""
 
     inits: List[str] = field(default_factory=lambda: ["pretrained"])  # pretrained | random | imagenet (one row each)
     imagenet_checkpoint: Optional[str] = None  # local timm checkpoint for init "imagenet" (never downloaded)
     finetune: str = "frozen"  # frozen | last_block | full
     architecture: str = "auto"  # auto (unet for CNN trunks, dpt for ViTs) | unet | fpn | dpt
-    decoder_channels: Optional[List[int]] = None  # UNet decoder widths, 5 stages (None = smp's 256..16)
+    # decoder widths, 5 values: UNet stages (None = smp's 256..16); DPT: 4 reassemble widths + the fusion
+    # width (None = [w/4, w/2, w, w, w/4] of the ViT width w: a decoder sized to its trunk)
+    decoder_channels: Optional[List[int]] = None
     size: Optional[int] = None  # square training/evaluation resolution; None = the model's preprocess.size
     folds: Optional[int] = None  # None = EvalCfg.folds
     train_fraction: Optional[float] = None  # None = every non-test, non-val image
     val_fraction: float = 0.2
-    epochs: int = 30
-    patience: int = 10
+    epochs: int = 40
+    patience: int = 12  # epochs without a better non-trivial validation Dice
+    min_steps_per_epoch: int = 10  # small sets are repeated within an epoch (reshuffled) up to this many steps
+    warmup_epochs: int = 2  # linear warm-up, then cosine decay to 0 at `epochs`
+    loss: str = "dice_ce"  # dice_ce | dice_focal (foreground Dice + weighted cross-entropy | + focal term)
     batch_size: int = 8
-    lr: float = 1e-3  # decoder and segmentation head
+    lr: float = 3e-3  # decoder and segmentation head (peak, after the warm-up)
     encoder_lr: float = 1e-4  # trainable encoder parts (last_block / full)
     weight_decay: float = 1e-4
-    augment: bool = True  # seeded horizontal flips
+    augment: bool = True  # seeded horizontal and vertical flips
     plot_images: int = 6  # test images of fold 0 in the mask plot
+    # decode every pair once into a memory-mapped cache at the working size, reused by later runs (false: decode
+    # into memory on every run); cache_dir None = $FUNDUS_VLP_CACHE/segmentation or beside the feature cache
+    cache: bool = True
+    cache_dir: Optional[str] = None
+    workers: Optional[int] = None  # decoding threads (None = the usable CPU cores)
 
     def __post_init__(self) -> None:
         bad = [i for i in self.inits if i not in SEG_INITS]
@@ -133,6 +152,10 @@ class SegmentationCfg:
             raise ValueError(f"segmentation.finetune must be one of {TOWER_FINETUNE}, got {self.finetune!r}")
         if self.architecture not in SEG_ARCHITECTURES:
             raise ValueError(f"segmentation.architecture must be one of {SEG_ARCHITECTURES}, got {self.architecture!r}")
+        if self.loss not in SEG_LOSSES:
+            raise ValueError(f"segmentation.loss must be one of {SEG_LOSSES}, got {self.loss!r}")
+        if self.decoder_channels is not None and len(self.decoder_channels) != 5:
+            raise ValueError(f"segmentation.decoder_channels needs 5 widths, got {self.decoder_channels}")
         if "imagenet" in self.inits and not self.imagenet_checkpoint:
             raise ValueError("segmentation init 'imagenet' needs segmentation.imagenet_checkpoint=FILE (a local timm "
                              "checkpoint; weights are never downloaded)")
@@ -153,6 +176,7 @@ class ReportCfg:
     tower_init: str = "model"  # model (the pretrained tower) | random | imagenet (a local timm checkpoint)
     imagenet_checkpoint: Optional[str] = None  # timm state dict (.safetensors/.pth) for tower_init=imagenet
     decoder_init: str = "auto"  # auto: the model's decoder if it has one, else fresh | pretrained | fresh
+    tokenizer: Optional[str] = None  # tokenizer folder of a fresh decoder (default the model's; image-only: MiniLM's)
     # frozen: image tokens computed once; last_block: the trunk's last stage trains with the decoder (its inputs
     # computed once, held in memory); full: the whole tower trains (the slowest)
     finetune: str = "frozen"

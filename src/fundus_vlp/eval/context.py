@@ -35,6 +35,7 @@ class EvalContext:
     device: torch.device
     notes: List[str] = field(default_factory=list)
     predictions: Dict[str, Dict[str, np.ndarray]] = field(default_factory=dict)  # fold-0 predictions for plots
+    fold_predictions: Dict[str, List[Dict]] = field(default_factory=dict)  # every fold's test predictions per row
     _data: Optional[LabeledImages] = None
     _features: Dict[bool, torch.Tensor] = field(default_factory=dict)
     _heads: Dict[bool, ZeroShotHead] = field(default_factory=dict)
@@ -53,7 +54,7 @@ class EvalContext:
 
     @property
     def scale(self) -> float:
-        return float(self.model.scale().detach())
+        return float(self.model.zero_shot_scale().detach())
 
     def note(self, text: str) -> None:
         _logger.warning(text)
@@ -131,6 +132,7 @@ def make_row(ctx: EvalContext, mode: str, method: str, folds: List[Dict], shots=
         "thresholds": [f["threshold"] for f in folds] if exp.task == "binary" else [],
     }
     ctx.predictions[prediction_key(mode, method, split, shots)] = folds[0]
+    ctx.fold_predictions[prediction_key(mode, method, split, shots)] = folds
     return row
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -72,6 +72,11 @@ class Experiment:
     test_mask_dir: Optional[str] = None
     mask_values: Dict[int, int] = field(default_factory=dict)  # grey level -> class index (default below)
     mask_colors: Dict[str, List[int]] = field(default_factory=dict)  # class name -> [R, G, B] (coloured masks)
+    # multi-label (lesion types that may overlap): one mask folder per class; an image with no file there has
+    # none of that class. mask_suffixes: class -> file-stem suffix of its masks (IDRiD: IDRiD_01_MA.tif)
+    mask_dirs: Dict[str, str] = field(default_factory=dict)
+    test_mask_dirs: Dict[str, str] = field(default_factory=dict)
+    mask_suffixes: Dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in EXPERIMENT_TASKS:
@@ -84,8 +89,15 @@ class Experiment:
             raise ExperimentError(f"experiment {self.name!r}: target indices {bad} outside 0..{len(self.classes) - 1}")
         if self.task == "binary" and len(self.classes) != 2:
             raise ExperimentError(f"experiment {self.name!r}: a binary task needs 2 classes, got {len(self.classes)}")
+        if self.mask_dirs and len(self.classes) > 8:  # multi-label masks are stored as 8 bits per pixel
+            raise ExperimentError(f"experiment {self.name!r}: at most 8 classes with one mask folder each, got "
+                                  f"{len(self.classes)}")
         if self.positive is not None and self.positive not in self.classes:
             raise ExperimentError(f"experiment {self.name!r}: positive class {self.positive!r} not in {self.classes}")
+
+    @property
+    def is_multilabel_segmentation(self) -> bool:
+        return self.task == SEGMENTATION_TASK and bool(self.mask_dirs)
 
     @property
     def positive_index(self) -> int:
@@ -124,24 +136,26 @@ def _builtin_path(name: str) -> Optional[Path]:
 
 
 def experiment_from_dict(data: Dict[str, Any], source: str = "<dict>") -> Experiment:
-    from dataclasses import fields
+    """An experiment built by the config loader (types and known keys checked); the error names `source`."""
+    from ..config.loading import ConfigError, from_dict
 
+    if not isinstance(data, dict):
+        raise ExperimentError(f"{source}: an experiment must be a mapping")
     known = {f.name for f in fields(Experiment)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ExperimentError(f"{source}: unknown experiment key(s) {unknown}; known: {sorted(known)}")
     if "name" not in data or "classes" not in data:
         raise ExperimentError(f"{source}: an experiment needs 'name' and 'classes'")
-    data = dict(data)
-    data["classes"] = [str(c) for c in data["classes"]]
-    data["targets"] = {str(k): int(v) for k, v in (data.get("targets") or {}).items()}
+    data = dict(data)  # YAML reads a numeric class name or category as a number: they are names here
+    data["classes"] = [str(c) for c in data["classes"] or []]
+    data["targets"] = {str(k): v for k, v in (data.get("targets") or {}).items()}
+    data["mask_colors"] = {str(k): v for k, v in (data.get("mask_colors") or {}).items()}
+    data["mask_values"] = {int(k) if str(k).strip().isdigit() else k: v for k, v in (data.get("mask_values") or {}).items()}
     try:
-        data["mask_values"] = {int(k): int(v) for k, v in (data.get("mask_values") or {}).items()}
-        data["mask_colors"] = {str(k): [int(c) for c in v] for k, v in (data.get("mask_colors") or {}).items()}
-    except (TypeError, ValueError) as exc:
-        raise ExperimentError(f"{source}: mask_values must map integers to class indices and mask_colors class "
-                              f"names to [R, G, B] ({exc})") from exc
-    return Experiment(**data)
+        return from_dict(Experiment, data, where=source)
+    except ConfigError as exc:
+        raise ExperimentError(str(exc)) from exc
 
 
 def load_experiment_file(path: str | Path) -> Experiment:

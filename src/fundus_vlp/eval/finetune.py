@@ -10,13 +10,13 @@ trains the whole network):
 * ``frozen_bn``: everything is trained except BatchNorm layers, which stay in eval mode with frozen
   affine parameters.
 
-Model selection and early stopping use validation macro-F1 (patience); the test split is predicted once,
+Model selection and early stopping use validation macro-F1 (patience, ``fit_select``; an epoch that predicts
+one class for every validation image is selected only if every epoch does); the test split is predicted once,
 with the selected weights, at the very end.
 """
 from __future__ import annotations
 
 import copy
-import logging
 from typing import Optional, Sequence
 
 import numpy as np
@@ -25,15 +25,13 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..data.transforms import build_transform
 from ..models.vision import last_stage_name
 from .config import FinetuneCfg
 from ..runtime.device import resolve_device
 from ..inference.inputs import ImageFiles, decode, eval_loader
-
-_logger = logging.getLogger(__name__)
+from .fit import fit_select
 
 FINETUNE_MODES = ("ft", "lp_ft", "last_block", "frozen_bn")
 
@@ -136,11 +134,8 @@ def finetune(model, paths: Sequence, where: Sequence[str], labels: np.ndarray, t
     params = [p for p in clf.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
     val_paths, val_where, y_val = [paths[i] for i in val_idx], [where[i] for i in val_idx], labels[val_idx]
-    best_f1, best_state, best_epoch, best_probs, bad = -1.0, copy.deepcopy(clf.state_dict()), -1, None, 0
-    history = []
-    bar = tqdm(range(cfg.epochs), desc=f"fine-tune ({cfg.mode})", disable=None if progress else True,
-               leave=False)
-    for epoch in bar:
+
+    def train_epoch(epoch: int) -> dict:
         data.epoch = epoch
         set_train_mode(clf, cfg.mode)
         total, n = 0.0, 0
@@ -153,17 +148,18 @@ def finetune(model, paths: Sequence, where: Sequence[str], labels: np.ndarray, t
                 nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             total, n = total + loss.item() * len(targets), n + len(targets)
+        return {"train_loss": total / max(n, 1)}
+
+    def validate(epoch: int) -> dict:
         probs = predict(clf, val_paths, val_where, pre, cfg.batch_size, dev, num_workers)
-        f1 = float(f1_score(y_val, probs.argmax(1), labels=np.arange(n_classes), average="macro", zero_division=0))
-        history.append({"epoch": epoch, "train_loss": total / max(n, 1), "val_f1_macro": f1})
-        if f1 > best_f1:
-            best_f1, best_state, best_epoch, best_probs, bad = f1, copy.deepcopy(clf.state_dict()), epoch, probs, 0
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                _logger.info("early stop at epoch %d (best %d, val macro-F1 %.3f)", epoch, best_epoch, best_f1)
-                break
-    clf.load_state_dict(best_state)
-    clf.eval()
+        pred = probs.argmax(1)
+        f1 = float(f1_score(y_val, pred, labels=np.arange(n_classes), average="macro", zero_division=0))
+        # one class predicted for every image while validation holds several: a constant classifier
+        return {"val_f1_macro": f1, "trivial": len(np.unique(pred)) == 1 < len(np.unique(y_val)), "val_probs": probs}
+
+    fit = fit_select(train_epoch, validate, modules=clf, metric="val_f1_macro", mode="max", epochs=cfg.epochs,
+                     patience=cfg.patience, desc=f"fine-tune ({cfg.mode})", progress=progress)
     # the selected epoch's validation probabilities, so the caller need not predict validation again
-    return clf, {"best_epoch": best_epoch, "best_val_f1_macro": best_f1, "history": history, "val_probs": best_probs}
+    return clf, {"best_epoch": fit.best_epoch, "best_val_f1_macro": fit.best_value if fit.best else -1.0,
+                 "history": fit.history, "stop_reason": fit.stop_reason, "best_trivial": fit.best_trivial,
+                 "val_probs": fit.best.get("val_probs")}

@@ -98,14 +98,27 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, n_classes: int, alpha: flo
     return out
 
 
-def plot_mask_grid(images, truth, pred, classes: Sequence[str], path: str | Path, title: str = "") -> Path:
+def _lowest_label(bits: np.ndarray) -> np.ndarray:
+    """Class-index map (0 = none, k + 1 = label k) of bit-encoded multi-label masks: where labels overlap,
+    the first one is shown."""
+    out = np.zeros(bits.shape, dtype=int)
+    for k in range(7, -1, -1):
+        out[(bits >> k) & 1 == 1] = k + 1
+    return out
+
+
+def plot_mask_grid(images, truth, pred, classes: Sequence[str], path: str | Path, title: str = "",
+                   multilabel: bool = False) -> Path:
     """One row per image: the image, the ground truth over it, the prediction over it.
 
-    ``images`` uint8 (N, 3, H, W); ``truth`` / ``pred`` class-index maps (N, H, W)."""
+    ``images`` uint8 (N, 3, H, W); ``truth`` / ``pred`` class-index maps (N, H, W), or bit-encoded
+    multi-label masks (bit k = class k) when ``multilabel``."""
     from matplotlib.patches import Patch
 
     imgs = np.asarray(images).transpose(0, 2, 3, 1) / 255.0
     truth, pred = np.asarray(truth).astype(int), np.asarray(pred).astype(int)
+    if multilabel:
+        truth, pred, classes = _lowest_label(truth), _lowest_label(pred), ["none", *classes]
     n = len(imgs)
     fig = Figure(figsize=(7.5, 2.5 * n + 0.8))
     axes = fig.subplots(n, 3, squeeze=False)
@@ -127,3 +140,60 @@ def plot_mask_grid(images, truth, pred, classes: Sequence[str], path: str | Path
     with atomic_write(path) as f:
         fig.savefig(f, dpi=100, format="png")
     return path
+
+
+def plot_forest(entries: Sequence[Dict], path: str | Path, reference: str, metric: str) -> Optional[Path]:
+    """Forest plot of model − reference differences: one panel per model, one line per setting, the point the
+    difference and the bar its 95 % interval; filled markers are significant after the Holm adjustment."""
+    if not entries:
+        return None
+    models = list(dict.fromkeys(e["model"] for e in entries))
+    settings = list(dict.fromkeys(_forest_label(e) for e in entries))
+    lo = min(e["diff_lo"] for e in entries if np.isfinite(e["diff_lo"]))
+    hi = max(e["diff_hi"] for e in entries if np.isfinite(e["diff_hi"]))
+    fig = Figure(figsize=(2.3 * len(models) + 2.6, 1.3 + 0.24 * len(settings)))
+    axes = fig.subplots(1, len(models), sharey=True, squeeze=False)[0]
+    for i, (ax, model) in enumerate(zip(axes, models)):
+        for e in (e for e in entries if e["model"] == model):
+            y = len(settings) - 1 - settings.index(_forest_label(e))
+            c = "C3" if e.get("significant") else "C0"
+            ax.plot([e["diff_lo"], e["diff_hi"]], [y, y], color=c, lw=1.4)
+            ax.plot([e["diff"]], [y], "o", color=c, mfc=c if e.get("significant") else "white", ms=4.5)
+        ax.axvline(0.0, color="k", lw=0.8, ls="--")
+        ax.set_xlim(lo - 0.02, hi + 0.02)
+        ax.set_title(model, fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+    axes[0].set_yticks(range(len(settings)), settings[::-1], fontsize=7)
+    axes[0].set_ylim(-0.7, len(settings) - 0.3)
+    fig.supxlabel(f"{metric}: model − {reference} (95 % interval; filled red: significant after Holm)", fontsize=9)
+    return _save(fig, path)
+
+
+def _forest_label(e: Dict) -> str:
+    what = f"{e['shots']}-shot {e['method']}" if e["mode"] == "few-shot" else e["mode"]
+    return f"{e['experiment']} · {what}"
+
+
+def plot_segmentation_history(histories: Sequence[Sequence[Dict]], hparams: Sequence[Dict], path: str | Path,
+                              title: str = "") -> Path:
+    """Per fold: training loss and validation mean Dice per epoch; trivial (constant-prediction) epochs
+    are crosses, the selected epoch a star; each fold's legend entry says why it stopped."""
+    fig = Figure(figsize=(9, 3.6))
+    ax_loss, ax_dice = fig.subplots(1, 2)
+    for f, (hist, hp) in enumerate(zip(histories, hparams)):
+        ep = [h["epoch"] for h in hist]
+        ax_loss.plot(ep, [h["train_loss"] for h in hist], label=f"fold {f}")
+        dice = np.array([h["val_dice_mean"] for h in hist], dtype=float)
+        line, = ax_dice.plot(ep, dice, label=f"fold {f}: best {hp['best_epoch']}; {hp['stopped']}")
+        triv = [i for i, h in enumerate(hist) if h["trivial"]]
+        ax_dice.plot([ep[i] for i in triv], dice[triv], "x", color=line.get_color(), ms=8)
+        best = [i for i, h in enumerate(hist) if h["epoch"] == hp["best_epoch"]]
+        ax_dice.plot([ep[i] for i in best], dice[best], "*", color=line.get_color(), ms=13)
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    ax_dice.set(xlabel="epoch", ylabel="validation mean Dice", title="validation (x: constant prediction)")
+    ax_loss.legend(fontsize=7)
+    ax_dice.legend(fontsize=6, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)

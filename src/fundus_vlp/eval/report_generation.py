@@ -196,6 +196,17 @@ def score_reports(samples: ReportSamples, generated: Sequence[str], use_java: Op
                            use_java=use_java, meteor=meteor)
 
 
+def report_tokenizer(model, cfg: ReportCfg):
+    """The vocabulary of the reports: ``report.tokenizer`` when set, else the model's; a model without one (image-only,
+    e.g. RETFound) gets the offline MiniLM's WordPiece vocabulary for its fresh decoder."""
+    from ..constants import MINILM_ALIAS
+    from ..models.tokenizer import Tokenizer
+
+    if cfg.tokenizer or getattr(model, "tokenizer", None) is None:
+        return Tokenizer.from_pretrained(cfg.tokenizer or MINILM_ALIAS)
+    return model.tokenizer
+
+
 def build_decoder_and_tower(model, cfg: ReportCfg, seed: int) -> Tuple[ImageTower, CaptionDecoder, Dict[str, str]]:
     """The image tower (the model's, or a random / ImageNet-initialised one of the same architecture) and the
     decoder (the model's pretrained one, or a fresh one shaped like the model's decoder config)."""
@@ -218,12 +229,12 @@ def build_decoder_and_tower(model, cfg: ReportCfg, seed: int) -> Tuple[ImageTowe
                              "method=keepfit_v2, or use decoder_init=fresh)")
         decoder = copy.deepcopy(model.decoder)
     else:
-        tok = model.tokenizer
+        tok = report_tokenizer(model, cfg)
         length = max(cfg.max_length or 0, model.cfg.decoder.max_length)
         dcfg = replace(model.cfg.decoder, enabled=True, max_length=length)
         torch.manual_seed(seed)
         decoder = CaptionDecoder(dcfg, tower.width, len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
-        if dcfg.init_from_text:  # as the pretrained decoder was initialised before its own training
+        if dcfg.init_from_text and model.text is not None:  # as the pretrained decoder was initialised
             decoder.init_from_text_encoder(model.text.transformer)
     if decoder.image_proj[0].in_features != tower.width:
         raise ValueError(f"the decoder expects {decoder.image_proj[0].in_features}-wide image tokens, the tower gives "

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..inference.features import FeatureCache, model_fingerprint
 from ..inference.loading import load_model
 from ..runtime.device import resolve_device
-from .config import EXPERIMENT_FREE_MODES, EvalCfg
+from .config import EXPERIMENT_FREE_MODES, IMAGE_ONLY_FEW_SHOT, TEXT_MODES, EvalCfg
 from .context import EvalContext
 from .experiments import SEGMENTATION_TASK, Experiment, get_experiment
 from .modes import RUNNERS
@@ -54,7 +54,8 @@ def run_dir(cfg: EvalCfg, experiment: Experiment, modes: Sequence[str]) -> Path:
 
 
 def evaluate(model_or_dir, experiment: Optional[str | Experiment], modes: Optional[Sequence[str]] = None,
-             cfg: Optional[EvalCfg] = None, model_name: Optional[str] = None) -> Dict[str, Any]:
+             cfg: Optional[EvalCfg] = None, model_name: Optional[str] = None,
+             fingerprint: Optional[str] = None) -> Dict[str, Any]:
     """Evaluate a model on an experiment; writes ``results.json``, ``config.yaml``, plots and ``table.txt``.
 
     Args:
@@ -63,7 +64,10 @@ def evaluate(model_or_dir, experiment: Optional[str | Experiment], modes: Option
         modes: subset of ``zero-shot, few-shot, linear-probe, fine-tune, retrieval, report`` (default
             ``cfg.modes``), or ``segmentation`` for a segmentation experiment. ``report`` reads
             ``cfg.report.annotations``; with only it, ``experiment`` may be None.
-    Returns the results dict (``rows`` as documented in this module).
+        fingerprint: the model's weights fingerprint when already known (``features.model_fingerprint``).
+    Returns the results dict (``rows`` as documented in this module) and, in memory only (not in
+    ``results.json``), ``fold_predictions``: per row key (``tables.prediction_key``) the test labels and
+    probabilities of every fold, for paired comparisons between models.
     """
     cfg = cfg or EvalCfg()
     cfg = replace(cfg, modes=list(modes or cfg.modes))  # EvalCfg validates the modes, before any loading
@@ -71,6 +75,8 @@ def evaluate(model_or_dir, experiment: Optional[str | Experiment], modes: Option
     if experiment is None and not set(modes) <= set(EXPERIMENT_FREE_MODES):
         raise ValueError(f"modes {[m for m in modes if m not in EXPERIMENT_FREE_MODES]} need an experiment")
     model, weights, name = load_model(model_or_dir)
+    cfg, skipped = fit_image_only(model, cfg)
+    modes = cfg.modes
     if experiment is None:
         exp = report_experiment(cfg)
     elif isinstance(experiment, Experiment):
@@ -84,8 +90,10 @@ def evaluate(model_or_dir, experiment: Optional[str | Experiment], modes: Option
     model.to(device).eval()
     cfg = replace(cfg, experiment=experiment if isinstance(experiment, str) else exp.name,
                   model=str(model_or_dir) if isinstance(model_or_dir, (str, Path)) else cfg.model)
-    ctx = EvalContext(model, model_name or name, model_fingerprint(model, weights), exp, cfg, out_dir,
+    ctx = EvalContext(model, model_name or name, fingerprint or model_fingerprint(model, weights), exp, cfg, out_dir,
                       FeatureCache(feature_cache_dir(cfg, out_dir)), device)
+    for text in skipped:
+        ctx.note(text)
     rows: List[Dict] = []
     timing: Dict[str, float] = {}
     for mode in modes:
@@ -99,7 +107,36 @@ def evaluate(model_or_dir, experiment: Optional[str | Experiment], modes: Option
         "feature_cache": {"dir": str(ctx.cache.directory), "hits": ctx.cache.hits, "misses": ctx.cache.misses},
     }
     write_run(ctx, results)
+    results["fold_predictions"] = ctx.fold_predictions
     return results
+
+
+class ImageOnlyError(ValueError):
+    """Only modes that need a text tower were asked of a model without one."""
+
+
+def is_image_only(model) -> bool:
+    return bool(getattr(model, "is_image_only", False))
+
+
+def fit_image_only(model, cfg: EvalCfg) -> Tuple[EvalCfg, List[str]]:
+    """(cfg, notes): an image-only model runs every mode and few-shot adapter that needs no text; those that do
+    (zero-shot, image-text retrieval, adapters built on prompt prototypes) are skipped with a note in a combined
+    run, and refused with an error when nothing else was asked."""
+    if not is_image_only(model):
+        return cfg, []
+    few = "few-shot" in cfg.modes
+    text_methods = [m for m in cfg.few_shot.methods if m not in IMAGE_ONLY_FEW_SHOT] if few else []
+    methods = [m for m in cfg.few_shot.methods if m in IMAGE_ONLY_FEW_SHOT]
+    skipped = [m for m in cfg.modes if m in TEXT_MODES] + ([f"few-shot {m}" for m in text_methods] if methods else
+                                                           ["few-shot " + "/".join(text_methods)] if few else [])
+    modes = [m for m in cfg.modes if m not in TEXT_MODES and (m != "few-shot" or methods)]
+    if not modes:
+        raise ImageOnlyError(f"image-only model: {', '.join(skipped)} need(s) a text tower, which this model does not "
+                             f"have; it runs linear-probe, fine-tune, segmentation, report and few-shot with "
+                             f"few_shot.methods={list(IMAGE_ONLY_FEW_SHOT)}")
+    notes = [f"{what}: image-only model: skipped" for what in skipped]
+    return replace(cfg, modes=modes, few_shot=replace(cfg.few_shot, methods=methods or cfg.few_shot.methods)), notes
 
 
 def check_modes_fit(exp: Experiment, modes: Sequence[str]) -> None:

@@ -10,6 +10,11 @@ that class's mean; a class predicted where the ground truth has none, or missed 
 A class absent from every image and every prediction of a test set has a NaN mean (shown as "-").
 ``dice_mean`` / ``iou_mean`` average the per-class means over the foreground classes (every class but
 index 0 when it is named ``background``; every class otherwise).
+
+Multi-label masks (classes may overlap, e.g. lesion types) store bit ``k`` of each uint8 pixel for class
+``k``; Dice and IoU are counted per class on those bits with the same conventions, and ``aupr_<class>`` is
+the area under the precision-recall curve of the per-pixel probabilities pooled over every pixel of the
+test images (average precision, the IDRiD lesion metric).
 """
 from __future__ import annotations
 
@@ -33,6 +38,49 @@ def confusion_counts(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -
     fp = (pk & ~tk).sum(-1)
     fn = (~pk & tk).sum(-1)
     return torch.stack([tp, fp, fn], dim=-1)
+
+
+def unpack_labels(masks: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(N, K, H, W) bool of multi-label masks (N, H, W) whose bit ``k`` is class ``k``."""
+    bits = (1 << torch.arange(n_classes, device=masks.device)).view(1, -1, 1, 1)
+    return (masks.long().unsqueeze(1) & bits) > 0
+
+
+def multilabel_counts(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """:func:`confusion_counts` for bit-encoded multi-label masks (N, H, W)."""
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    n = pred.shape[0]
+    p = unpack_labels(pred, n_classes).reshape(n, n_classes, -1)
+    t = unpack_labels(target, n_classes).reshape(n, n_classes, -1)
+    return torch.stack([(p & t).sum(-1), (p & ~t).sum(-1), (~p & t).sum(-1)], dim=-1)
+
+
+def label_counts(pred: torch.Tensor, target: torch.Tensor, n_classes: int, multilabel: bool) -> torch.Tensor:
+    return multilabel_counts(pred, target, n_classes) if multilabel else confusion_counts(pred, target, n_classes)
+
+
+def class_fractions(masks: torch.Tensor, n_classes: int, multilabel: bool) -> list[float]:
+    """Share of pixels labelled with each class (multi-label: each label's share; they need not sum to 1)."""
+    total = max(masks.numel(), 1)
+    if multilabel:
+        return [float(v) / total for v in unpack_labels(masks, n_classes).sum((0, 2, 3)).tolist()]
+    return [float(v) / total for v in torch.bincount(masks.reshape(-1).long(), minlength=n_classes)[:n_classes]]
+
+
+def pixel_aupr(probs: torch.Tensor, target: torch.Tensor, classes: Sequence[str]) -> Dict[str, float]:
+    """``aupr_<class>`` (average precision over all pixels pooled; NaN for a class with no positive pixel)
+    and ``aupr_mean`` from probabilities (N, K, H, W) and bit-encoded multi-label targets (N, H, W)."""
+    from sklearn.metrics import average_precision_score
+
+    truth = unpack_labels(target, len(classes))
+    out: Dict[str, float] = {}
+    for k, name in enumerate(classes):
+        y = truth[:, k].reshape(-1).numpy()
+        out[f"aupr_{name}"] = float(average_precision_score(y, probs[:, k].reshape(-1).float().numpy())) \
+            if y.any() else float("nan")
+    out["aupr_mean"] = float(_nanmean(np.array([out[f"aupr_{c}"] for c in classes])))
+    return out
 
 
 def dice_iou_per_image(counts: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -154,18 +154,23 @@ def save_plots(ctx, rows: Sequence[Dict]) -> List[Path]:
 
 
 def save_mask_plots(ctx, rows: Sequence[Dict]) -> List[Path]:
-    """Per segmentation row: test images of fold 0 with the ground truth and the predicted masks overlaid."""
-    from .plots import plot_mask_grid
+    """Per segmentation row: test images of fold 0 with the ground truth and the predicted masks overlaid, and
+    the per-epoch training history of every fold (``history_<method>.png``)."""
+    from .plots import plot_mask_grid, plot_segmentation_history
 
     saved = []
     for r in rows:
+        tag = r["method"].replace("/", "_")
+        if r.get("history"):
+            saved.append(plot_segmentation_history(r["history"], r["hparams"], Path(ctx.out_dir) / f"history_{tag}.png",
+                                                   f"{ctx.model_name} on {ctx.experiment.name}: {r['method']}"))
         pred = ctx.predictions.get(prediction_key("segmentation", r["method"], "fold-test"))
         if pred is None or not len(pred["pred"]):
             continue
-        tag = r["method"].replace("/", "_")
         saved.append(plot_mask_grid(pred["images"], pred["truth"], pred["pred"], ctx.experiment.classes,
                                     Path(ctx.out_dir) / f"masks_{tag}.png",
-                                    f"{ctx.model_name} on {ctx.experiment.name}: {r['method']} (fold 0 test)"))
+                                    f"{ctx.model_name} on {ctx.experiment.name}: {r['method']} (fold 0 test)",
+                                    multilabel=pred.get("multilabel", False)))
     return saved
 
 

@@ -78,6 +78,10 @@ def extract_features(model, paths: Sequence, where: Optional[Sequence[str]] = No
 @torch.no_grad()
 def encode_texts(model, texts: Sequence[str], batch_size: int = 64, device: str | torch.device = "cpu") -> torch.Tensor:
     """Unit-norm projected text embeddings, P×D (float32, on CPU)."""
+    if getattr(model, "is_image_only", False):
+        from ..models.errors import image_only_error
+
+        raise image_only_error("text embeddings (zero-shot prompts)")
     model.eval()
     out = []
     for i in range(0, len(texts), batch_size):

@@ -182,7 +182,7 @@ def build_head(model, labels: Sequence[str], knowledge: Knowledge = True, multil
                                           kb if descriptions else None, normalize, device)
     negative = negative_prototypes(model, names, list(negative_templates or DEFAULT_NEGATIVE_TEMPLATES), normalize,
                                    device) if multilabel else None
-    scale = model.scale()
+    scale = _zero_shot_scale(model)
     return ZeroShotHead(list(labels), positive, negative, float(scale.detach()) if torch.is_tensor(scale) else float(scale))
 
 
@@ -193,10 +193,17 @@ def to_probabilities(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
     return torch.sigmoid(z) if multilabel else z.softmax(dim=-1)
 
 
+def _zero_shot_scale(model):
+    """The zero-shot multiplier: a model's fixed one where its official evaluation uses a constant (ViLReF: 100),
+    else its learned logit scale (ONNX models have only the latter)."""
+    fixed = getattr(model, "zero_shot_scale", None)
+    return fixed() if callable(fixed) else model.scale()
+
+
 def head_from_prompts(model, prompts: Dict[str, Sequence[str]], device: str | torch.device = "cpu") -> ZeroShotHead:
     """A single-label head whose classes are given by explicit prompt lists (e.g. the elite builder's modality
     prompts) instead of templates and a knowledge base; prototypes as in ``build_zero_shot_classifier``."""
     groups = [encode_texts(model, list(texts), device=device) for texts in prompts.values()]
-    scale = model.scale()
+    scale = _zero_shot_scale(model)
     return ZeroShotHead(list(prompts), prototypes_from_embeddings(groups), None,
                         float(scale.detach()) if torch.is_tensor(scale) else float(scale))

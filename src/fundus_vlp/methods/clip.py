@@ -20,15 +20,15 @@ class CLIPMethod(Method):
     Same-class samples in a batch are negatives here — the limitation FLAIR's label-aware targets fix."""
 
     name = "clip"
-    config_key = "clip"
+    options_class = CLIPCfg
     data = DataNeeds(augment_description=False)
 
     @classmethod
-    def data_needs(cls, cfg):
-        return replace(cls.data, pool_elite=cfg.clip.use_elite)
+    def data_needs(cls, options=None):
+        return replace(cls.data, pool_elite=(options or cls.default_options()).use_elite)
 
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
+    def __init__(self, model, options=None, bug_compat=None):
+        super().__init__(model, options, bug_compat)
         self.loss_fn = ClipLoss()
 
     def encode(self, batch):

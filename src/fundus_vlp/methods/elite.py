@@ -27,7 +27,7 @@ class EliteKnowledge:
         self.elite_loss = ClipLoss()  # identity targets on elite pairs (the expert-caption branch)
         self.revision = RevisionAttention(
             self.model.cfg.embed_dim, revision.attn_heads, revision.attn_dropout,
-            softmax_over_heads=self.cfg.bug_compat.softmax_over_heads) if revision.enabled else None
+            softmax_over_heads=self.bug_compat.softmax_over_heads) if revision.enabled else None
 
     def elite_term(self, feats):
         return self.elite_loss(feats["elite_image"], feats["elite_text"], self.model.scale())

@@ -10,10 +10,10 @@ from .base import Method, combine_losses, register_method
 class FLAIRMethod(Method):
     name = "flair"
 
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
+    def __init__(self, model, options=None, bug_compat=None):
+        super().__init__(model, options, bug_compat)
         # empty category masked out of the co-occurrence unless bug_compat (officially: mutual positives)
-        self.public_loss = ClipLoss(empty_as_class=cfg.bug_compat.empty_category_as_class)
+        self.public_loss = ClipLoss(empty_as_class=self.bug_compat.empty_category_as_class)
 
     def encode(self, batch):
         return self.encode_pair(batch["main"], "main")

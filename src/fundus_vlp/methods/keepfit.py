@@ -20,11 +20,11 @@ class KeepFITCfg:
 @register_method
 class KeepFITMethod(EliteKnowledge, FLAIRMethod):
     name = "keepfit"
-    config_key = "keepfit"
+    options_class = KeepFITCfg
     data = DataNeeds(elite=True)
 
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
+    def __init__(self, model, options=None, bug_compat=None):
+        super().__init__(model, options, bug_compat)
         self.init_elite_knowledge(self.options.revision)
 
     def encode(self, batch):

@@ -33,14 +33,14 @@ class KeepFITV2Cfg:
 @register_method
 class KeepFITV2Method(EliteKnowledge, FLAIRMethod):
     name = "keepfit_v2"
-    config_key = "keepfit_v2"
+    options_class = KeepFITV2Cfg
     needs_decoder = True
     data = DataNeeds(elite=True)
 
-    def __init__(self, model, cfg):
+    def __init__(self, model, options=None, bug_compat=None):
         if model.decoder is None:
             raise ValueError("keepfit_v2 needs a caption decoder: set model.decoder.enabled=true")
-        super().__init__(model, cfg)
+        super().__init__(model, options, bug_compat)
         self.init_elite_knowledge(self.options.revision)
 
     def encode(self, batch):

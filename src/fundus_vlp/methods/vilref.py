@@ -31,20 +31,20 @@ class ViLReFCfg:
 @register_method
 class ViLReFMethod(Method):
     name = "vilref"
-    config_key = "vilref"
+    options_class = ViLReFCfg
     data = DataNeeds(multi_hot=True)
 
     @classmethod
-    def build(cls, model, cfg, vocab=None) -> "ViLReFMethod":
+    def build(cls, model, options=None, bug_compat=None, vocab=None) -> "ViLReFMethod":
         """The queues store multi-hot labels, so the task needs the vocabulary (and its "normal" id)."""
         if vocab is None:
             raise ValueError("vilref needs the label vocabulary")
         normal = vocab.id("normal")
-        return cls(model, cfg, num_labels=len(vocab), normal_index=normal if normal >= 0 else None)
+        return cls(model, options, bug_compat, num_labels=len(vocab), normal_index=normal if normal >= 0 else None)
 
-    def __init__(self, model, cfg, num_labels: int, normal_index: int | None = None):
-        super().__init__(model, cfg)
-        v = cfg.vilref
+    def __init__(self, model, options=None, bug_compat=None, *, num_labels: int, normal_index: int | None = None):
+        super().__init__(model, options, bug_compat)
+        v = self.options
         self.momentum_visual = create_momentum_copy(model.visual)
         self.momentum_text = create_momentum_copy(model.text)
         self.queue = FeatureQueue(v.queue_size, model.cfg.embed_dim, num_labels)

@@ -9,6 +9,7 @@ from torch import nn
 from ..config import ModelCfg
 from ..hub import save_pretrained
 from .decoder import CaptionDecoder
+from .errors import image_only_error
 from .text import TextTower
 from .vision import ImageTower
 
@@ -17,22 +18,36 @@ class FundusCLIP(nn.Module):
     """Image tower + text tower + learnable temperature (+ caption decoder when ``cfg.decoder.enabled``).
 
     Embeddings are unit vectors of size ``cfg.embed_dim``; ``logit_scale`` stores log(1/τ) and is
-    clamped to [0, ln 100] (multiplier at most 100, as FLAIR).
+    clamped to [0, ln 100] (multiplier at most 100, as FLAIR). With ``cfg.text = None`` the model is
+    image-only (e.g. RETFound): ``text`` and ``logit_scale`` are None and text-needing calls raise.
     """
 
-    def __init__(self, cfg: ModelCfg, pad_token_id: int, vocab_size: int, bos_token_id: int = 101,
-                 eos_token_id: int = 102):
+    def __init__(self, cfg: ModelCfg, pad_token_id: Optional[int] = None, vocab_size: Optional[int] = None,
+                 bos_token_id: int = 101, eos_token_id: int = 102):
         super().__init__()
         self.cfg = cfg
         self.visual = ImageTower(cfg.vision, cfg.embed_dim, cfg.projection_bias)
-        self.text = TextTower(cfg.text, cfg.embed_dim, pad_token_id, vocab_size, cfg.projection_bias)
-        self.logit_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale_init)))
+        self.text: Optional[TextTower] = None
+        self.logit_scale: Optional[nn.Parameter] = None
+        if cfg.text is not None:
+            if pad_token_id is None:
+                raise ValueError("a model with a text tower needs the tokenizer's pad_token_id")
+            self.text = TextTower(cfg.text, cfg.embed_dim, pad_token_id, vocab_size, cfg.projection_bias)
+            self.logit_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale_init)))
         self.decoder: Optional[CaptionDecoder] = None
         if cfg.decoder.enabled:
+            if vocab_size is None or pad_token_id is None:
+                raise ValueError("the caption decoder needs a tokenizer (vocab_size, pad_token_id)")
             self.decoder = CaptionDecoder(cfg.decoder, self.visual.width, vocab_size, pad_token_id, bos_token_id,
                                           eos_token_id)
             if cfg.decoder.init_from_text:
+                if self.text is None:
+                    raise ValueError("decoder.init_from_text needs a text tower; this model is image-only")
                 self.decoder.init_from_text_encoder(self.text.transformer)
+
+    @property
+    def is_image_only(self) -> bool:
+        return self.text is None
 
     # -- encoders (open_clip surface) -------------------------------------------------------------
     def encode_image(self, images: torch.Tensor, normalize: bool = True, project: bool = True) -> torch.Tensor:
@@ -40,6 +55,8 @@ class FundusCLIP(nn.Module):
         return self.visual(images, project=project, normalize=normalize)
 
     def encode_text(self, input_ids: torch.Tensor, normalize: bool = True, project: bool = True) -> torch.Tensor:
+        if self.text is None:
+            raise image_only_error("encode_text")
         return self.text(input_ids, project=project, normalize=normalize)
 
     def encode_image_with_tokens(self, images: torch.Tensor):
@@ -47,13 +64,24 @@ class FundusCLIP(nn.Module):
         return self.visual.forward_with_tokens(images)
 
     def scale(self) -> torch.Tensor:
-        """The logit multiplier exp(clamp(logit_scale)) used by every contrastive loss and by zero-shot."""
+        """The logit multiplier exp(clamp(logit_scale)) used by every contrastive loss."""
+        if self.logit_scale is None:
+            raise image_only_error("an image-text logit scale")
         return self.logit_scale.clamp(0.0, self.cfg.logit_scale_max).exp()
+
+    def zero_shot_scale(self) -> torch.Tensor:
+        """The multiplier of zero-shot logits: the learned one, or the fixed ``cfg.zero_shot_scale`` of an
+        imported model whose official evaluation uses a constant (ViLReF: 100)."""
+        learned = self.scale()
+        if self.cfg.zero_shot_scale is None:
+            return learned
+        return torch.tensor(float(self.cfg.zero_shot_scale), dtype=learned.dtype, device=learned.device)
 
     @torch.no_grad()
     def clamp_logit_scale(self) -> None:
         """Called after each optimiser step (clamps the logit scale)."""
-        self.logit_scale.clamp_(0.0, self.cfg.logit_scale_max)
+        if self.logit_scale is not None:
+            self.logit_scale.clamp_(0.0, self.cfg.logit_scale_max)
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor) -> Dict[str, torch.Tensor]:
         return {
@@ -77,6 +105,8 @@ class FundusCLIP(nn.Module):
         """
         from ..inference.pipeline import classify
 
+        if self.is_image_only:
+            raise image_only_error("zero-shot classification (classify)")
         return classify(self, images, labels, domain_knowledge=domain_knowledge, multilabel=multilabel,
                         batch_size=batch_size, device=device, progress=progress, templates=templates,
                         calibration=calibration)
@@ -91,6 +121,8 @@ class FundusCLIP(nn.Module):
         """P×D unit-norm float32 embeddings on the CPU of a string or a list of strings."""
         from ..inference.embedding import embed_texts
 
+        if self.is_image_only:
+            raise image_only_error("embed_texts")
         return embed_texts(self, texts, device=device)
 
     # -- captioning --------------------------------------------------------------------------------
@@ -110,9 +142,12 @@ class FundusCLIP(nn.Module):
     # -- training utilities --------------------------------------------------------------------------
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.visual.set_grad_checkpointing(enable)
-        self.text.set_grad_checkpointing(enable)
+        if self.text is not None:
+            self.text.set_grad_checkpointing(enable)
 
     def lock_text_tower(self, unlocked_layers: int = 0) -> None:
+        if self.text is None:
+            raise image_only_error("lock_text_tower")
         self.text.lock(unlocked_layers)
 
     # -- release format (hub.py; loading is fundus_vlp.from_pretrained) --------------------------------

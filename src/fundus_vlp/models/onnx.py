@@ -20,6 +20,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 
 from ..constants import WEIGHTS_NAME
+from ..runtime.extras import require
 
 IMAGE_ONNX = "image_encoder.onnx"
 TEXT_ONNX = "text_encoder.onnx"
@@ -30,6 +31,9 @@ def export_onnx(model, directory: str | Path, opset: int = ONNX_OPSET) -> List[P
     """Write the two encoder graphs (dynamic batch; dynamic text length) into ``directory``."""
     import torch
     from torch import nn
+
+    for module in ("onnx", "onnxscript"):  # torch.onnx.export writes the graph with them
+        require(module, "onnx", "ONNX export")
 
     class Encoder(nn.Module):
         """One tower's normalised embedding (``encode_image`` or ``encode_text``) as a one-input graph."""
@@ -72,7 +76,7 @@ class OnnxModel:
     training = False
 
     def __init__(self, directory: str | Path, providers: Optional[Sequence[str]] = None):
-        import onnxruntime as ort
+        ort = require("onnxruntime", "onnx", "OnnxModel")
 
         from ..hub import CheckpointError, load_config
         from .tokenizer import Tokenizer

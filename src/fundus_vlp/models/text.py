@@ -45,15 +45,25 @@ def _build_hf_text_model(cfg: TextCfg, vocab_size: Optional[int]) -> nn.Module:
         name = cfg.hf_model_name
         if cfg.pretrained:
             if overrides:
-                raise ValueError("text.config_overrides cannot change a pretrained encoder; set text.pretrained=false")
+                raise ValueError(
+                    f"model.text.config_overrides ({', '.join(sorted(overrides))}) cannot change the pretrained "
+                    f"encoder model.text.hf_model_name={name}: its architecture comes from there. To use a trained "
+                    f"folder as the text tower of a config-built model (model=tiny), pass model.text.tower_dir={name} "
+                    f"instead; for a randomly initialised encoder built from the overrides, model.text.pretrained=false")
             require_safe_weights(name)
-            return load_from_hf(lambda src: _without_pooler(AutoModel.from_pretrained, src), name,
-                                "text model (model.text.hf_model_name)")
+            encoder = load_from_hf(lambda src: _without_pooler(AutoModel.from_pretrained, src), name,
+                                   "text model (model.text.hf_model_name)")
+            if vocab_size is not None and vocab_size > encoder.config.vocab_size:
+                raise ValueError(
+                    f"the tokenizer ({cfg.hf_tokenizer_name}) has {vocab_size} tokens but the encoder {name} embeds "
+                    f"{encoder.config.vocab_size}: use the encoder's own tokenizer (model.text.tower_dir={name} "
+                    f"does, for a trained folder)")
+            return encoder
         if has_weights(name):  # e.g. a stage-0 text_model folder: building from its config alone would drop them
             raise ValueError(
                 f"model.text.hf_model_name={name} is a folder with trained weights, but model.text.pretrained=false "
-                f"would build a randomly initialised text tower from its config only. Set model.text.pretrained=true "
-                f"to load them (the architecture of the folder is used), or name a folder without weights")
+                f"builds a randomly initialised text tower from its config only. To use the folder as the text "
+                f"tower (its architecture, weights and tokenizer), pass model.text.tower_dir={name} instead")
         config = load_from_hf(AutoConfig.from_pretrained, name, "text model config (model.text.hf_model_name)")
         for key, value in overrides.items():
             setattr(config, key, value)
@@ -75,7 +85,9 @@ class TextTower(nn.Module):
         self.pad_token_id = pad_token_id
         self.transformer = build_hf_text_model(cfg, vocab_size)
         self.width = self.transformer.config.hidden_size
-        self.head = ProjectionHead(self.width, embed_dim, bias=projection_bias)
+        bias = projection_bias if cfg.projection_bias is None else cfg.projection_bias
+        self.head = ProjectionHead(self.width, embed_dim, bias=bias, kind=cfg.projection,
+                                   prenorm=cfg.projection_prenorm)
         self._pooled_cache: Optional[Dict[tuple, torch.Tensor]] = None  # while fully locked: see pool()
         self._cached_weights_version = -1
 

@@ -48,16 +48,27 @@ def load_hf_tokenizer(name_or_path: str):
 class Tokenizer:
     """Pads to a fixed ``context_length`` by default, so a text's ids never depend on its batch-mates."""
 
-    def __init__(self, hf_tokenizer, context_length: int = 77, padding: str = "max_length"):
+    def __init__(self, hf_tokenizer, context_length: int = 77, padding: str = "max_length",
+                 normalize: Sequence[str] = ()):
         if hf_tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; the text tower needs one to build attention masks")
         self.hf = hf_tokenizer
         self.context_length = context_length
         self.padding = padding
+        self.normalize = tuple(normalize)  # TextCfg.text_normalize: steps applied to each text first
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, context_length: int = 77, padding: str = "max_length") -> "Tokenizer":
-        return cls(load_hf_tokenizer(name_or_path), context_length, padding)
+    def from_pretrained(cls, name_or_path: str, context_length: int = 77, padding: str = "max_length",
+                        normalize: Sequence[str] = ()) -> "Tokenizer":
+        return cls(load_hf_tokenizer(name_or_path), context_length, padding, normalize)
+
+    def normalized(self, text: str) -> str:
+        """Chinese-CLIP's text clean-up: lower case, and curly double quotes as ASCII ones."""
+        if "lower" in self.normalize:
+            text = text.lower()
+        if "ascii_quotes" in self.normalize:
+            text = text.replace("\u201c", '"').replace("\u201d", '"')
+        return text
 
     @property
     def pad_token_id(self) -> int:
@@ -94,7 +105,7 @@ class Tokenizer:
             texts = [texts]
         length = context_length or self.context_length
         enc = self.hf(
-            list(texts),
+            [self.normalized(t) for t in texts],
             padding=padding or self.padding,
             truncation=True,
             max_length=length,

@@ -47,7 +47,9 @@ class ImageTower(nn.Module):
         if isinstance(cfg.pretrained, str) and cfg.pretrained:
             _load_local_trunk_weights(self.trunk, cfg.pretrained)
         self.width = self.trunk.num_features
-        self.head = ProjectionHead(self.width, embed_dim, bias=projection_bias)
+        bias = projection_bias if cfg.projection_bias is None else cfg.projection_bias
+        self.head = ProjectionHead(self.width, embed_dim, bias=bias, kind=cfg.projection,
+                                   prenorm=cfg.projection_prenorm)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Unpooled trunk output: B×C×H×W for CNNs, B×N×C for transformers."""

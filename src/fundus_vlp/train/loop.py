@@ -12,22 +12,23 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 
-from ..data.loader import TrainData, build_train_data, format_summary
-from ..factory import create_model
-from ..methods import build_method, get_method
+from ..config import ModelCfg
+from ..data.loader import build_train_data, format_summary
+from ..methods import get_method
 from .accumulate import accumulate_gradients
 from ..runtime import distributed as dist
 from .checkpoint import CheckpointManager, load_checkpoint
 from .config import PretrainCfg
 from .logger import MetricsWriter
 from .optim import build_optimizer, build_scheduler
+from .plan import RunPlan, plan_run
 from ..runtime.precision import autocast, grad_scaler
 from .rundir import prepare_run_dir, read_run_id, record_run_config, release_run_dir, releasing_run_dirs
 from ..runtime.seed import capture_rng_state, restore_rng_state, seed_everything
@@ -43,6 +44,7 @@ class TrainResult:
     final_loss: float
     seconds: float
     samples_per_second: float
+    final_metrics: Dict[str, float] = field(default_factory=dict)  # the method's end-of-run scores (stage 0: val MLM)
 
 
 def _finite_floats(values: Dict[str, torch.Tensor], step: int) -> Dict[str, float]:
@@ -63,14 +65,6 @@ def _to_device(batch: Any, device: torch.device, channels_last: bool = False) ->
             return batch.to(device, non_blocking=non_blocking, memory_format=torch.channels_last)
         return batch.to(device, non_blocking=non_blocking)
     return batch
-
-
-def _build_model(cfg: PretrainCfg):
-    if cfg.init_from:
-        model = create_model(cfg.init_from)  # a saved release folder (e.g. a FLAIR-style model to continue)
-        model.train()
-        return model
-    return create_model(cfg.model)
 
 
 class Callback:
@@ -119,29 +113,22 @@ class Trainer:
     def __init__(self, cfg: PretrainCfg, env: Optional[dist.DistEnv] = None, callbacks: Sequence[Callback] = ()):
         self.cfg = cfg
         self.callbacks = list(callbacks)
+        self.plan = plan_run(cfg)
         self.env = env or dist.init_distributed(cfg.train.device)
         self.device = self.env.device
         seed_everything(cfg.train.seed, self.env.rank, cfg.train.deterministic)
         self.run_dir = prepare_run_dir(cfg, self.env)
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", cfg.train.keep_checkpoints, self.env.is_main)
 
-        self.model = _build_model(cfg)
-        if cfg.train.lock_text_layers >= 0:
-            self.model.lock_text_tower(cfg.train.lock_text_layers)
-        if cfg.train.grad_checkpointing:
-            self.model.set_grad_checkpointing(True)
-        self.data: TrainData = build_train_data(
-            cfg, self.model.cfg, self.model.tokenizer, get_method(cfg.method).data_needs(cfg), self.env.rank,
-            self.env.world_size, self.run_dir if self.env.is_main else None, pin_memory=self.device.type == "cuda")
-        self.task = build_method(cfg, self.model, self.data.vocab).to(self.device)
+        # the method decides what a run builds: a dual encoder on image-text data, or (stage 0) a text encoder
+        model, self.data, task = get_method(cfg.method).setup(cfg, self.plan, self.env, self.run_dir,
+                                                              pin_memory=self.device.type == "cuda")
+        self.model, self.task = model, task.to(self.device)
         if cfg.train.channels_last:
             self.task = self.task.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.task, cfg.optim)
-        self.steps_per_epoch = len(self.data.sampler) // cfg.train.accum_freq
-        if self.steps_per_epoch == 0:
-            raise ValueError("fewer micro-batches per epoch than train.accum_freq")
-        planned = self.steps_per_epoch * cfg.train.epochs
-        self.total_steps = min(planned, cfg.train.max_steps) if cfg.train.max_steps > 0 else planned
+        self.plan.count_steps(len(self.data.sampler))
+        self.steps_per_epoch, self.total_steps = self.plan.steps_per_epoch, self.plan.total_steps
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch, self.total_steps)
         self.scaler = grad_scaler(cfg.train.precision, self.device)
         self.wrapped = self._wrap(self.task)
@@ -176,8 +163,9 @@ class Trainer:
         n_params = sum(p.numel() for p in self.task.parameters())
         n_train = sum(p.numel() for p in self.task.parameters() if p.requires_grad)
         _logger.info("run dir: %s", self.run_dir)
+        model_name = getattr(getattr(self.model, "cfg", None), "name", type(self.model).__name__)
         _logger.info("method=%s model=%s params=%.2fM (trainable %.2fM) device=%s world=%d",
-                     self.cfg.method, self.model.cfg.name, n_params / 1e6, n_train / 1e6, self.device,
+                     self.cfg.method, model_name, n_params / 1e6, n_train / 1e6, self.device,
                      self.env.world_size)
         _logger.info("data:\n%s", format_summary(self.data.summary))
         _logger.info("steps: %d per epoch x %d epochs -> %d optimiser steps (global batch %d)",
@@ -201,6 +189,7 @@ class Trainer:
             "epoch": self.epoch,
             "start_batch": self.start_batch,
             "rng": all_rng,
+            "data": self.data.state_dict() if hasattr(self.data, "state_dict") else None,
             "world_size": self.env.world_size,
             "method": self.cfg.method,
         }
@@ -222,6 +211,8 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.epoch, self.start_batch = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["start_batch"])
+        if ckpt.get("data") is not None and hasattr(self.data, "load_state_dict"):
+            self.data.load_state_dict(ckpt["data"])  # e.g. the masking generator of stage 0
         rngs = ckpt["rng"]
         if int(ckpt.get("world_size", 1)) == self.env.world_size:
             restore_rng_state(rngs[self.env.rank])
@@ -248,6 +239,8 @@ class Trainer:
             with amp:
                 losses = self.wrapped(micro_batches[0])
             self._backward(losses["loss"])
+        elif not self.task.feature_cache:  # independent micro-batches: average their losses
+            losses = self._accumulate_mean(micro_batches, amp)
         else:
             losses = accumulate_gradients(self.wrapped, self.task, micro_batches, self._backward, amp,
                                           self._sync_context, pad_id=self.model.tokenizer.pad_token_id)
@@ -265,6 +258,17 @@ class Trainer:
         out = {k: v.detach().float() for k, v in losses.items()}
         out["grad_norm"] = grad_norm.detach().float()
         return out
+
+    def _accumulate_mean(self, micro_batches: List[Dict[str, Any]], amp) -> Dict[str, torch.Tensor]:
+        total: Dict[str, torch.Tensor] = {}
+        for j, mb in enumerate(micro_batches):
+            with self._sync_context(j == len(micro_batches) - 1):  # DDP reduces gradients once, at the last
+                with amp:
+                    losses = self.wrapped(mb)
+                self._backward(losses["loss"] / len(micro_batches))
+            for k, v in losses.items():
+                total[k] = total.get(k, 0) + v.detach() / len(micro_batches)
+        return total
 
     # -- the loop -------------------------------------------------------------------------------------------
     def _reduce_for_logging(self, values: Dict[str, float]) -> Dict[str, float]:
@@ -331,7 +335,7 @@ class Trainer:
             for group, data_time in self._epoch_batches():
                 t0 = time.perf_counter()
                 for mb in group:
-                    for s in mb["skipped"]:
+                    for s in mb.get("skipped", ()):
                         skipped[s.path] = s
                 batches = [_to_device({k: v for k, v in mb.items() if k != "skipped"}, self.device,
                                       cfg.channels_last) for mb in group]
@@ -339,8 +343,7 @@ class Trainer:
                 self.step += 1
                 self.start_batch += len(group)
                 step_time = time.perf_counter() - t0
-                n = sum(b["main"]["images"].shape[0] + (b["elite"]["images"].shape[0] if "elite" in b else 0)
-                        for b in batches) * self.env.world_size
+                n = sum(self.task.samples_in(b) for b in batches) * self.env.world_size
                 samples_done += n
                 last_values = values
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
@@ -367,25 +370,31 @@ class Trainer:
         if last_values:
             last_loss = _finite_floats(last_values, self.step)["loss"]
         seconds = time.perf_counter() - t_start
+        final = self.task.final_metrics()
+        if final:
+            self.metrics.write({"kind": "val", "step": self.step, **final})
         model_dir = self._export() if self.env.is_main else None
         dist.barrier()
         self.metrics.write({"kind": "summary", "step": self.step, "seconds": seconds,
                             "samples_per_second": samples_done / max(seconds, 1e-9), "skipped_images": skipped_total})
         self.metrics.close()
         self._write_loss_curves()
-        return TrainResult(self.run_dir, model_dir, self.step, last_loss, seconds, samples_done / max(seconds, 1e-9))
+        return TrainResult(self.run_dir, model_dir, self.step, last_loss, seconds, samples_done / max(seconds, 1e-9),
+                           final)
 
     def _log_step(self, values: Dict[str, float], step_time: float, data_time: float, n: int) -> None:
         values = self._reduce_for_logging(values)
+        extra = self.task.log_scalars()
         record = {"kind": "train", "step": self.step, "epoch": self.epoch, **values,
-                  "lr": self.optimizer.param_groups[0]["lr"], "logit_scale": float(self.model.scale().detach()),
+                  "lr": self.optimizer.param_groups[0]["lr"], **extra,
                   "samples_per_s": n / max(step_time + data_time, 1e-9), "data_time": data_time,
                   "step_time": step_time}
         self.metrics.write(record)
         parts = " ".join(f"{k}={v:.4f}" for k, v in values.items() if k not in ("loss", "grad_norm"))
-        _logger.info("step %d/%d ep %d loss %.4f [%s] lr %.2e scale %.2f %.1f samples/s data %.2fs",
-                     self.step, self.total_steps, self.epoch, values["loss"], parts, record["lr"],
-                     record["logit_scale"], record["samples_per_s"], data_time)
+        scale = f" scale {extra['logit_scale']:.2f}" if "logit_scale" in extra else ""
+        _logger.info("step %d/%d ep %d loss %.4f [%s] lr %.2e%s %.1f samples/s data %.2fs",
+                     self.step, self.total_steps, self.epoch, values["loss"], parts, record["lr"], scale,
+                     record["samples_per_s"], data_time)
 
     def _report_skipped(self, skipped: Dict[str, Any]) -> int:
         if not skipped:
@@ -398,12 +407,7 @@ class Trainer:
         return len(skipped)
 
     def _export(self) -> Path:
-        out = self.run_dir / "model"
-        data = "the fundus-vlp demo world" if self.cfg.data.source == "demo" else "user dataframes"
-        self.model.save_pretrained(out, card={
-            "method": self.cfg.method, "data": data,
-            "description": f"Pretrained with fundus-vlp method `{self.cfg.method}` for {self.step} steps.",
-        })
+        out = self.task.export(self.run_dir, self.step, self.cfg.data.source)
         _logger.info("model exported to %s", out)
         return out
 
@@ -424,8 +428,7 @@ class DryRunPlan:
     report: Any  # data.check.CheckReport
     run_dir: Path
     summary: Dict[str, Any]
-    steps_per_epoch: int = 0
-    total_steps: int = 0
+    run: RunPlan  # the run's plan; its step counts are filled once the data could be built
     error: str = ""  # why the datasets could not be built (the run would stop here too)
 
     def ok(self, on_bad_image: str) -> bool:
@@ -441,7 +444,8 @@ def dry_run(cfg: PretrainCfg, workers: Optional[int] = None, progress: bool = Fa
     from ..factory import get_tokenizer
     from .rundir import resolve_run_dir
 
-    needs = get_method(cfg.method).data_needs(cfg)
+    run = plan_run(cfg)
+    needs = run.needs
     sources = run_sources(cfg)
     use_elite = needs.elite or needs.pool_elite
     triples = [(csv, root, "categorical") for csv, root in sources["public"]]
@@ -449,21 +453,18 @@ def dry_run(cfg: PretrainCfg, workers: Optional[int] = None, progress: bool = Fa
     report = check_sources(triples, workers, decode=True, progress=progress, encoding=cfg.data.encoding,
                            on_empty_caption=cfg.data.on_empty_caption, max_pixels=cfg.data.max_image_pixels)
     run_dir = resolve_run_dir(cfg.output_dir, cfg.run_name, cfg.method, cfg.resume)
-    plan = DryRunPlan(report, run_dir, {})
-    model_spec = cfg.init_from or cfg.model
+    plan = DryRunPlan(report, run_dir, {}, run)
     try:
-        tokenizer = get_tokenizer(model_spec)
-        model_cfg = cfg.model
-        if cfg.init_from:
+        tokenizer = get_tokenizer(run.init)
+        model_cfg = run.init
+        if not isinstance(model_cfg, ModelCfg):
             from ..hub import load_config
 
-            model_cfg = load_config(cfg.init_from)
-        data = build_train_data(cfg, model_cfg, tokenizer, needs, out_dir=None)
+            model_cfg = load_config(run.init)
+        data = build_train_data(cfg, model_cfg, tokenizer, needs, run.batches, out_dir=None)
+        run.count_steps(len(data.sampler))
     except (ValueError, OSError, RuntimeError) as exc:
         plan.error = str(exc)
         return plan
     plan.summary = data.summary
-    plan.steps_per_epoch = len(data.sampler) // cfg.train.accum_freq
-    planned = plan.steps_per_epoch * cfg.train.epochs
-    plan.total_steps = min(planned, cfg.train.max_steps) if cfg.train.max_steps > 0 else planned
     return plan

@@ -45,7 +45,8 @@ def report_experiment(cfg: EvalCfg) -> Experiment:
 def run_report(ctx: EvalContext) -> List[Dict]:
     from ...data.report_annotations import SPLITS, read_report_annotations
     from ..report_generation import (TowerTokens, build_decoder_and_tower, build_samples, decoder_positions,
-                                     even_subset, generate_reports, score_reports, train_report_decoder)
+                                     even_subset, generate_reports, report_tokenizer, score_reports,
+                                     train_report_decoder)
 
     cfg, rc = ctx.cfg, ctx.cfg.report
     annotations, root = report_source(cfg)
@@ -61,7 +62,7 @@ def run_report(ctx: EvalContext) -> List[Dict]:
     max_length = min(rc.max_length or positions, positions)
     if rc.max_length and rc.max_length > positions:
         ctx.note(f"report.max_length={rc.max_length} exceeds the decoder's {positions} positions; using {positions}")
-    tok = ctx.model.tokenizer
+    tok = report_tokenizer(ctx.model, rc)
     long = sum(len(tok.hf(c.report)["input_ids"]) > max_length for c in by_split["train"])
     if long:
         ctx.note(f"{long} of {len(by_split['train'])} training reports are longer than {max_length} tokens and "
