@@ -67,8 +67,12 @@ def tiny_tokenizer_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tiny_tokenizer")
     letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,;:-()'")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(WORDS)) + letters + [f"##{c}" for c in letters]
-    (d / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(d / "vocab.txt"), do_lower_case=True)
+    vocab = list(dict.fromkeys(vocab))
+    (d / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    # transformers 5 takes the vocabulary as ``vocab=``; ``vocab_file=`` is ignored (5 special tokens only)
+    tok = BertTokenizerFast(vocab=str(d / "vocab.txt"), do_lower_case=True)
+    word_ids = tok.convert_tokens_to_ids(["glaucoma", "macula"])
+    assert word_ids == [vocab.index("glaucoma"), vocab.index("macula")], f"tiny vocabulary not loaded: {word_ids}"
     tok.save_pretrained(str(d))
     return d
 

@@ -15,7 +15,7 @@ from fundus_vlp.train.config import PretrainCfg
 
 
 def test_builtin_methods_and_their_needs():
-    assert set(method_names()) == {"clip", "flair", "keepfit", "keepfit_v2", "vilref"}
+    assert set(method_names()) == {"clip", "flair", "keepfit", "keepfit_v2", "vilref", "text_pretrain"}
     cfg = build_config(PretrainCfg, [], ["method=clip"], has_model=True)
     assert get_method("clip").data_needs(cfg.method_options) == DataNeeds(augment_description=False)
     cfg.clip.use_elite = True

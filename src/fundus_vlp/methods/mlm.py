@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from ..config.schema import check_choice
 from ..data.config import CAPTION_LANGUAGES, BanCfg
 from ..hub import require_safe_weights
+from ..models.tokenizer import load_hf_tokenizer
 from ..runtime import distributed as dist
 from ..runtime.files import atomic_dir
 from ..runtime.seed import rng_for
@@ -274,7 +275,7 @@ class MLMMethod(Method):
 
     @classmethod
     def setup(cls, cfg, plan, env, run_dir: Path, pin_memory: bool = False):
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
+        from transformers import AutoModelForMaskedLM
         from transformers.utils import logging as hf_logging
 
         from ..data.text_corpus import build_mlm_data
@@ -290,7 +291,7 @@ class MLMMethod(Method):
         else:
             source = resolve_hf_source(options.text_model)
             require_safe_weights(source)  # a stage-0 folder to continue from: never unpickled unsafely
-            tokenizer = AutoTokenizer.from_pretrained(source)
+            tokenizer = load_hf_tokenizer(source)
             model = AutoModelForMaskedLM.from_pretrained(source)  # a missing MLM head is initialised
         coverage = vocabulary_coverage(tokenizer, options.caption_language)
         _logger.info("vocabulary coverage: %s", format_coverage(coverage))

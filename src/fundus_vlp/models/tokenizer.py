@@ -5,13 +5,14 @@ collate, gather and shard easily.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import List, Sequence, Union
 
 import torch
 
-from ..runtime.sources import load_from_hf
+from ..runtime.sources import load_from_hf, resolve_hf_source
 
 _CJK = "\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
 _CJK_GAP = re.compile(rf"(?<=[{_CJK}])\s+(?=[{_CJK}])")  # spaces between two CJK characters or CJK punctuation
@@ -23,6 +24,33 @@ def _first_token_id(preferred: int | None, fallback: int | None, missing: str) -
     if tok is None:
         raise ValueError(f"tokenizer has {missing}")
     return int(tok)
+
+
+def _holds_only_wordpiece_vocab(folder: Path) -> bool:
+    """A folder with BERT's ``vocab.txt`` but nothing that names a tokenizer class (as some released models
+    ship it): ``AutoTokenizer`` cannot pick a class for it."""
+    if not (folder / "vocab.txt").is_file() or any((folder / f).is_file() for f in ("tokenizer.json",
+                                                                                    "tokenizer_config.json")):
+        return False
+    config = folder / "config.json"
+    if not config.is_file():
+        return True
+    try:
+        return "model_type" not in json.loads(config.read_text())
+    except (ValueError, OSError):
+        return True
+
+
+def load_hf_tokenizer(name_or_path: str):
+    """The ``transformers`` tokenizer of a Hub name or local folder; a folder holding only ``vocab.txt`` is read
+    as a BERT WordPiece vocabulary (lower-cased, BERT's default), every word of it loaded."""
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    folder = Path(resolve_hf_source(name_or_path))
+    if folder.is_dir() and _holds_only_wordpiece_vocab(folder):
+        # from_pretrained reads vocab.txt; BertTokenizerFast(vocab_file=...) would keep only the special tokens
+        return BertTokenizerFast.from_pretrained(str(folder))
+    return load_from_hf(AutoTokenizer.from_pretrained, name_or_path, "tokenizer")
 
 
 class Tokenizer:
@@ -40,10 +68,7 @@ class Tokenizer:
     @classmethod
     def from_pretrained(cls, name_or_path: str, context_length: int = 77, padding: str = "max_length",
                         normalize: Sequence[str] = ()) -> "Tokenizer":
-        from transformers import AutoTokenizer
-
-        hf = load_from_hf(AutoTokenizer.from_pretrained, name_or_path, "tokenizer")
-        return cls(hf, context_length, padding, normalize)
+        return cls(load_hf_tokenizer(name_or_path), context_length, padding, normalize)
 
     def normalized(self, text: str) -> str:
         """Chinese-CLIP's text clean-up: lower case, and curly double quotes as ASCII ones."""

@@ -391,8 +391,9 @@ class Trainer:
                   "step_time": step_time}
         self.metrics.write(record)
         parts = " ".join(f"{k}={v:.4f}" for k, v in values.items() if k not in ("loss", "grad_norm"))
+        parts = f" [{parts}]" if parts else ""  # a single-loss method (stage-0 MLM) has no parts to list
         scale = f" scale {extra['logit_scale']:.2f}" if "logit_scale" in extra else ""
-        _logger.info("step %d/%d ep %d loss %.4f [%s] lr %.2e%s %.1f samples/s data %.2fs",
+        _logger.info("step %d/%d ep %d loss %.4f%s lr %.2e%s %.1f samples/s data %.2fs",
                      self.step, self.total_steps, self.epoch, values["loss"], parts, record["lr"], scale,
                      record["samples_per_s"], data_time)
 
