@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     for name in list_models():
         if args.verbose:
             cfg = get_model_config(name)
-            text = cfg.text.hf_model_name or "BERT from config"
+            text = "none (image-only)" if cfg.text is None else cfg.text.hf_model_name or "BERT from config"
             print(f"{name:26s} image={cfg.vision.timm_model_name:22s} text={text:34s} dim={cfg.embed_dim:4d} "
                   f"input={cfg.preprocess.size}px")
         else:
