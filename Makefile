@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup browser demo test test-fast bench clean
+.PHONY: setup browser demo test test-heavy test-fast bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# real-size importer parity (ViT-L, ViT-B/16) and the benchmark scripts' smoke runs: CI runs them after `make test`
+test-heavy: $(STAMP)
+	$(BIN)/python -m pytest -q -m heavy
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--only", "official"]
@@ -23,6 +25,7 @@ def test_without_the_official_tree_it_says_how_to_get_it_and_measures_nothing(tm
     assert "img/s" not in proc.stdout
 
 
+@pytest.mark.heavy
 def test_tiny_config_prints_a_measured_row(tmp_path):
     args = ["--official-configs", "tiny", "--official-steps", "2", "--official-skip", "1",
             "--data-dir", str(tmp_path / "data")]

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = [sys.executable, str(ROOT / "benchmarks" / "segmentation_scale.py")]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -26,6 +28,7 @@ def test_drive_layout_writer_gives_official_test_pairs(tmp_path):
     assert pairs.images[0].name == "21_training.tif" and pairs.masks[0].name == "21_manual1.gif"
 
 
+@pytest.mark.heavy
 def test_scale_benchmark_prints_every_variant(tmp_path):
     proc = subprocess.run(SCRIPT + ["--images", "8", "--source-size", "96", "--size", "32", "--out", str(tmp_path)],
                           env=ENV, capture_output=True, text=True, timeout=600)

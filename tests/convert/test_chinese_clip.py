@@ -47,7 +47,7 @@ def check_parity(model, ref, out, paths) -> None:
 
 
 # the ViT-B/16 image tower at its real size: about a minute on two busy cores, hence slow
-@pytest.mark.parametrize("name", ["vilref_vit_small", pytest.param("vilref_vit_b16", marks=pytest.mark.slow),
+@pytest.mark.parametrize("name", ["vilref_vit_small", pytest.param("vilref_vit_b16", marks=pytest.mark.heavy),
                                   "vilref_rn50"])
 def test_vilref_import_matches_official_code(name, tmp_path, official_images, capsys):
     ref, model = import_fixture(name, tmp_path)
@@ -68,7 +68,7 @@ def test_vilref_import_matches_official_code(name, tmp_path, official_images, ca
 
 
 @pytest.mark.parametrize("name,view", [("ret_clip_vit_small", "patient"), ("ret_clip_vit_small", "left"),
-                                       pytest.param("ret_clip_vit_b16", "patient", marks=pytest.mark.slow)])
+                                       pytest.param("ret_clip_vit_b16", "patient", marks=pytest.mark.heavy)])
 def test_ret_clip_import_matches_official_code(name, view, tmp_path, official_images):
     ref, model = import_fixture(name, tmp_path, variant=view)
     assert model.cfg.text.projection == "mlp"

@@ -39,7 +39,7 @@ def check_image_parity(ref, model, paths) -> None:
 
 # the real ViT-L/16 (303 M parameters; its MAE checkpoint with decoder is 1.3 GB): slow
 @pytest.mark.parametrize("name", ["retfound_mae_small", "retfound_dinov2_small",
-                                  pytest.param("retfound_mae_vitl", marks=pytest.mark.slow)])
+                                  pytest.param("retfound_mae_vitl", marks=pytest.mark.heavy)])
 def test_retfound_import_matches_official_code(name, tmp_path, official_images):
     ref, model = import_fixture(name, tmp_path)
     assert model.is_image_only and model.cfg.preprocess.resize_mode == "crop"
