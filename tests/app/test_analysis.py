@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fundus_vlp.app.analysis import (DEFAULT_LABELS, Analyzer, bar_chart, captions_html, card_labels, default_labels,
+from fundus_vlp.app.analysis import (DEFAULT_LABELS, Analyzer, bar_chart, card_labels, default_labels,
                                      label_problem, parse_labels, probability_table_html, status_markdown)
 from fundus_vlp.app.uploads import check_uploads
 from fundus_vlp.data.images import load_image
@@ -91,7 +91,7 @@ def test_nothing_usable_is_a_message_not_an_error(decoder_model, tmp_path):
     assert "Nothing to show" in text and "**x.png** was not analysed: not an image file" in text
     assert "upload at least one" in analyzer.run(check_uploads([]), LABELS).problem
     assert "at least two labels" in analyzer.run(check_uploads(_upload(tmp_path)[:1]), ["normal"]).problem
-    assert probability_table_html(result) == "" and bar_chart(result) is None and captions_html(result) == ""
+    assert probability_table_html(result) == "" and bar_chart(result) is None and not result.captions
 
 
 def test_table_cells_carry_image_prompts_and_label(decoder_model, tmp_path):

@@ -198,14 +198,6 @@ def probability_table_html(analysis: Analysis, decimals: int = 3) -> str:
             f"</tbody></table>")
 
 
-def captions_html(analysis: Analysis) -> str:
-    if not analysis.captions:
-        return ""
-    items = "".join(f'<li data-image="{html.escape(n)}"><b>{html.escape(n)}</b>: {html.escape(c) or "(empty)"}</li>'
-                    for n, c in zip(analysis.names, analysis.captions))
-    return f'<div id="captions"><h3>Generated captions</h3><ul>{items}</ul></div>'
-
-
 def neighbours_html(analysis: Analysis, index: Optional[EliteIndex]) -> str:
     """The nearest elite examples as text: full captions and similarities (the gallery shows the images)."""
     if not analysis.neighbours or index is None:
