@@ -11,6 +11,7 @@ from PIL import Image
 
 from fundus_vlp.app.analysis import (DEFAULT_LABELS, Analyzer, bar_chart, card_labels, default_labels,
                                      label_problem, parse_labels, probability_table_html, status_markdown)
+from fundus_vlp.app.captions import captions_html
 from fundus_vlp.app.uploads import check_uploads
 from fundus_vlp.data.images import load_image
 from fundus_vlp.data.transforms import build_transform
@@ -106,7 +107,7 @@ def test_table_cells_carry_image_prompts_and_label(decoder_model, tmp_path):
     fig = bar_chart(result, uploads.images)
     assert len(fig.axes) == 4  # a thumbnail and a bar panel per image
     assert [t.get_text() for t in fig.axes[1].get_yticklabels()] == LABELS
-    assert 'data-image="b.jpg"' in captions_html(result)
+    assert 'data-image="b.jpg"' in captions_html(result.names, result.captions)
 
 
 def test_a_calibration_in_the_model_folder_is_applied_when_it_fits_the_labels(decoder_model, tmp_path):
