@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from ..config import ModelCfg
 from ..hub import CheckpointError
-from ..models.tokenizer import Tokenizer
+from ..models.tokenizer import Tokenizer, wordpiece_from_vocab
 from .checkpoint import Placement, State, count_layers, require
 
 _logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def load_tokenizer(path: str | Path, lowercase: bool, context_length: int, paddi
                    normalize: Sequence[str] = ()) -> Tokenizer:
     """A tokenizer folder (``tokenizer_config.json`` / ``tokenizer.json``), or a WordPiece ``vocab.txt`` (the file
     or a folder holding it) made into a BERT tokenizer with ``lowercase`` and one token per CJK character."""
-    from transformers import AutoTokenizer, BertTokenizerFast
+    from transformers import AutoTokenizer
 
     path = Path(path)
     if path.is_dir() and any((path / name).is_file() for name in ("tokenizer_config.json", "tokenizer.json")):
@@ -55,13 +55,10 @@ def load_tokenizer(path: str | Path, lowercase: bool, context_length: int, paddi
     vocab = path / "vocab.txt" if path.is_dir() else path
     if not vocab.is_file():
         raise CheckpointError(f"{path}: no tokenizer here: give a tokenizer folder or the model's vocab.txt")
-    lines = [ln.strip() for ln in vocab.read_text(encoding="utf-8").splitlines()]  # CRLF copies read the same
+    lines = {ln.strip() for ln in vocab.read_text(encoding="utf-8").splitlines()}
     if "[PAD]" not in lines or "[UNK]" not in lines:
         raise CheckpointError(f"{vocab}: not a BERT WordPiece vocabulary (no [PAD]/[UNK] entry)")
-    # transformers 5 takes the vocabulary as `vocab`; `vocab_file=` is silently ignored (every id [UNK])
-    hf = BertTokenizerFast(vocab={tok: i for i, tok in enumerate(lines) if tok}, do_lower_case=lowercase,
-                           tokenize_chinese_chars=True, strip_accents=None)
-    return Tokenizer(hf, context_length, padding, normalize)
+    return Tokenizer(wordpiece_from_vocab(vocab, lowercase), context_length, padding, normalize)
 
 
 def check_vocabulary(tokenizer: Tokenizer, rows: int, source: Path) -> None:

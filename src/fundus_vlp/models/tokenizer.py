@@ -44,13 +44,22 @@ def _holds_only_wordpiece_vocab(folder: Path) -> bool:
 def load_hf_tokenizer(name_or_path: str):
     """The ``transformers`` tokenizer of a Hub name or local folder; a folder holding only ``vocab.txt`` is read
     as a BERT WordPiece vocabulary (lower-cased, BERT's default), every word of it loaded."""
-    from transformers import AutoTokenizer, BertTokenizerFast
+    from transformers import AutoTokenizer
 
     folder = Path(resolve_hf_source(name_or_path))
     if folder.is_dir() and _holds_only_wordpiece_vocab(folder):
-        # from_pretrained reads vocab.txt; BertTokenizerFast(vocab_file=...) would keep only the special tokens
-        return BertTokenizerFast.from_pretrained(str(folder))
+        return wordpiece_from_vocab(folder / "vocab.txt", lowercase=True)
     return load_from_hf(AutoTokenizer.from_pretrained, name_or_path, "tokenizer")
+
+
+def wordpiece_from_vocab(vocab: Path, lowercase: bool):
+    """A BERT WordPiece tokenizer holding every line of ``vocab`` (one token per CJK character)."""
+    from transformers import BertTokenizerFast
+
+    lines = [ln.strip() for ln in vocab.read_text(encoding="utf-8").splitlines()]  # CRLF copies read the same
+    # transformers 5 takes the vocabulary as `vocab`; `vocab_file=` is silently ignored (every id [UNK])
+    return BertTokenizerFast(vocab={tok: i for i, tok in enumerate(lines) if tok}, do_lower_case=lowercase,
+                             tokenize_chinese_chars=True, strip_accents=None)
 
 
 class Tokenizer:
