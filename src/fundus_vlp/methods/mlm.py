@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ..config.schema import check_choice
 from ..data.config import CAPTION_LANGUAGES, BanCfg
 from ..hub import require_safe_weights
-from ..models.tokenizer import load_hf_tokenizer
+from ..models.tokenizer import count_unknown, load_hf_tokenizer
 from ..runtime import distributed as dist
 from ..runtime.files import atomic_dir
 from ..runtime.seed import rng_for
@@ -131,11 +131,7 @@ def knowledge_texts(languages: Sequence[str]) -> Dict[str, Dict[str, List[str]]]
 
 def unk_share(tokenizer, texts: Sequence[str]) -> Dict[str, float]:
     """Share of [UNK] among the tokens of ``texts`` (special tokens excluded), with the counts behind it."""
-    unk = tokenizer.unk_token_id
-    tokens = unknown = 0
-    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
-        tokens += len(ids)
-        unknown += sum(i == unk for i in ids)
+    unknown, tokens = count_unknown(tokenizer, texts)
     return {"unk_share": unknown / max(tokens, 1), "unk_tokens": unknown, "tokens": tokens, "texts": len(texts)}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import List, Sequence, Union
+from typing import List, Sequence, Tuple, Union
 
 import torch
 
@@ -60,6 +60,13 @@ def wordpiece_from_vocab(vocab: Path, lowercase: bool):
     # transformers 5 takes the vocabulary as `vocab`; `vocab_file=` is silently ignored (every id [UNK])
     return BertTokenizerFast(vocab={tok: i for i, tok in enumerate(lines) if tok}, do_lower_case=lowercase,
                              tokenize_chinese_chars=True, strip_accents=None)
+
+
+def count_unknown(hf_tokenizer, texts: Sequence[str]) -> Tuple[int, int]:
+    """(tokens that are [UNK], all tokens) of ``texts``: special tokens excluded, no truncation."""
+    unk = hf_tokenizer.unk_token_id
+    ids = hf_tokenizer(list(texts), add_special_tokens=False)["input_ids"] if len(texts) else []
+    return (sum(row.count(unk) for row in ids) if unk is not None else 0), sum(len(row) for row in ids)
 
 
 class Tokenizer:
@@ -127,10 +134,8 @@ class Tokenizer:
     def unknown_share(self, texts: Sequence[str]) -> float:
         """The share of the tokens of ``texts`` (special tokens excluded, no truncation) that are [UNK]:
         text the vocabulary cannot represent (e.g. Chinese with an English-only vocabulary)."""
-        unk = self.hf.unk_token_id
-        ids = self.hf(list(texts), add_special_tokens=False)["input_ids"] if len(texts) else []
-        total = sum(len(row) for row in ids)
-        return sum(row.count(unk) for row in ids) / total if total and unk is not None else 0.0
+        unknown, total = count_unknown(self.hf, texts)
+        return unknown / total if total else 0.0
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         # WordPiece decoders put a space between every token; Chinese is written without them
