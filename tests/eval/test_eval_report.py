@@ -181,6 +181,20 @@ def test_cli_report_on_tiny_ffair_json(tiny_reports, tmp_path):
     assert [p["id"] for p in preds] == ["case5", "case11", "case17"]
     assert row["details"]["distinct_reports"] == len({p["generated"] for p in preds})
     assert f"{row['details']['distinct_reports']} distinct generated reports for 3 test samples" in md
+    decodings = row["details"]["decodings"]
+    below = [k for k in decodings["beam"]["metrics"]
+             if (decodings["beam"]["metrics"][k] or 0) < (decodings["greedy"]["metrics"][k] or 0)]
+    assert row["details"]["beam_below_greedy"] == below
+    assert (f"Beam search scores below greedy decoding on {', '.join(below)}." in md) == bool(below)
+
+
+def test_beam_below_greedy_names_the_metrics_where_beam_search_loses():
+    from fundus_vlp.eval.modes.report import beam_below_greedy
+
+    scores = {"beam": {"bleu_4": 0.2, "cider": 0.5, "meteor": None, "n": 3},
+              "greedy": {"bleu_4": 0.25, "cider": 0.3, "meteor": None, "n": 3}}
+    assert beam_below_greedy(scores) == ["bleu_4"]
+    assert beam_below_greedy({"greedy": scores["greedy"]}) == []
 
 
 def _run(tiny, out, annotations, **report):
@@ -376,17 +390,38 @@ def trained_decoder(tmp_path_factory):
     return decoder, tokens, tok, split(reports, 80, 100), reports[:70]
 
 
-def test_beam_search_writes_whole_reports_and_scores_at_least_greedy(trained_decoder):
-    from fundus_vlp.eval.report_generation import generate_reports, score_reports, shortest_report
+def _decode_and_score(trained_decoder, num_beams, length_penalty, early_stopping, min_new_tokens):
+    """(texts, metrics, per-report mean token negative log-likelihood under the decoder) of one decoding."""
+    from fundus_vlp.eval.report_generation import batch_loss, generate_reports, score_reports, tokenize_reports
 
-    decoder, tokens, tok, test, train_reports = trained_decoder
-    cfg = ReportCfg()  # the decoding a run uses
-    min_new = shortest_report(tok, train_reports)
-    texts = {name: generate_reports(decoder, tokens, test, tok, 20, 40, beams, cfg.length_penalty, cfg.beam_stop,
-                                    min_new) for name, beams in (("greedy", 1), ("beam", cfg.num_beams))}
-    scores = {name: score_reports(test, t, use_java=False, meteor=False)["cider"] for name, t in texts.items()}
-    assert scores["beam"] >= scores["greedy"] - 1e-6, (scores, texts["beam"][:2], texts["greedy"][:2])
-    assert all("impression" in t for t in texts["beam"]), texts["beam"][:3]  # no report stops after its findings
+    decoder, tokens, tok, test, _ = trained_decoder
+    texts = generate_reports(decoder, tokens, test, tok, 20, 40, num_beams, length_penalty, early_stopping,
+                             min_new_tokens)
+    scores = score_reports(test, texts, use_java=False, meteor=False)
+    ids = tokenize_reports(tok, texts, 40)
+    with torch.no_grad():
+        nll = [float(batch_loss(decoder, tokens, test.image_idx[i:i + 1], ids[i:i + 1])[0]) for i in range(len(texts))]
+    return texts, scores, np.array(nll)
+
+
+def test_beam_search_writes_whole_reports_and_scores_at_least_greedy(trained_decoder):
+    """The default decoding of a run: beam search finds reports at least as probable per token as greedy
+    decoding's, for every case, and scores at least as high; the decoding of earlier releases (summed
+    log-probabilities, early stopping, no minimum length) ends reports after a few words on the same decoder and
+    loses to greedy decoding, so this decoder tells the two apart."""
+    from fundus_vlp.eval.report_generation import shortest_report
+
+    cfg = ReportCfg()
+    min_new = shortest_report(trained_decoder[2], trained_decoder[4])
+    greedy = _decode_and_score(trained_decoder, 1, cfg.length_penalty, cfg.beam_stop, min_new)
+    beam = _decode_and_score(trained_decoder, cfg.num_beams, cfg.length_penalty, cfg.beam_stop, min_new)
+    assert (beam[2] <= greedy[2] + 1e-5).all(), (beam[2], greedy[2])
+    for metric in ("bleu_4", "rouge_l", "cider"):
+        assert beam[1][metric] >= greedy[1][metric] - 1e-6, (metric, beam[1], greedy[1], beam[0][:2], greedy[0][:2])
+    assert all("impression" in t for t in beam[0]), beam[0][:3]  # no report stops after its findings
+
+    cut_short = _decode_and_score(trained_decoder, cfg.num_beams, 0.0, True, 0)
+    assert cut_short[1]["bleu_4"] < greedy[1]["bleu_4"] and cut_short[2].mean() > greedy[2].mean()
 
 
 def test_image_only_model_generates_reports(tiny_reports, tiny_tokenizer_dir, tmp_path):

@@ -96,6 +96,11 @@ def run_report(ctx: EvalContext) -> List[Dict]:
     main = "beam" if "beam" in decode else "greedy"
     if scores[main].get("notes"):
         ctx.note(str(scores[main]["notes"]))
+    below = beam_below_greedy(scores)
+    headline = "cider" if rc.select_metric == "loss" else rc.select_metric
+    if headline in below:
+        ctx.note(f"beam search ({rc.num_beams}) scores below greedy decoding on the test {headline} "
+                 f"({scores['beam'][headline]:.3f} < {scores['greedy'][headline]:.3f}): both are in results.md")
     method = f"{rc.unit}: {info['tower']} tower ({rc.finetune}), {info['decoder']} decoder"
     examples = [{"id": i, "reference": r, "generated": g, **({"greedy": gg} if main == "beam" else {})}
                 for i, r, g, gg in zip(test.ids, test.reports, generated[main], generated["greedy"])]
@@ -113,6 +118,7 @@ def run_report(ctx: EvalContext) -> List[Dict]:
                             "n_cases": {s: len(by_split[s]) for s in SPLITS}, "n_images": len(paths),
                             # one report for every case = a decoder that ignores the images
                             "distinct_reports": len(set(generated[main])),
+                            "beam_below_greedy": below,
                             "decodings": {name: {"metrics": {k: v for k, v in sc.items() if k in REPORT_METRICS},
                                                  "num_beams": decode[name],
                                                  "distinct_reports": len(set(generated[name])),
@@ -122,6 +128,14 @@ def run_report(ctx: EvalContext) -> List[Dict]:
     write_text_atomic(ctx.out_dir / "results.md", results_markdown(ctx.model_name, str(annotations), row, examples,
                                                              rc.examples))
     return [row]
+
+
+def beam_below_greedy(scores: Dict[str, Dict[str, object]]) -> List[str]:
+    """The metrics on which beam search scores below greedy decoding (none when only one decoding ran)."""
+    if "beam" not in scores:
+        return []
+    return [k for k in REPORT_METRICS if isinstance(scores["beam"].get(k), float)
+            and isinstance(scores["greedy"].get(k), float) and scores["beam"][k] < scores["greedy"][k]]
 
 
 def _warn_unknown_tokens(ctx: EvalContext, tokenizer, reports: Sequence[str], key: str) -> None:
@@ -163,6 +177,9 @@ def results_markdown(model: str, annotations: str, row: Dict, examples: Sequence
         lines.append(f"| {name} ({d['num_beams']}) | " + " | ".join(f"{d['metrics'][k]:.3f}" for k in names)
                      + f" | {d['distinct_reports']} | {d['mean_words']:.1f} |")
     lines.append("")
+    below = row["details"].get("beam_below_greedy")
+    if below:
+        lines += [f"Beam search scores below greedy decoding on {', '.join(below)}.", ""]
     if "meteor" not in names:
         lines += ["METEOR: not computed (it needs Java).", ""]
     lines += ["## Generated reports (test)", "", "| id | reference | generated |", "|---|---|---|"]
