@@ -1,6 +1,8 @@
 """A bilingual text tower offline: WordPiece trained on English + Chinese text, a BERT from scratch, decoding."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -62,3 +64,26 @@ def test_text_pretrain_from_scratch_output_is_a_bilingual_text_tower(tmp_path):
     with torch.no_grad():
         emb = model.encode_text(ids) if hasattr(model, "encode_text") else None
     assert emb is None or emb.shape[0] == 2
+
+
+def test_a_reused_vocabulary_repeats_a_stage0_exactly(tmp_path):
+    """The trainer's tie-breaking differs between processes; ``tokenizer.reuse`` takes an earlier run's vocabulary,
+    and the seeded run then gives the same weights."""
+    from safetensors.torch import load_file
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("\n\n".join(CORPUS), encoding="utf-8")
+    common = ["text-pretrain", "text_model=bert-from-scratch", "scratch.hidden_size=32", "scratch.num_layers=1",
+              "scratch.num_heads=2", "scratch.intermediate_size=64", "scratch.max_position=64", f"corpus=[{corpus}]",
+              "max_steps=2", "batch_size=8", "context_length=32", f"output_dir={tmp_path}"]
+    assert main([*common, "tokenizer.train=true", "tokenizer.min_frequency=1", "run_name=first"]) == 0
+    assert main([*common, f"tokenizer.reuse={tmp_path / 'first' / 'tokenizer'}", "run_name=again"]) == 0
+    vocab = [json.loads((tmp_path / run / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+             for run in ("first", "again")]
+    assert vocab[0] == vocab[1] and len(vocab[0]) > 50
+    weights = [load_file(str(tmp_path / run / "text_model" / "model.safetensors")) for run in ("first", "again")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    with pytest.raises(ValueError, match="set one of them"):
+        TextPretrainCfg(text_model="bert-from-scratch", tokenizer=TokenizerTrainCfg(train=True, reuse="x"))

@@ -54,6 +54,10 @@ class TokenizerTrainCfg:
     # also learn from the knowledge bases and prompt templates of the caption languages (the texts the tower
     # will encode at evaluation), so none of their characters is [UNK]
     include_knowledge: bool = True
+    # a saved tokenizer folder (an earlier stage 0's run_dir/tokenizer) used as the vocabulary instead of
+    # learning one with tokenizer.train=true: the trainer's tie-breaking differs between processes, so this
+    # is how a stage 0 is repeated exactly
+    reuse: Optional[str] = None
 
 
 @dataclass
@@ -95,11 +99,15 @@ class MLMCfg:
 
     def __post_init__(self) -> None:
         check_choice("caption_language", self.caption_language, CAPTION_LANGUAGES)
-        if self.text_model == FROM_SCRATCH_BERT and not self.tokenizer.train:
-            raise ValueError(f"text_model={FROM_SCRATCH_BERT} needs a vocabulary: set tokenizer.train=true")
-        if self.tokenizer.train and self.text_model != FROM_SCRATCH_BERT:
-            raise ValueError(f"tokenizer.train=true makes a new vocabulary, which only a new encoder can use: "
-                             f"set text_model={FROM_SCRATCH_BERT} (got {self.text_model!r})")
+        own = self.tokenizer.train or self.tokenizer.reuse
+        if self.text_model == FROM_SCRATCH_BERT and not own:
+            raise ValueError(f"text_model={FROM_SCRATCH_BERT} needs a vocabulary: set tokenizer.train=true (or "
+                             f"tokenizer.reuse=DIR, an earlier stage 0's tokenizer folder)")
+        if self.tokenizer.train and self.tokenizer.reuse:
+            raise ValueError("tokenizer.train=true learns a vocabulary, tokenizer.reuse=DIR reuses one: set one of them")
+        if own and self.text_model != FROM_SCRATCH_BERT:
+            raise ValueError(f"tokenizer.train / tokenizer.reuse give a new vocabulary, which only a new encoder can "
+                             f"use: set text_model={FROM_SCRATCH_BERT} (got {self.text_model!r})")
         if self.text_model == FROM_SCRATCH_BERT and self.scratch.max_position < self.context_length:
             raise ValueError(f"scratch.max_position {self.scratch.max_position} < context_length {self.context_length}")
 
@@ -176,8 +184,11 @@ def trained_tokenizer(options: MLMCfg, texts: List[str], folder: Path, is_main: 
 
     from ..models.wordpiece import train_wordpiece_tokenizer
 
-    if is_main and not (folder / "tokenizer.json").is_file():
-        t = options.tokenizer
+    t = options.tokenizer
+    if is_main and not (folder / "tokenizer.json").is_file() and t.reuse:
+        AutoTokenizer.from_pretrained(t.reuse).save_pretrained(folder)
+        _logger.info("vocabulary of %s reused (%d tokens)", t.reuse, len(AutoTokenizer.from_pretrained(str(folder))))
+    elif is_main and not (folder / "tokenizer.json").is_file():
         extra = [s for parts in knowledge_texts(prompt_languages(options.caption_language)).values()
                  for s in parts["knowledge"] + parts["prompts"]] if t.include_knowledge else []
         tokenizer = train_wordpiece_tokenizer(texts + extra, t.vocab_size, t.min_frequency, t.lowercase,

@@ -7,7 +7,7 @@ The result is a ``transformers`` fast tokenizer; ``save_pretrained`` writes a fo
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Dict, Iterable
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -31,6 +31,7 @@ def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 8000, min_
                                         special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix="##",
                                         show_progress=False)
     tok.train_from_iterator(list(texts), trainer)
+    tok.model = models.WordPiece(vocab=_renumbered(tok.get_vocab()), unk_token="[UNK]", continuing_subword_prefix="##")
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
@@ -38,3 +39,15 @@ def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 8000, min_
     return BertTokenizerFast(tokenizer_object=tok, do_lower_case=lowercase, tokenize_chinese_chars=split_cjk_chars,
                              unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
                              mask_token="[MASK]")
+
+
+def _renumbered(vocab: Dict[str, int]) -> Dict[str, int]:
+    """The special tokens first, then every other token in sorted order.
+
+    The trainer numbers the continuing-subword tokens (``##x``) in the iteration order of a hash map seeded
+    anew in every process, so the same corpus gets other ids in another process, and a seeded model other
+    initial weights per token. WordPiece splits words by longest match, whatever the ids, so renumbering
+    changes no tokenisation; it makes the ids a function of the vocabulary alone. (Where two merges tie on
+    their count, that same order can still pick a different merge and so a slightly different vocabulary.)"""
+    rest = sorted(t for t in vocab if t not in SPECIAL_TOKENS)
+    return {t: i for i, t in enumerate([*SPECIAL_TOKENS, *rest])}
