@@ -316,6 +316,22 @@ def test_a_tokenizer_without_the_report_language_warns_with_the_share(tiny_repor
     assert any(n.startswith("100% of the Cn_Report tokens of the training reports are [UNK]") for n in row_notes)
 
 
+def test_a_fresh_decoder_learns_the_report_characters_its_tokenizer_lacks(tiny_reports, tmp_path):
+    """Chinese reports, an English-only tokenizer: the fresh decoder's vocabulary gains every character, so its
+    training targets hold no [UNK] and what it writes keeps them (decoding drops [UNK])."""
+    result = evaluate(tiny_reports["model"], None, ["report"], EvalCfg(
+        output_dir=str(tmp_path / "run"), progress=False, print_table=False, image_root=str(tiny_reports["root"]),
+        report=ReportCfg(annotations=str(_bilingual(tiny_reports, tmp_path)), report_key="Cn_Report", epochs=3,
+                         decoder_init="fresh", batch_size=6, max_length=24, num_beams=2, lr=3e-3)))
+    row = result["rows"][0]
+    chars = {ch for r in REPORTS_ZH for ch in r if not ch.isspace()}
+    assert set(row["hparams"][0]["added_characters"]) == chars
+    assert any(n.startswith("100.0% of the Cn_Report tokens") and f"gains their {len(chars)} characters" in n
+               for n in result["notes"])
+    written = json.loads((tmp_path / "run" / "report_predictions.json").read_text())
+    assert any(set(p["generated"]) & chars for p in written), written[:2]
+
+
 def test_csv_reports_honour_report_key_and_refuse_empty_reports(tiny_reports, tmp_path):
     """KeepFIT's FFA.csv form (caption in a one-element ``categories`` list) with FFA-IR's Chinese column."""
     from fundus_vlp.data.dataframes import DataFormatError

@@ -33,3 +33,18 @@ def test_tiny_test_tokenizer_knows_its_words(tiny_tokenizer_dir):
     assert len(tok) == len(vocab) - 1  # the file ends with a newline
     assert _word_ids(tok, "glaucoma near the macula") == [vocab.index(w) for w in ("glaucoma", "near", "the", "macula")]
     assert tok.hf.unk_token_id not in _word_ids(tok, "normal fundus photograph")
+
+
+def test_with_characters_of_adds_each_unknown_character_once(tmp_path):
+    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    tok = Tokenizer.from_pretrained(str(tmp_path))
+    reports = ["双眼视盘 cups", "视盘: glaucoma"]
+    assert tok.unknown_share(reports) > 0.5
+    wider, added = tok.with_characters_of(reports)
+    assert added == sorted(set("双眼视盘:"))  # 'cups' and 'glaucoma' split into known pieces
+    assert len(wider) == len(tok) + len(added) and len(tok) == len(VOCAB)  # the original is left as it was
+    assert wider.unknown_share(reports) == 0.0
+    ids = wider(reports[0], context_length=16)[0]
+    assert wider.decode(ids) == "双眼视盘 cups"
+    assert max(ids.tolist()) >= len(VOCAB) and _word_ids(wider, "glaucoma") == [5]  # new ids come last
+    assert wider.with_characters_of(reports) == (wider, [])

@@ -208,12 +208,12 @@ def score_reports(samples: ReportSamples, generated: Sequence[str], use_java: Op
 
 def report_tokenizer(model, cfg: ReportCfg):
     """The vocabulary of the reports: ``report.tokenizer`` when set, else the model's; a model without one (image-only,
-    e.g. RETFound) gets the offline MiniLM's WordPiece vocabulary for its fresh decoder."""
+    e.g. RETFound) gets the offline MiniLM's WordPiece vocabulary for its fresh decoder. (A fresh decoder's
+    vocabulary also gains the report characters it lacks: :func:`decoder_tokenizer`.)"""
     from ..constants import MINILM_ALIAS
     from ..models.tokenizer import Tokenizer
 
-    pretrained = cfg.decoder_init == "pretrained" or (cfg.decoder_init == "auto" and model.decoder is not None)
-    if cfg.tokenizer and pretrained:
+    if cfg.tokenizer and uses_pretrained_decoder(model, cfg):
         raise ValueError("report.tokenizer: a pretrained decoder writes with the model's own vocabulary; set "
                          "report.decoder_init=fresh to train a decoder with another tokenizer")
     if cfg.tokenizer or getattr(model, "tokenizer", None) is None:
@@ -221,10 +221,22 @@ def report_tokenizer(model, cfg: ReportCfg):
     return model.tokenizer
 
 
-def build_decoder_and_tower(model, cfg: ReportCfg, seed: int) -> Tuple[ImageTower, CaptionDecoder, Dict[str, str]]:
+def decoder_tokenizer(model, cfg: ReportCfg, tokenizer, train_reports: Sequence[str]):
+    """(the vocabulary the decoder writes with, the characters added to ``tokenizer``): a fresh decoder learns every
+    token embedding, so it also gets each character of the training reports that ``tokenizer`` maps to [UNK];
+    a pretrained decoder keeps the vocabulary it was trained with."""
+    return (tokenizer, []) if uses_pretrained_decoder(model, cfg) else tokenizer.with_characters_of(train_reports)
+
+
+def uses_pretrained_decoder(model, cfg: ReportCfg) -> bool:
+    return cfg.decoder_init == "pretrained" or (cfg.decoder_init == "auto" and model.decoder is not None)
+
+
+def build_decoder_and_tower(model, cfg: ReportCfg, seed: int,
+                            tokenizer=None) -> Tuple[ImageTower, CaptionDecoder, Dict[str, str]]:
     """The image tower (the model's, or a random / ImageNet-initialised one of the same architecture) and the
     decoder (the model's pretrained one, or a fresh one shaped like the model's decoder config, writing with
-    :func:`report_tokenizer`'s vocabulary)."""
+    ``tokenizer``, by default :func:`report_tokenizer`'s vocabulary)."""
     vision = model.cfg.vision
     torch.manual_seed(seed)
     if cfg.tower_init == "model":
@@ -237,14 +249,14 @@ def build_decoder_and_tower(model, cfg: ReportCfg, seed: int) -> Tuple[ImageTowe
                              f"checkpoint of {vision.timm_model_name}, .safetensors or .pth): nothing is downloaded")
         tower = ImageTower(replace(vision, pretrained=str(cfg.imagenet_checkpoint)), model.cfg.embed_dim,
                            model.cfg.projection_bias)
-    use_pretrained = cfg.decoder_init == "pretrained" or (cfg.decoder_init == "auto" and model.decoder is not None)
+    use_pretrained = uses_pretrained_decoder(model, cfg)
     if use_pretrained:
         if model.decoder is None:
             raise ValueError("report.decoder_init=pretrained: this model has no caption decoder (train it with "
                              "method=keepfit_v2, or use decoder_init=fresh)")
         decoder = copy.deepcopy(model.decoder)
     else:
-        tok = report_tokenizer(model, cfg)
+        tok = tokenizer or report_tokenizer(model, cfg)
         length = max(cfg.max_length or 0, model.cfg.decoder.max_length)
         dcfg = replace(model.cfg.decoder, enabled=True, max_length=length)
         torch.manual_seed(seed)

@@ -49,8 +49,10 @@ class CaptionDecoder(nn.Module):
     def init_from_text_encoder(self, text_encoder: nn.Module) -> None:
         """Copy embeddings and self-attention/FFN weights from a BERT text encoder (e.g. the stage-0 MLM model).
 
-        Cross-attention and the LM head transform stay freshly initialised; the decoder's position table
-        is truncated to its own length.
+        Cross-attention and the LM head transform stay freshly initialised. Position and token tables of other
+        lengths share their leading rows: the decoder's position table may be shorter or longer, and its
+        vocabulary may extend the encoder's with tokens added at the end
+        (:meth:`~fundus_vlp.models.tokenizer.Tokenizer.with_characters_of`).
         """
         src = text_encoder.state_dict()
         dst = self.lm.bert.state_dict()
@@ -59,8 +61,10 @@ class CaptionDecoder(nn.Module):
             if key in dst and dst[key].shape == value.shape:
                 dst[key] = value.clone()
                 copied += 1
-            elif key in dst and key.endswith("position_embeddings.weight") and dst[key].shape[1] == value.shape[1]:
-                dst[key] = value[: dst[key].shape[0]].clone()
+            elif (key in dst and key.endswith(("position_embeddings.weight", "word_embeddings.weight"))
+                  and dst[key].shape[1] == value.shape[1]):
+                rows = min(dst[key].shape[0], value.shape[0])
+                dst[key][:rows] = value[:rows]
                 copied += 1
         if copied == 0:
             raise ValueError("decoder.init_from_text: no weights matched; hidden sizes must agree")

@@ -5,6 +5,7 @@ collate, gather and shard easily.
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ from ..runtime.sources import load_from_hf, resolve_hf_source
 
 _CJK = "\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
 _CJK_GAP = re.compile(rf"(?<=[{_CJK}])\s+(?=[{_CJK}])")  # spaces between two CJK characters or CJK punctuation
+_SPACES = re.compile(r"\s{2,}")
 
 
 def _first_token_id(preferred: int | None, fallback: int | None, missing: str) -> int:
@@ -137,9 +139,28 @@ class Tokenizer:
         unknown, total = count_unknown(self.hf, texts)
         return unknown / total if total else 0.0
 
+    def with_characters_of(self, texts: Sequence[str]) -> Tuple["Tokenizer", List[str]]:
+        """A copy that also writes the one-character words of ``texts`` this vocabulary maps to [UNK] (Chinese
+        characters and punctuation, which WordPiece splits off as words of their own), one new token each, and
+        those characters. For a model whose token embeddings are new (a fresh caption decoder): a report it
+        learns from then holds no such [UNK], which decoding would drop from what it writes. A longer unknown
+        word stays [UNK]: a character added as a token would split every word that holds it."""
+        unk = self.hf.unk_token_id
+        normalized = [self.normalized(t) for t in texts]
+        enc = self.hf(normalized, add_special_tokens=False, return_offsets_mapping=True) if normalized else None
+        rows = zip(normalized, enc["input_ids"], enc["offset_mapping"]) if enc else ()
+        missing = sorted({text[a:b] for text, ids, offsets in rows
+                          for i, (a, b) in zip(ids, offsets) if i == unk and b - a == 1})
+        if not missing:
+            return self, []
+        hf = copy.deepcopy(self.hf)
+        hf.add_tokens(missing)
+        return Tokenizer(hf, self.context_length, self.padding, self.normalize), missing
+
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         # WordPiece decoders put a space between every token; Chinese is written without them
-        return _CJK_GAP.sub("", self.hf.decode(ids, skip_special_tokens=True)).strip()
+        # (added tokens, e.g. a fresh decoder's extra characters, bring spaces of their own)
+        return _SPACES.sub(" ", _CJK_GAP.sub("", self.hf.decode(ids, skip_special_tokens=True))).strip()
 
     def batch_decode(self, ids: torch.Tensor) -> List[str]:
         return [self.decode(row) for row in ids]

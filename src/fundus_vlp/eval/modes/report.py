@@ -49,8 +49,8 @@ def run_report(ctx: EvalContext) -> List[Dict]:
     from ...data.report_annotations import SPLITS, read_report_annotations
     from ..captioning import text_language
     from ..report_generation import (TowerTokens, build_decoder_and_tower, build_samples, decoder_positions,
-                                     even_subset, generate_reports, report_tokenizer, score_reports, shortest_report,
-                                     train_report_decoder)
+                                     decoder_tokenizer, even_subset, generate_reports, report_tokenizer,
+                                     score_reports, shortest_report, train_report_decoder)
 
     cfg, rc = ctx.cfg, ctx.cfg.report
     annotations, root = report_source(cfg)
@@ -61,19 +61,31 @@ def run_report(ctx: EvalContext) -> List[Dict]:
     empty = [s for s in SPLITS if not by_split[s]]
     if empty:
         raise ValueError(f"{annotations}: no {' / '.join(empty)} cases; report generation needs train, val and test")
-    tower, decoder, info = build_decoder_and_tower(ctx.model, rc, seed)
+    train_reports = [c.report for c in by_split["train"]]
+    tok = report_tokenizer(ctx.model, rc)
+    share = tok.unknown_share(train_reports)
+    tok, added = decoder_tokenizer(ctx.model, rc, tok, train_reports)
+    tower, decoder, info = build_decoder_and_tower(ctx.model, rc, seed, tok)
     positions = decoder_positions(decoder)
     max_length = min(rc.max_length or positions, positions)
     if rc.max_length and rc.max_length > positions:
         ctx.note(f"report.max_length={rc.max_length} exceeds the decoder's {positions} positions; using {positions}")
-    tok = report_tokenizer(ctx.model, rc)
-    _warn_unknown_tokens(ctx, tok, [c.report for c in by_split["train"]], rc.report_key)
-    language = rc.language if rc.language != "auto" else text_language([c.report for c in by_split["train"]])
-    min_new = shortest_report(tok, [c.report for c in by_split["train"]]) if rc.min_length is None else rc.min_length
+    if added:
+        info["added_characters"] = "".join(added)
+        ctx.note(f"{share:.1%} of the {rc.report_key} tokens of the training reports are [UNK] for the tokenizer; the "
+                 f"fresh decoder's vocabulary gains their {len(added)} characters: "
+                 f"{''.join(added[:30])}{' ...' if len(added) > 30 else ''}")
+    elif share > UNK_WARN_SHARE:
+        ctx.note(f"{share:.0%} of the {rc.report_key} tokens of the training reports are [UNK] for this model's "
+                 f"tokenizer: its pretrained decoder cannot write them; a fresh decoder (report.decoder_init=fresh) "
+                 f"learns them, best with a vocabulary that covers them (report.tokenizer=DIR, e.g. a stage-0 "
+                 f"tokenizer trained on such text)")
+    language = rc.language if rc.language != "auto" else text_language(train_reports)
+    min_new = shortest_report(tok, train_reports) if rc.min_length is None else rc.min_length
     min_new = max(0, min(min_new, max_length - 2))
-    long = sum(len(tok.hf(c.report)["input_ids"]) > max_length for c in by_split["train"])
+    long = sum(len(tok.hf(r)["input_ids"]) > max_length for r in train_reports)
     if long:
-        ctx.note(f"{long} of {len(by_split['train'])} training reports are longer than {max_length} tokens and "
+        ctx.note(f"{long} of {len(train_reports)} training reports are longer than {max_length} tokens and "
                  f"are truncated")
     used = [c.images[i] for c in cases
             for i in (range(c.n_images) if rc.unit == "image" else even_subset(c.n_images, rc.max_images))]
@@ -136,14 +148,6 @@ def beam_below_greedy(scores: Dict[str, Dict[str, object]]) -> List[str]:
         return []
     return [k for k in REPORT_METRICS if isinstance(scores["beam"].get(k), float)
             and isinstance(scores["greedy"].get(k), float) and scores["beam"][k] < scores["greedy"][k]]
-
-
-def _warn_unknown_tokens(ctx: EvalContext, tokenizer, reports: Sequence[str], key: str) -> None:
-    share = tokenizer.unknown_share(reports)
-    if share > UNK_WARN_SHARE:
-        ctx.note(f"{share:.0%} of the {key} tokens of the training reports are [UNK] for this model's tokenizer: "
-                 f"the decoder cannot write them: give a fresh decoder a vocabulary that covers them "
-                 f"(report.decoder_init=fresh report.tokenizer=DIR, e.g. a stage-0 tokenizer trained on such text)")
 
 
 def _mean_length(texts: Sequence[str], language: str) -> float:
