@@ -10,7 +10,8 @@ validation, beam search on the test cases.
 * **Selection.** Each validation computes the teacher-forced loss and, unless ``select_metric="loss"``,
   decodes the validation reports and scores them; the best epoch's weights are kept. Test reports are
   read only to score the final test generations: nothing here receives them.
-* The vocabulary is the model's tokenizer, fixed before any report is read.
+* The vocabulary is the model's tokenizer (a fresh decoder's also holds the characters of the training reports
+  it lacks), fixed before any validation or test report is read.
 """
 from __future__ import annotations
 
