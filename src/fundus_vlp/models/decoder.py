@@ -52,7 +52,7 @@ class CaptionDecoder(nn.Module):
         Cross-attention and the LM head transform stay freshly initialised. Position and token tables of other
         lengths share their leading rows: the decoder's position table may be shorter or longer, and its
         vocabulary may extend the encoder's with tokens added at the end
-        (:meth:`~fundus_vlp.models.tokenizer.Tokenizer.with_characters_of`).
+        (``Tokenizer.with_characters_of``).
         """
         src = text_encoder.state_dict()
         dst = self.lm.bert.state_dict()
