@@ -74,3 +74,24 @@ def test_onnx_classify_never_builds_the_torch_model(exported):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_image_only_model_exports_its_image_encoder(tmp_path):
+    """No text tower: the image graph alone (a ViT built for another size than the preprocess size, whose position
+    table is resampled on every call), the same embeddings as PyTorch, and the image-only error for text."""
+    from fundus_vlp.factory import create_model
+    from fundus_vlp.models.onnx import OnnxModel
+
+    torch.manual_seed(0)
+    model = create_model("tiny-image-only")
+    assert model.visual.trunk.patch_embed.img_size != (model.cfg.preprocess.size,) * 2
+    model.save_pretrained(tmp_path / "m")
+    assert main(["export", "--model", str(tmp_path / "m"), "--onnx"]) == 0
+    assert (tmp_path / "m" / "image_encoder.onnx").is_file() and not (tmp_path / "m" / "text_encoder.onnx").exists()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (70, 90, 3), dtype=np.uint8) for _ in range(3)]
+    onnx = OnnxModel.from_pretrained(tmp_path / "m")
+    np.testing.assert_allclose(onnx.embed_images(images), from_pretrained(tmp_path / "m").embed_images(images),
+                               atol=1e-5)
+    with pytest.raises(RuntimeError, match="image-only model"):
+        onnx.classify(images, LABELS)

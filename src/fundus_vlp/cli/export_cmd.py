@@ -13,7 +13,8 @@ The run's config.yaml rebuilds the architecture; the checkpoint is read with wei
 
 ONNX (--onnx) writes image_encoder.onnx (pixel_values: batch×3×S×S, the preprocessed image) and
 text_encoder.onnx (input_ids: batch×length) next to model.safetensors, both returning unit-norm
-embeddings, with a dynamic batch (and text length); fundus_vlp.OnnxModel runs them with onnxruntime:
+embeddings, with a dynamic batch (and text length); an image-only model (e.g. an imported RETFound)
+gets the image encoder alone. fundus_vlp.OnnxModel runs them with onnxruntime:
 
   fundus-vlp export --run runs/x --out release/x --onnx
   fundus-vlp export --model release/x --onnx          # add the ONNX files to an existing folder

@@ -5,7 +5,7 @@
 * ``image_encoder.onnx``: ``pixel_values`` (batch×3×S×S float32, the output of the model's evaluation
   transform) -> ``image_embeds`` (batch×D, unit norm);
 * ``text_encoder.onnx``: ``input_ids`` (batch×length int64, any length up to the context length) ->
-  ``text_embeds`` (batch×D, unit norm).
+  ``text_embeds`` (batch×D, unit norm); not for an image-only model (e.g. RETFound), which has no text tower.
 
 ``OnnxModel.from_pretrained(directory)`` runs them inside the inference unit (``fundus_vlp/inference/``):
 images are decoded and preprocessed, texts tokenised, prompts, prototypes and probabilities computed by the
@@ -13,6 +13,7 @@ same code as for the PyTorch model; only the encoders run in onnxruntime (torch 
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..constants import WEIGHTS_NAME
 from ..runtime.extras import require
+from .errors import image_only_error
 
 IMAGE_ONNX = "image_encoder.onnx"
 TEXT_ONNX = "text_encoder.onnx"
@@ -28,7 +30,8 @@ ONNX_OPSET = 17
 
 
 def export_onnx(model, directory: str | Path, opset: int = ONNX_OPSET) -> List[Path]:
-    """Write the two encoder graphs (dynamic batch; dynamic text length) into ``directory``."""
+    """Write the encoder graphs (dynamic batch; dynamic text length) into ``directory``: the image encoder, and
+    the text encoder unless the model is image-only."""
     import torch
     from torch import nn
 
@@ -47,9 +50,8 @@ def export_onnx(model, directory: str | Path, opset: int = ONNX_OPSET) -> List[P
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model = model.eval().to("cpu")
     size = model.cfg.preprocess.size
-    ids = model.tokenizer(["a fundus photograph of glaucoma", "normal"], padding="longest")
+    model = _at_input_size(model.eval().to("cpu"), size)
     image_path, text_path = directory / IMAGE_ONNX, directory / TEXT_ONNX
     with torch.no_grad(), warnings.catch_warnings():
         # The tracer warns about Python branches in transformers' masking code; they depend only on shapes
@@ -59,10 +61,25 @@ def export_onnx(model, directory: str | Path, opset: int = ONNX_OPSET) -> List[P
         torch.onnx.export(Encoder(model.encode_image).eval(), (torch.zeros(2, 3, size, size),), str(image_path),
                           input_names=["pixel_values"], output_names=["image_embeds"], opset_version=opset,
                           dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}}, dynamo=False)
+        if model.is_image_only:
+            return [image_path]
+        ids = model.tokenizer(["a fundus photograph of glaucoma", "normal"], padding="longest")
         torch.onnx.export(Encoder(model.encode_text).eval(), (ids,), str(text_path), input_names=["input_ids"],
                           output_names=["text_embeds"], opset_version=opset, dynamo=False,
                           dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "text_embeds": {0: "batch"}})
     return [image_path, text_path]
+
+
+def _at_input_size(model, size: int):
+    """``model`` with a ViT trunk's position table resampled once to the preprocess size (the graph's only image
+    size). A trunk built for another size resamples it on every call with an antialiased bicubic resize,
+    which ONNX cannot express; resampled here, the call finds the sizes equal and uses the table as it is."""
+    trunk = model.visual.trunk
+    if not (getattr(trunk, "dynamic_img_size", False) and hasattr(trunk, "set_input_size")):
+        return model
+    model = copy.deepcopy(model)  # the caller's model keeps its table
+    model.visual.trunk.set_input_size(img_size=size)
+    return model
 
 
 class OnnxModel:
@@ -83,16 +100,20 @@ class OnnxModel:
 
         self.directory = Path(directory)
         self.cfg = load_config(self.directory)
-        missing = [n for n in (IMAGE_ONNX, TEXT_ONNX) if not (self.directory / n).is_file()]
+        self.is_image_only = self.cfg.text is None
+        needed = (IMAGE_ONNX,) if self.is_image_only else (IMAGE_ONNX, TEXT_ONNX)
+        missing = [n for n in needed if not (self.directory / n).is_file()]
         if missing:
             raise CheckpointError(f"{self.directory}: no {', '.join(missing)}; run "
                                   f"`fundus-vlp export --model {self.directory} --onnx` first")
-        self.tokenizer = Tokenizer.from_pretrained(str(self.directory), self.cfg.text.context_length,
-                                                   self.cfg.text.padding)
         providers = list(providers or ["CPUExecutionProvider"])
         self.image_session = ort.InferenceSession(str(self.directory / IMAGE_ONNX), providers=providers)
-        self.text_session = ort.InferenceSession(str(self.directory / TEXT_ONNX), providers=providers)
-        self.logit_scale = self._read_scale()
+        self.tokenizer = self.text_session = self.logit_scale = None
+        if not self.is_image_only:
+            self.tokenizer = Tokenizer.from_pretrained(str(self.directory), self.cfg.text.context_length,
+                                                       self.cfg.text.padding)
+            self.text_session = ort.InferenceSession(str(self.directory / TEXT_ONNX), providers=providers)
+            self.logit_scale = self._read_scale()
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, providers: Optional[Sequence[str]] = None) -> "OnnxModel":
@@ -108,6 +129,8 @@ class OnnxModel:
 
     # -- what the inference unit calls ---------------------------------------------------------------
     def scale(self) -> float:
+        if self.logit_scale is None:
+            raise image_only_error("an image-text logit scale")
         return self.logit_scale
 
     def eval(self) -> "OnnxModel":
@@ -131,6 +154,8 @@ class OnnxModel:
     def encode_text(self, input_ids, normalize: bool = True, project: bool = True):
         import torch
 
+        if self.text_session is None:
+            raise image_only_error("encode_text")
         out = self.text_session.run(None, {"input_ids": input_ids.cpu().numpy().astype(np.int64)})[0]
         return torch.from_numpy(out)
 
