@@ -116,8 +116,9 @@ def save_container(state: Dict[str, torch.Tensor], container: str, path: Path) -
 def assert_close(got, expected, what: str, atol: float = 1e-5, relative: bool = False) -> None:
     """max |Δ| < atol; ``relative``: Δ measured in units of the largest expected magnitude (unnormalised
     features, whose scale on random weights can be in the thousands)."""
-    got = torch.as_tensor(np.asarray(torch.as_tensor(got).detach(), dtype=np.float64))
-    expected = torch.as_tensor(np.asarray(expected, dtype=np.float64))
+    got, expected = (x.detach().cpu().to(torch.float64) if isinstance(x, torch.Tensor)
+                     else torch.from_numpy(np.array(x, dtype=np.float64))  # a copy: the array may be read-only
+                     for x in (got, expected))
     assert got.shape == expected.shape, f"{what}: shape {tuple(got.shape)} != {tuple(expected.shape)}"
     diff = (got - expected).abs().max().item()
     if relative:
