@@ -47,6 +47,25 @@ def test_bleu_and_rouge_by_hand_and_against_pycocoevalcap():
     assert "meteor" not in caption_metrics({"0": [ref2]}, {"0": cand2}, use_java=False, meteor=False)
 
 
+def test_paired_caption_bootstrap_separates_a_real_difference_from_noise():
+    from fundus_vlp.eval.captioning import paired_caption_bootstrap
+
+    refs = {str(i): [r] for i, r in enumerate(REPORTS * 4)}
+    same = {i: r[0] for i, r in refs.items()}
+    tie = paired_caption_bootstrap(refs, same, same, "cider", n_boot=50, use_java=False)
+    assert (tie.diff, tie.lo, tie.hi, tie.p) == (0.0, 0.0, 0.0, 1.0)
+    generic = {i: REPORTS[0] for i in refs}  # one report for every case
+    better = paired_caption_bootstrap(refs, same, generic, "bleu_4", n_boot=200, use_java=False)
+    full = caption_metrics(refs, same, use_java=False)["bleu_4"] - caption_metrics(refs, generic, use_java=False)["bleu_4"]
+    assert better.diff == pytest.approx(full, abs=1e-12) and better.lo > 0 and better.p < 0.05
+    # two decodings that differ on one case of twelve: an interval that holds zero
+    one_off = {**same, "0": REPORTS[1]}
+    noise = paired_caption_bootstrap(refs, same, one_off, "cider", n_boot=200, use_java=False)
+    assert noise.diff > 0 and noise.lo <= 0 <= noise.hi
+    with pytest.raises(ValueError, match="same, non-empty ids"):
+        paired_caption_bootstrap(refs, same, {"0": "x"}, use_java=False)
+
+
 def test_even_subset_spans_the_sequence():
     assert even_subset(5, 8) == [0, 1, 2, 3, 4]
     idx = even_subset(20, 8)
@@ -186,6 +205,10 @@ def test_cli_report_on_tiny_ffair_json(tiny_reports, tmp_path):
              if (decodings["beam"]["metrics"][k] or 0) < (decodings["greedy"]["metrics"][k] or 0)]
     assert row["details"]["beam_below_greedy"] == below
     assert (f"Beam search scores below greedy decoding on {', '.join(below)}." in md) == bool(below)
+    versus = row["details"]["beam_minus_greedy"]
+    assert versus["metric"] == "cider" and versus["lo"] <= versus["diff"] <= versus["hi"]
+    assert versus["diff"] == pytest.approx(decodings["beam"]["metrics"]["cider"] - decodings["greedy"]["metrics"]["cider"])
+    assert f"Beam minus greedy cider: {versus['diff']:+.3f}, 95 % interval" in md
 
 
 def test_beam_below_greedy_names_the_metrics_where_beam_search_loses():

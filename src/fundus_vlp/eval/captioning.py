@@ -70,7 +70,7 @@ def caption_metrics(references: Mapping[str, Sequence[str]], candidates: Mapping
     or None (from the references, :func:`text_language`). ``meteor=False`` skips METEOR without a note
     (e.g. per-epoch validation, where the Java start-up would dominate).
     """
-    Bleu, Cider, Rouge = (_scorer(f"{n.lower()}.{n.lower()}", n) for n in ("Bleu", "Cider", "Rouge"))
+    Bleu = _scorer("bleu.bleu", "Bleu")
 
     ids = sorted(references)
     if set(ids) != set(candidates):
@@ -91,9 +91,8 @@ def caption_metrics(references: Mapping[str, Sequence[str]], candidates: Mapping
                               "tokenizer": "ptb (java)" if java else "per character" if language == "zh" else "python"}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocoevalcap prints its BLEU internals
         bleu, _ = Bleu(4).compute_score(gts, res)
-        out.update({f"bleu_{n + 1}": float(b) for n, b in enumerate(bleu)})
-        out["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
-        out["cider"] = float(Cider().compute_score(gts, res)[0])
+    out.update({f"bleu_{n + 1}": float(b) for n, b in enumerate(bleu)})
+    out.update({k: _corpus_score(k, gts, res) for k in ("rouge_l", "cider")})
     if not meteor:
         return out
     if java:
@@ -106,6 +105,54 @@ def caption_metrics(references: Mapping[str, Sequence[str]], candidates: Mapping
         out["notes"] = "METEOR skipped: it needs Java (`java` not found on PATH)"
         _logger.warning(out["notes"])
     return out
+
+
+SCORED = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider")  # what _corpus_score computes
+
+
+def _corpus_score(metric: str, gts: Dict[str, List[str]], res: Dict[str, List[str]]) -> float:
+    """One corpus-level metric (:data:`SCORED`) of tokenised candidates ``res`` against references ``gts``."""
+    if metric not in SCORED:
+        raise ValueError(f"caption metric must be one of {SCORED}, got {metric!r}")
+    name = "Bleu" if metric.startswith("bleu") else "Rouge" if metric == "rouge_l" else "Cider"
+    scorer = _scorer(f"{name.lower()}.{name.lower()}", name)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocoevalcap prints its BLEU internals
+        if name == "Bleu":
+            return float(scorer(4).compute_score(gts, res)[0][int(metric[-1]) - 1])
+        return float(scorer().compute_score(gts, res)[0])
+
+
+def paired_caption_bootstrap(references: Mapping[str, Sequence[str]], candidates_a: Mapping[str, str],
+                             candidates_b: Mapping[str, str], metric: str = "cider", n_boot: int = 500,
+                             seed: int = 0, use_java: Optional[bool] = None, language: Optional[str] = None,
+                             level: float = 0.95):
+    """``metric`` of captions A minus captions B written for the same ids, with a paired bootstrap over the ids.
+
+    Each replicate draws ids with replacement and scores both sets of captions on that draw (for CIDEr the
+    document frequencies come from the draw's references, as for any corpus). Percentile interval and two-sided
+    p-value as for the classification metrics (:func:`fundus_vlp.eval.stats.bootstrap_comparison`). Captions
+    are tokenised once, as :func:`caption_metrics` does."""
+    import numpy as np
+
+    from .stats import bootstrap_comparison
+
+    ids = sorted(references)
+    if not ids or set(ids) != set(candidates_a) or set(ids) != set(candidates_b):
+        raise ValueError("references and both candidate sets must have the same, non-empty ids")
+    language = language or text_language([r for i in ids for r in references[i]])
+    java = (java_available() if use_java is None else use_java) and language == "en"
+    gts = _tokenize({i: list(references[i]) for i in ids}, java, language)
+    res = [_tokenize({i: [c[i]] for i in ids}, java, language) for c in (candidates_a, candidates_b)]
+
+    def difference(draw: Sequence[int]) -> float:
+        keys = [f"{n}" for n in range(len(draw))]  # a drawn id may repeat: one key per draw
+        g = {k: gts[ids[j]] for k, j in zip(keys, draw)}
+        a, b = ({k: r[ids[j]] for k, j in zip(keys, draw)} for r in res)
+        return _corpus_score(metric, g, a) - _corpus_score(metric, g, b)
+
+    rng = np.random.default_rng(seed)
+    replicates = np.array([difference(rng.integers(0, len(ids), len(ids))) for _ in range(n_boot)])
+    return bootstrap_comparison(difference(range(len(ids))), replicates, level)
 
 
 def _meteor(gts: Dict[str, List[str]], res: Dict[str, List[str]]) -> float:

@@ -5,7 +5,8 @@ Pure functions of numpy arrays (no models, no files):
 * :func:`t_interval` — mean ± Student-t 95 % interval over folds (``s/√F`` with the sample std, ddof=1);
 * :func:`paired_bootstrap` — the difference of a metric between two models scored on the *same* test images,
   resampling the images of each fold (the same resample for both models), averaged over folds; percentile
-  interval and a two-sided p-value from the bootstrap distribution shifted to the null;
+  interval and a two-sided p-value from the bootstrap distribution shifted to the null
+  (:func:`bootstrap_comparison`, also used for caption metrics by ``eval.captioning``);
 * :func:`delong` / :func:`paired_delong` — DeLong's test of two correlated AUCs with the O(n log n) midrank
   computation (Sun & Xu, 2014); the one-vs-rest macro AUC of a multi-class task is handled through the
   per-image structural components, so that a binary task gives exactly DeLong's variance;
@@ -102,8 +103,16 @@ def paired_bootstrap(folds_a: Sequence[Dict], folds_b: Sequence[Dict], metric: s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a resample without some class: NaN, dropped
         reps = np.nanmean(diffs, axis=0)
+    return bootstrap_comparison(float(np.nanmean(observed)), reps, level)
+
+
+def bootstrap_comparison(observed: float, replicates: np.ndarray, level: float = 0.95) -> Comparison:
+    """The observed difference with the percentile interval of its bootstrap replicates (NaN ones dropped) and
+    the two-sided p-value from the replicates centred on the observed difference (the null distribution):
+    ``(1 + #{|d* − d| ≥ |d|}) / (B + 1)``."""
+    reps = np.asarray(replicates, dtype=float)
     reps = reps[~np.isnan(reps)]
-    d = float(np.nanmean(observed))
+    d = float(observed)
     if len(reps) == 0 or math.isnan(d):
         return Comparison(d, float("nan"), float("nan"), float("nan"), "paired bootstrap")
     lo, hi = np.percentile(reps, [100 * (1 - level) / 2, 100 * (1 + level) / 2])

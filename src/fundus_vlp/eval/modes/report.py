@@ -16,6 +16,7 @@ from ..tables import REPORT_METRICS
 DEMO_ANNOTATIONS = "demo"
 # more [UNK] than this share of the report tokens: the decoder cannot write those reports (a warning)
 UNK_WARN_SHARE = 0.03
+BEAM_BOOTSTRAP = 500  # resamples of the test cases for the beam-minus-greedy interval
 
 
 def report_source(cfg: EvalCfg) -> Tuple[Path, Path]:
@@ -47,7 +48,7 @@ def report_experiment(cfg: EvalCfg) -> Experiment:
 
 def run_report(ctx: EvalContext) -> List[Dict]:
     from ...data.report_annotations import SPLITS, read_report_annotations
-    from ..captioning import text_language
+    from ..captioning import paired_caption_bootstrap, text_language
     from ..report_generation import (TowerTokens, build_decoder_and_tower, build_samples, decoder_positions,
                                      decoder_tokenizer, even_subset, generate_reports, report_tokenizer,
                                      score_reports, shortest_report, train_report_decoder)
@@ -110,9 +111,16 @@ def run_report(ctx: EvalContext) -> List[Dict]:
         ctx.note(str(scores[main]["notes"]))
     below = beam_below_greedy(scores)
     headline = "cider" if rc.select_metric == "loss" else rc.select_metric
+    versus = None
+    if "beam" in generated:  # is the difference more than the test set's sampling noise?
+        refs = {i: [r] for i, r in zip(test.ids, test.reports)}
+        versus = {"metric": headline, "n_boot": BEAM_BOOTSTRAP, **paired_caption_bootstrap(
+            refs, dict(zip(test.ids, generated["beam"])), dict(zip(test.ids, generated["greedy"])), headline,
+            BEAM_BOOTSTRAP, seed, language=language).to_dict()}
     if headline in below:
         ctx.note(f"beam search ({rc.num_beams}) scores below greedy decoding on the test {headline} "
-                 f"({scores['beam'][headline]:.3f} < {scores['greedy'][headline]:.3f}): both are in results.md")
+                 f"({scores['beam'][headline]:.3f} < {scores['greedy'][headline]:.3f}; {_interval(versus)}): "
+                 f"both are in results.md")
     method = f"{rc.unit}: {info['tower']} tower ({rc.finetune}), {info['decoder']} decoder"
     examples = [{"id": i, "reference": r, "generated": g, **({"greedy": gg} if main == "beam" else {})}
                 for i, r, g, gg in zip(test.ids, test.reports, generated[main], generated["greedy"])]
@@ -130,7 +138,7 @@ def run_report(ctx: EvalContext) -> List[Dict]:
                             "n_cases": {s: len(by_split[s]) for s in SPLITS}, "n_images": len(paths),
                             # one report for every case = a decoder that ignores the images
                             "distinct_reports": len(set(generated[main])),
-                            "beam_below_greedy": below,
+                            "beam_below_greedy": below, "beam_minus_greedy": versus,
                             "decodings": {name: {"metrics": {k: v for k, v in sc.items() if k in REPORT_METRICS},
                                                  "num_beams": decode[name],
                                                  "distinct_reports": len(set(generated[name])),
@@ -148,6 +156,11 @@ def beam_below_greedy(scores: Dict[str, Dict[str, object]]) -> List[str]:
         return []
     return [k for k in REPORT_METRICS if isinstance(scores["beam"].get(k), float)
             and isinstance(scores["greedy"].get(k), float) and scores["beam"][k] < scores["greedy"][k]]
+
+
+def _interval(versus: Dict) -> str:
+    return (f"{versus['diff']:+.3f}, 95 % interval {versus['lo']:+.3f} to {versus['hi']:+.3f}, p = {versus['p']:.2f} "
+            f"(paired bootstrap, {versus['n_boot']} resamples)")
 
 
 def _mean_length(texts: Sequence[str], language: str) -> float:
@@ -181,9 +194,12 @@ def results_markdown(model: str, annotations: str, row: Dict, examples: Sequence
         lines.append(f"| {name} ({d['num_beams']}) | " + " | ".join(f"{d['metrics'][k]:.3f}" for k in names)
                      + f" | {d['distinct_reports']} | {d['mean_words']:.1f} |")
     lines.append("")
-    below = row["details"].get("beam_below_greedy")
+    below, versus = row["details"].get("beam_below_greedy"), row["details"].get("beam_minus_greedy")
     if below:
         lines += [f"Beam search scores below greedy decoding on {', '.join(below)}.", ""]
+    if versus:
+        lines += [f"Beam minus greedy {versus['metric']}: {_interval(versus)}, over the {row['n_test']} test samples.",
+                  ""]
     if "meteor" not in names:
         lines += ["METEOR: not computed (it needs Java).", ""]
     lines += ["## Generated reports (test)", "", "| id | reference | generated |", "|---|---|---|"]
