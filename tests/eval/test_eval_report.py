@@ -47,6 +47,28 @@ def test_bleu_and_rouge_by_hand_and_against_pycocoevalcap():
     assert "meteor" not in caption_metrics({"0": [ref2]}, {"0": cand2}, use_java=False, meteor=False)
 
 
+def test_java_tokenizer_chatter_is_held_back_and_shown_when_it_fails(capfd, caplog, monkeypatch):
+    import os
+
+    from fundus_vlp.eval import captioning
+
+    if captioning.java_available():  # the real tokenizer reports its speed on fd 2
+        captioning.caption_metrics({"a": ["the cat sat"]}, {"a": "the cat"}, use_java=True, meteor=False)
+        assert "PTBTokenizer" not in capfd.readouterr().err
+    PTB = captioning._scorer("tokenizer.ptbtokenizer", "PTBTokenizer")
+
+    def failing(self, captions):
+        os.write(2, b"Exception in thread main: no such class\n")
+        raise RuntimeError("tokenizer died")
+
+    monkeypatch.setattr(PTB, "tokenize", failing)
+    with pytest.raises(RuntimeError, match="tokenizer died"):
+        captioning._tokenize({"a": ["x"]}, use_java=True, language="en")
+    assert "no such class" in caplog.text
+    os.write(2, b"after\n")  # descriptor 2 is back where it was
+    assert "after" in capfd.readouterr().err
+
+
 def test_paired_caption_bootstrap_separates_a_real_difference_from_noise():
     from fundus_vlp.eval.captioning import paired_caption_bootstrap
 

@@ -13,8 +13,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import re
 import shutil
+import sys
+import tempfile
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from ..runtime.extras import require
@@ -52,10 +55,30 @@ def java_available() -> bool:
     return shutil.which("java") is not None
 
 
+@contextlib.contextmanager
+def _child_stderr_kept_back():
+    """The Java tokenizer reports its speed on the standard error it inherits (file descriptor 2, which
+    ``redirect_stderr`` does not reach): hold it in a temporary file, shown only if the call fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            _logger.error("the Java tokenizer wrote: %s", held.read().decode(errors="replace").strip())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _tokenize(captions: Mapping[str, Sequence[str]], use_java: bool, language: str) -> Dict[str, List[str]]:
     if use_java and language == "en":
         PTBTokenizer = _scorer("tokenizer.ptbtokenizer", "PTBTokenizer")
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), _child_stderr_kept_back():
             return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
     return {k: [simple_tokenize(c, language) for c in v] for k, v in captions.items()}
 
