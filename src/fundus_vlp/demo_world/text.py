@@ -336,11 +336,23 @@ def make_report(eyes: list[Case], rng: np.random.Generator, max_words: int = 30)
     else:
         impression = "; ".join(f"{names[c.eye]} in the {c.eye} eye" for c in eyes)
     closing = f"{_pick(rng, ['Impression:', 'Diagnosis:', 'Conclusion:'])} {impression}."
-    while True:
+
+    def render(phrases: list[list[str]]) -> str:
         parts = [lead.format(eye=c.eye, Eye=_cap(c.eye), p=_join(ph)) for lead, c, ph in zip(leads, eyes, phrases)]
-        text = " ".join(parts + [closing])
-        longest = max(range(len(eyes)), key=lambda i: len(phrases[i]))
-        if len(text.split()) <= max_words or len(phrases[longest]) == 1:
+        return " ".join(parts + [closing])
+
+    return fitted_report(phrases, render, lambda text: len(text.split()) <= max_words)
+
+
+def fitted_report(phrases: list[list[str]], render: Callable[[list[list[str]]], str],
+                  fits: Callable[[str], bool]) -> str:
+    """``render(phrases)`` (one finding list per eye) after dropping the last finding of the longest list
+    until the text ``fits``; every eye keeps at least one finding. Shared by the English and Chinese reports."""
+    phrases = [list(p) for p in phrases]
+    while True:
+        text = render(phrases)
+        longest = max(range(len(phrases)), key=lambda i: len(phrases[i]))
+        if fits(text) or len(phrases[longest]) == 1:
             return text
         phrases[longest] = phrases[longest][:-1]
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from .ontology import CONDITIONS, FINDINGS, MODALITIES
 from .scene import Case, sample_case
-from .text import CORPUS_SECTIONS, PHRASES
+from .text import CORPUS_SECTIONS, PHRASES, fitted_report
 
 __all__ = ["make_caption_zh", "make_corpus_zh", "make_report_zh", "CONDITION_NAMES_ZH", "FINDING_NAMES_ZH"]
 
@@ -257,13 +257,12 @@ def make_report_zh(eyes: list[Case], rng: np.random.Generator, max_chars: int = 
     else:
         impression = "；".join(f"{_EYE[c.eye]}{names[c.eye]}" for c in eyes)
     closing = f"{_pick(rng, ['诊断：', '印象：', '结论：'])}{impression}。"
-    while True:
+
+    def render(phrases: list[list[str]]) -> str:
         parts = [lead.format(eye=_EYE[c.eye], p="，".join(ph)) for lead, c, ph in zip(leads, eyes, phrases)]
-        text = "".join(parts + [closing])
-        longest = max(range(len(eyes)), key=lambda i: len(phrases[i]))
-        if len(text) <= max_chars or len(phrases[longest]) == 1:
-            return text
-        phrases[longest] = phrases[longest][:-1]
+        return "".join(parts + [closing])
+
+    return fitted_report(phrases, render, lambda text: len(text) <= max_chars)
 
 
 # ---------------------------------------------------------------------------------------------------- corpus
