@@ -185,18 +185,19 @@ def trained_tokenizer(options: MLMCfg, texts: List[str], folder: Path, is_main: 
     from ..models.wordpiece import train_wordpiece_tokenizer
 
     t = options.tokenizer
-    if is_main and not (folder / "tokenizer.json").is_file() and t.reuse:
-        AutoTokenizer.from_pretrained(t.reuse).save_pretrained(folder)
-        _logger.info("vocabulary of %s reused (%d tokens)", t.reuse, len(AutoTokenizer.from_pretrained(str(folder))))
-    elif is_main and not (folder / "tokenizer.json").is_file():
-        extra = [s for parts in knowledge_texts(prompt_languages(options.caption_language)).values()
-                 for s in parts["knowledge"] + parts["prompts"]] if t.include_knowledge else []
-        tokenizer = train_wordpiece_tokenizer(texts + extra, t.vocab_size, t.min_frequency, t.lowercase,
-                                              t.split_cjk_chars)
-        tokenizer.model_max_length = options.scratch.max_position
+    if is_main and not (folder / "tokenizer.json").is_file():
+        if t.reuse:
+            tokenizer = AutoTokenizer.from_pretrained(t.reuse)
+            _logger.info("vocabulary of %s reused (%d tokens)", t.reuse, len(tokenizer))
+        else:
+            extra = [s for parts in knowledge_texts(prompt_languages(options.caption_language)).values()
+                     for s in parts["knowledge"] + parts["prompts"]] if t.include_knowledge else []
+            tokenizer = train_wordpiece_tokenizer(texts + extra, t.vocab_size, t.min_frequency, t.lowercase,
+                                                  t.split_cjk_chars)
+            tokenizer.model_max_length = options.scratch.max_position
+            _logger.info("trained a WordPiece vocabulary of %d tokens on %d paragraphs%s", len(tokenizer),
+                         len(texts), f" + {len(extra)} knowledge-base and prompt texts" if extra else "")
         tokenizer.save_pretrained(folder)
-        _logger.info("trained a WordPiece vocabulary of %d tokens on %d paragraphs%s", len(tokenizer), len(texts),
-                     f" + {len(extra)} knowledge-base and prompt texts" if extra else "")
     dist.barrier()
     return AutoTokenizer.from_pretrained(str(folder))
 
