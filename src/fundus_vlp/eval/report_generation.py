@@ -195,10 +195,14 @@ def generate_reports(decoder: CaptionDecoder, tokens: TokenFn, samples: ReportSa
     return out
 
 
+def report_lengths(tokenizer, reports: Sequence[str]) -> List[int]:
+    """Tokens of each report, special tokens excluded."""
+    return [len(r) for r in tokenizer.hf(list(reports), add_special_tokens=False)["input_ids"]] if reports else []
+
+
 def shortest_report(tokenizer, reports: Sequence[str]) -> int:
     """Tokens of the shortest report (special tokens excluded): no report should end before this."""
-    ids = tokenizer.hf(list(reports), add_special_tokens=False)["input_ids"]
-    return min((len(r) for r in ids), default=0)
+    return min(report_lengths(tokenizer, reports), default=0)
 
 
 def score_reports(samples: ReportSamples, generated: Sequence[str], use_java: Optional[bool] = None,

@@ -50,8 +50,8 @@ def run_report(ctx: EvalContext) -> List[Dict]:
     from ...data.report_annotations import SPLITS, read_report_annotations
     from ..captioning import paired_caption_bootstrap, text_language
     from ..report_generation import (TowerTokens, build_decoder_and_tower, build_samples, decoder_positions,
-                                     decoder_tokenizer, even_subset, generate_reports, report_tokenizer,
-                                     score_reports, shortest_report, train_report_decoder)
+                                     decoder_tokenizer, even_subset, generate_reports, report_lengths,
+                                     report_tokenizer, score_reports, train_report_decoder)
 
     cfg, rc = ctx.cfg, ctx.cfg.report
     annotations, root = report_source(cfg)
@@ -82,9 +82,10 @@ def run_report(ctx: EvalContext) -> List[Dict]:
                  f"learns them, best with a vocabulary that covers them (report.tokenizer=DIR, e.g. a stage-0 "
                  f"tokenizer trained on such text)")
     language = rc.language if rc.language != "auto" else text_language(train_reports)
-    min_new = shortest_report(tok, train_reports) if rc.min_length is None else rc.min_length
+    lengths = report_lengths(tok, train_reports)
+    min_new = min(lengths, default=0) if rc.min_length is None else rc.min_length  # no end before the shortest
     min_new = max(0, min(min_new, max_length - 2))
-    long = sum(len(tok.hf(r)["input_ids"]) > max_length for r in train_reports)
+    long = sum(n + 2 > max_length for n in lengths)  # + the start and end tokens
     if long:
         ctx.note(f"{long} of {len(train_reports)} training reports are longer than {max_length} tokens and "
                  f"are truncated")
